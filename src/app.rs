@@ -1,0 +1,272 @@
+//! Wiring: store, vendors, domain service, gRPC and HTTP listeners, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::{Config, Secret};
+use crate::domain::service::{ServiceConfig, SessionService};
+use crate::grpc::VerificationApi;
+use crate::proto::v1::verification_service_server::VerificationServiceServer;
+use crate::sandbox::{self, Sandbox};
+use crate::status::Hub;
+use crate::store::sqlite::SqliteStore;
+use crate::store::SessionStore;
+use crate::vendors::{juhe::JuheAdapter, Vendors};
+
+/// The fully qualified gRPC service name.
+pub const SERVICE_NAME: &str = "facegate.v1.VerificationService";
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something else stopped start-up.
+    #[error("{0}")]
+    Startup(String),
+    /// A server failed while running.
+    #[error("server error: {0}")]
+    Serve(String),
+}
+
+/// A running service.
+pub struct Running {
+    /// Bound gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// The simulators, in sandbox mode.
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// The domain service.
+    pub service: Arc<SessionService>,
+    /// The effective configuration (sandbox adjustments applied).
+    pub config: Config,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), AppError>>,
+}
+
+impl Running {
+    /// Starts a graceful shutdown and waits for it.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the servers stop.
+    pub async fn wait(self) -> Result<(), AppError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(AppError::Serve(format!("server task failed: {e}"))),
+        }
+    }
+
+    /// A handle that starts a graceful shutdown when sent `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+fn loopback_of(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+/// Installs the process-wide TLS crypto provider (ring) once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Starts the service: binds both listeners, opens the store, resumes what a previous run left, and serves until a
+/// shutdown is requested through [`Running::shutdown`] or its handle.
+pub async fn start(mut config: Config) -> Result<Running, AppError> {
+    install_crypto_provider();
+    let http_listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.http.listen,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|e| AppError::Startup(format!("cannot read HTTP address: {e}")))?;
+    let grpc_listener = TcpListener::bind(config.grpc.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.grpc.listen,
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|e| AppError::Startup(format!("cannot read gRPC address: {e}")))?;
+
+    let sandbox = if config.sandbox.enabled {
+        let local = format!("http://{}", loopback_of(http_addr));
+        config.juhe.base_url = format!("{local}{}", sandbox::JUHE_PREFIX);
+        config.juhe.key = Secret::new(sandbox::JUHE_KEY);
+        config.juhe.openid = Secret::new(sandbox::JUHE_OPENID);
+        Some(Arc::new(Sandbox::new()))
+    } else {
+        None
+    };
+
+    let store: Arc<dyn SessionStore> = Arc::new(
+        SqliteStore::open(&config.store.sqlite_path)
+            .await
+            .map_err(|e| AppError::Startup(format!("cannot open the session store: {e}")))?,
+    );
+    let vendors = Arc::new(Vendors {
+        juhe: if config.juhe.key.is_empty() {
+            None
+        } else {
+            Some(Box::new(
+                JuheAdapter::new(&config.juhe).map_err(AppError::Startup)?,
+            ))
+        },
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let service_cfg = ServiceConfig {
+        session_ttl_ms: i64::try_from(config.session.ttl_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+        default_far: config.session.default_target_false_accept_rate,
+        attempt_stale_ms: i64::try_from((config.juhe.timeout_secs * 2 + 30) * 1000)
+            .unwrap_or(i64::MAX),
+        replay_wait: Duration::from_secs(config.juhe.timeout_secs + 5),
+    };
+    let service = Arc::new(
+        SessionService::new(
+            store,
+            vendors,
+            Arc::new(Hub::new()),
+            service_cfg,
+            shutdown_rx.clone(),
+        )
+        .await
+        .map_err(|e| AppError::Startup(format!("cannot start the session service: {e}")))?,
+    );
+    let recovered = service
+        .recover()
+        .await
+        .map_err(|e| AppError::Startup(format!("cannot recover sessions: {e}")))?;
+    if recovered > 0 {
+        tracing::warn!(
+            sessions = recovered,
+            "vendor calls were under way at the last stop; marked outcome unknown"
+        );
+    }
+    match service.expire_due().await {
+        Ok(n) if n > 0 => tracing::info!(expired = n, "expired sessions at start-up"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "expiry at start-up failed"),
+    }
+
+    // gRPC: the service, health, reflection (v1 and v1alpha).
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<VerificationServiceServer<VerificationApi>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| AppError::Startup(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| AppError::Startup(format!("reflection: {e}")))?;
+    let api = VerificationApi::new(
+        Arc::clone(&service),
+        Duration::from_secs(config.grpc.request_timeout_secs),
+    );
+    let max = config.grpc.max_message_bytes;
+    let grpc_service = VerificationServiceServer::new(api)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+
+    let mut grpc_shutdown = shutdown_rx.clone();
+    let reporter = health_reporter.clone();
+    let grpc_signal = async move {
+        let _ = grpc_shutdown.wait_for(|v| *v).await;
+        // Tell load balancers first, then stop taking connections and let in-flight calls finish.
+        reporter
+            .set_not_serving::<VerificationServiceServer<VerificationApi>>()
+            .await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        tracing::info!("draining: health NOT_SERVING, finishing in-flight calls");
+    };
+    let grpc_server = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.grpc.max_concurrent_streams)
+        .concurrency_limit_per_connection(config.grpc.concurrency_limit_per_connection)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(grpc_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_signal);
+
+    let mut http_shutdown = shutdown_rx.clone();
+    let http_server = axum::serve(http_listener, crate::http::router(sandbox.as_deref()))
+        .with_graceful_shutdown(async move {
+            let _ = http_shutdown.wait_for(|v| *v).await;
+        });
+
+    let sweeper = tokio::spawn(crate::status::expiry::run(
+        Arc::clone(&service),
+        Duration::from_secs(config.session.sweep_interval_secs),
+        shutdown_rx.clone(),
+    ));
+
+    let grace = Duration::from_secs(config.grpc.shutdown_grace_secs);
+    let mut grace_rx = shutdown_rx;
+    let task = tokio::spawn(async move {
+        let servers = async {
+            let (g, h) = tokio::join!(grpc_server, async { http_server.await });
+            g.map_err(|e| AppError::Serve(format!("gRPC: {e}")))?;
+            h.map_err(|e| AppError::Serve(format!("HTTP: {e}")))?;
+            Ok::<(), AppError>(())
+        };
+        tokio::pin!(servers);
+        let result = tokio::select! {
+            r = &mut servers => r,
+            _ = async {
+                let _ = grace_rx.wait_for(|v| *v).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("shutdown grace period over; stopping with calls still open");
+                Ok(())
+            }
+        };
+        sweeper.abort();
+        result
+    });
+
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, sandbox = config.sandbox.enabled, "facegate serving");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        sandbox,
+        service,
+        config,
+        shutdown: shutdown_tx,
+        task,
+    })
+}

@@ -1,0 +1,573 @@
+//! Configuration: built-in defaults, then a TOML file, then environment variables `FACEGATE__SECTION__KEY`.
+//!
+//! Secrets live in [`Secret`], whose `Debug`, `Display` and `Serialize` never show the value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A secret value (vendor key, password). Printing or serialising it shows `***` (or nothing when empty).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that sends it to the vendor.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The gRPC listener.
+    pub grpc: GrpcConfig,
+    /// The HTTP listener (vendor callbacks, sandbox pages and simulators).
+    pub http: HttpConfig,
+    /// The session store.
+    pub store: StoreConfig,
+    /// Session rules.
+    pub session: SessionConfig,
+    /// Juhe verifyface.
+    pub juhe: JuheConfig,
+    /// Baidu H5 faceprint.
+    pub baidu: BaiduConfig,
+    /// Megvii FaceID Lite.
+    pub megvii: MegviiConfig,
+    /// Sandbox mode: in-process vendor simulators.
+    pub sandbox: SandboxConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// gRPC listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Listen address, e.g. `127.0.0.1:50051` (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Largest request or response message in bytes (a 10 MB image plus its envelope fits the default).
+    pub max_message_bytes: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Deadline for one unary call, in seconds (streams are not limited).
+    pub request_timeout_secs: u64,
+    /// Most requests handled at once per connection.
+    pub concurrency_limit_per_connection: usize,
+    /// How long a graceful shutdown waits for in-flight calls, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            max_message_bytes: 16 * 1024 * 1024,
+            max_concurrent_streams: 200,
+            request_timeout_secs: 30,
+            concurrency_limit_per_connection: 256,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address, e.g. `127.0.0.1:8080` (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The address vendors and browsers use to reach this listener; notify and return URLs are built from it.
+    /// Empty means `http://<listen>`.
+    pub public_base_url: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_base_url: String::new(),
+        }
+    }
+}
+
+/// Session store settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Path of the embedded SQLite database file (created when missing).
+    pub sqlite_path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            sqlite_path: PathBuf::from("facegate.db"),
+        }
+    }
+}
+
+/// Session rules.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Seconds after creation when a session that is not final becomes EXPIRED.
+    pub ttl_secs: u64,
+    /// The false accept rate decisions use when the caller does not ask for one.
+    pub default_target_false_accept_rate: f64,
+    /// How often the expiry sweeper runs, in seconds.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 24 * 3600,
+            default_target_false_accept_rate: 1e-3,
+            sweep_interval_secs: 30,
+        }
+    }
+}
+
+/// Juhe verifyface settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JuheConfig {
+    /// Base URL; the adapter posts to `<base_url>/verifyface/verify` and `/verifyface/verifyEncry`.
+    pub base_url: String,
+    /// The API key (个人中心 -> 我的数据).
+    pub key: Secret,
+    /// The account openid; its md5 gives the AES key of verifyEncry. Empty disables the encrypted variant.
+    pub openid: Secret,
+    /// Whole-call timeout in seconds.
+    pub timeout_secs: u64,
+    /// Connect timeout in seconds.
+    pub connect_timeout_secs: u64,
+    /// Largest reply accepted, in bytes.
+    pub max_response_bytes: usize,
+    /// Largest probe image accepted, in bytes (Juhe recommends under 100 KB).
+    pub max_image_bytes: usize,
+}
+
+impl Default for JuheConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://apis.juhe.cn".into(),
+            key: Secret::default(),
+            openid: Secret::default(),
+            timeout_secs: 15,
+            connect_timeout_secs: 3,
+            max_response_bytes: 64 * 1024,
+            max_image_bytes: 5 * 1024 * 1024,
+        }
+    }
+}
+
+/// Baidu H5 faceprint settings (the adapter lands with its own issue).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaiduConfig {
+    /// Base URL of the API host (`https://aip.baidubce.com`).
+    pub base_url: String,
+    /// API Key.
+    pub api_key: Secret,
+    /// Secret Key.
+    pub secret_key: Secret,
+}
+
+impl Default for BaiduConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://aip.baidubce.com".into(),
+            api_key: Secret::default(),
+            secret_key: Secret::default(),
+        }
+    }
+}
+
+/// Megvii FaceID Lite settings (the adapter lands with its own issue).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MegviiConfig {
+    /// Base URL of the API host (`https://api.megvii.com`).
+    pub base_url: String,
+    /// api_key.
+    pub api_key: Secret,
+    /// api_secret (also the callback signing secret).
+    pub api_secret: Secret,
+}
+
+impl Default for MegviiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.megvii.com".into(),
+            api_key: Secret::default(),
+            api_secret: Secret::default(),
+        }
+    }
+}
+
+/// Sandbox settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Serve the vendor simulators on the HTTP listener and point every adapter at them, with sandbox credentials.
+    pub enabled: bool,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `facegate=debug,info` (RUST_LOG overrides it).
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// An environment variable could not be applied.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// The merged values do not form a valid configuration.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "FACEGATE__";
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `FACEGATE__*` variables from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let file_value: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
+            merge(&mut value, file_value);
+        }
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        vars.sort();
+        for (name, raw) in vars {
+            apply_env(&mut value, &name, &raw)?;
+        }
+        let config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.grpc.max_message_bytes < 11 * 1024 * 1024 {
+            problems.push(
+                "grpc.max_message_bytes must fit a 10 MB image (at least 11534336)".to_owned(),
+            );
+        }
+        if self.grpc.max_concurrent_streams == 0 {
+            problems.push("grpc.max_concurrent_streams must be at least 1".to_owned());
+        }
+        if self.grpc.request_timeout_secs == 0 {
+            problems.push("grpc.request_timeout_secs must be at least 1".to_owned());
+        }
+        if self.grpc.concurrency_limit_per_connection == 0 {
+            problems.push("grpc.concurrency_limit_per_connection must be at least 1".to_owned());
+        }
+        if !(self.session.default_target_false_accept_rate > 0.0
+            && self.session.default_target_false_accept_rate < 1.0)
+        {
+            problems.push("session.default_target_false_accept_rate must be in (0, 1)".to_owned());
+        }
+        if self.session.ttl_secs == 0 || self.session.sweep_interval_secs == 0 {
+            problems.push(
+                "session.ttl_secs and session.sweep_interval_secs must be at least 1".to_owned(),
+            );
+        }
+        for (name, url) in [
+            ("juhe.base_url", &self.juhe.base_url),
+            ("baidu.base_url", &self.baidu.base_url),
+            ("megvii.base_url", &self.megvii.base_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!("{name} must be an http(s) URL"));
+            }
+        }
+        let public = &self.http.public_base_url;
+        if !(public.is_empty() || public.starts_with("http://") || public.starts_with("https://")) {
+            problems.push("http.public_base_url must be an http(s) URL".to_owned());
+        }
+        if self.juhe.timeout_secs == 0 || self.juhe.connect_timeout_secs == 0 {
+            problems.push(
+                "juhe.timeout_secs and juhe.connect_timeout_secs must be at least 1".to_owned(),
+            );
+        }
+        if self.juhe.max_response_bytes < 1024 {
+            problems.push("juhe.max_response_bytes must be at least 1024".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems.join("; ")))
+        }
+    }
+
+    /// The public base URL without a trailing slash.
+    pub fn public_base_url(&self, bound_http: SocketAddr) -> String {
+        if self.http.public_base_url.is_empty() {
+            format!("http://{bound_http}")
+        } else {
+            self.http.public_base_url.trim_end_matches('/').to_owned()
+        }
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Problems that do not stop the service but deserve a warning.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.sandbox.enabled && (self.juhe.key.is_empty()) {
+            out.push(
+                "juhe.key is not set: Juhe sessions are refused (VENDOR_NOT_CONFIGURED)".to_owned(),
+            );
+        }
+        out
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn apply_env(root: &mut toml::Value, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::Env {
+            name: name.to_owned(),
+            message: "expected FACEGATE__SECTION__KEY".into(),
+        });
+    }
+    let mut node = root;
+    for (i, part) in path.iter().enumerate() {
+        let last = i + 1 == path.len();
+        let table = node.as_table_mut().ok_or_else(|| ConfigError::Env {
+            name: name.to_owned(),
+            message: "names a value inside a non-table setting".into(),
+        })?;
+        if last {
+            let value = match table.get(part.as_str()) {
+                Some(existing) => typed_like(existing, raw).ok_or_else(|| ConfigError::Env {
+                    name: name.to_owned(),
+                    message: format!("cannot be read as a {}", existing.type_str()),
+                })?,
+                None => toml::Value::String(raw.to_owned()),
+            };
+            table.insert(part.clone(), value);
+            return Ok(());
+        }
+        node = table
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::map::Map::new()));
+    }
+    Ok(())
+}
+
+fn typed_like(existing: &toml::Value, raw: &str) -> Option<toml::Value> {
+    Some(match existing {
+        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().ok()?),
+        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().ok()?),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return None,
+        }),
+        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[grpc]\nlisten = \"0.0.0.0:6000\"\nrequest_timeout_secs = 5\n[juhe]\nkey = \"filekey\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&p),
+            env(&[
+                ("FACEGATE__GRPC__REQUEST_TIMEOUT_SECS", "9"),
+                ("FACEGATE__JUHE__OPENID", "oid"),
+                ("FACEGATE__SANDBOX__ENABLED", "true"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.grpc.listen.port(), 6000);
+        assert_eq!(c.grpc.request_timeout_secs, 9);
+        assert_eq!(c.juhe.key.expose(), "filekey");
+        assert_eq!(c.juhe.openid.expose(), "oid");
+        assert!(c.sandbox.enabled);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_fail() {
+        assert!(Config::load_from(None, env(&[("FACEGATE__GRPC__NOPE", "1")])).is_err());
+        assert!(
+            Config::load_from(None, env(&[("FACEGATE__GRPC__REQUEST_TIMEOUT_SECS", "x")])).is_err()
+        );
+        assert!(Config::load_from(None, env(&[("FACEGATE__JUHE__BASE_URL", "ftp://x")])).is_err());
+        assert!(
+            Config::load_from(None, env(&[("FACEGATE__GRPC__MAX_MESSAGE_BYTES", "1000")])).is_err()
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked_everywhere() {
+        let mut c = Config::default();
+        c.juhe.key = Secret::new("supersecretkey");
+        c.juhe.openid = Secret::new("openid-value");
+        let text = c.to_masked_toml();
+        assert!(!text.contains("supersecretkey"));
+        assert!(!text.contains("openid-value"));
+        assert!(text.contains("***"));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("supersecretkey"));
+        assert!(!format!("{}", c.juhe.key).contains("supersecret"));
+    }
+}

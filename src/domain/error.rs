@@ -1,0 +1,165 @@
+//! Domain errors. Their messages never carry personal data; the gRPC layer maps them to `tonic::Status` with a
+//! `google.rpc.ErrorInfo` (reasons listed in README.md).
+
+use std::time::Duration;
+
+use super::session::{State, Vendor};
+use super::validation::Violation;
+
+/// What went wrong with a vendor call, as far as the caller needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VendorErrorKind {
+    /// The vendor throttled us (QPS, daily or test quota).
+    RateLimited,
+    /// The vendor is down, in maintenance or failed internally; the call was not billed.
+    Unavailable,
+    /// The vendor's authority data source timed out (Juhe 226401).
+    DataSourceTimeout,
+    /// The authority source has no record of the ID number (Juhe 226402).
+    NoRecord,
+    /// The vendor rejected a parameter (Juhe 226403).
+    RejectedInput,
+    /// Our vendor account or credentials are wrong, expired or not permitted.
+    AccountError,
+    /// No connection could be made; nothing reached the vendor.
+    Unreachable,
+    /// The call was sent but no answer came in time: it may have been billed.
+    Timeout,
+    /// The vendor answered something we cannot read: it may have been billed.
+    ProtocolError,
+}
+
+impl VendorErrorKind {
+    /// The stable reason (README table).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::RateLimited => "VENDOR_RATE_LIMITED",
+            Self::Unavailable => "VENDOR_UNAVAILABLE",
+            Self::DataSourceTimeout => "VENDOR_DATA_SOURCE_TIMEOUT",
+            Self::NoRecord => "VENDOR_NO_RECORD",
+            Self::RejectedInput => "VENDOR_REJECTED_INPUT",
+            Self::AccountError => "VENDOR_ACCOUNT_ERROR",
+            Self::Unreachable => "VENDOR_UNREACHABLE",
+            Self::Timeout => "VENDOR_TIMEOUT",
+            Self::ProtocolError => "VENDOR_PROTOCOL_ERROR",
+        }
+    }
+}
+
+/// A vendor call that did not produce an outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} call failed: {}", vendor.as_str(), kind.reason())]
+pub struct VendorError {
+    /// What kind of failure.
+    pub kind: VendorErrorKind,
+    /// Which vendor.
+    pub vendor: Vendor,
+    /// The vendor's code, if it gave one.
+    pub vendor_code: String,
+    /// The vendor's message, sanitised (see [`sanitize_vendor_text`]).
+    pub vendor_message: String,
+    /// Whether the call may have been billed.
+    pub possibly_billed: bool,
+    /// When a retry may help, after how long.
+    pub retry_after: Option<Duration>,
+}
+
+/// Removes anything that looks like personal data from vendor text (runs of 6+ digits or ID-like tokens) and bounds
+/// its length, so it can go into error metadata and logs.
+pub fn sanitize_vendor_text(text: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.chars().count() >= 6 {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if c.is_ascii_digit() || ((c == 'X' || c == 'x') && !run.is_empty()) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out.chars().take(200).collect()
+}
+
+/// A domain operation that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The request has invalid fields.
+    #[error("the request has invalid fields")]
+    InvalidArgument(Vec<Violation>),
+    /// No such session.
+    #[error("no session with that id")]
+    NotFound,
+    /// The idempotency key was used for a different request.
+    #[error("request_id was already used for a different request")]
+    IdempotencyKeyReused {
+        /// The session created with the key.
+        session_id: String,
+    },
+    /// The session is final and cannot change.
+    #[error("the session is already final ({})", .0.as_str())]
+    SessionFinal(State),
+    /// A vendor call for the session is under way.
+    #[error("a vendor call for this session is under way")]
+    SessionBusy,
+    /// The input is not what the session's flow takes now.
+    #[error("{0}")]
+    InputNotAccepted(String),
+    /// The vendor has no credentials configured.
+    #[error("vendor {} is not configured", .0.as_str())]
+    VendorNotConfigured(Vendor),
+    /// The vendor's flow is not available in this build yet.
+    #[error("vendor {} is not available yet", .0.as_str())]
+    VendorNotImplemented(Vendor),
+    /// A vendor call failed without an outcome.
+    #[error("{err}")]
+    Vendor {
+        /// The session the call was for.
+        session_id: String,
+        /// The failure.
+        err: VendorError,
+    },
+    /// The store failed.
+    #[error("session store unavailable")]
+    Store,
+    /// The service is shutting down.
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    /// A bug or broken invariant (no personal data in the text).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// One field violation.
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        Error::InvalidArgument(vec![Violation {
+            field: field.to_owned(),
+            description: description.into(),
+        }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitizer_removes_id_like_runs() {
+        assert_eq!(
+            sanitize_vendor_text("身份证11010519491231002X不匹配"),
+            "身份证[redacted]不匹配"
+        );
+        assert_eq!(sanitize_vendor_text("code 3005 ok"), "code 3005 ok");
+        assert_eq!(sanitize_vendor_text("a\u{0}b\nc"), "abc");
+        assert_eq!(sanitize_vendor_text(&"x".repeat(500)).chars().count(), 200);
+    }
+}

@@ -1,0 +1,20 @@
+//! The vendor-neutral domain: sessions, states, transitions, validation and the service that runs flows.
+
+pub mod error;
+pub mod far;
+pub mod service;
+pub mod session;
+pub mod state;
+pub mod validation;
+
+pub use error::{Error, VendorError, VendorErrorKind};
+pub use session::*;
+pub use state::{Applied, Event, TransitionError};
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,885 @@
+//! The session service: runs flows over the store, the vendor adapters and the status hub.
+//!
+//! Every change is a compare-and-set on the session's version, so concurrent callers (and, with a shared database,
+//! several replicas) never lose an update. A billed vendor call is claimed in the store first
+//! (`attempt_started_at_ms`), so it is made at most once per intent.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha1::{Digest, Sha1};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::error::{Error, VendorError};
+use super::far::{describe, threshold_for};
+use super::now_ms;
+use super::session::*;
+use super::state::{Event, TransitionError};
+use crate::status::Hub;
+use crate::store::{Created, IdempotencyRecord, SessionStore, StoreError};
+use crate::vendors::{Progress, VendorAdapter, Vendors};
+
+/// Reason recorded when a vendor call was under way while the service stopped: its outcome is unknown.
+pub const REASON_OUTCOME_UNKNOWN: &str = "VENDOR_OUTCOME_UNKNOWN";
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Lifetime of a session that is not final, in ms.
+    pub session_ttl_ms: i64,
+    /// Default false accept rate.
+    pub default_far: f64,
+    /// After how long a claimed vendor call is taken to have died with its process, in ms.
+    pub attempt_stale_ms: i64,
+    /// How long a repeated StartSession waits for the original's vendor call.
+    pub replay_wait: Duration,
+}
+
+/// Vendor options as requested, before the adapter resolves them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequestedOptions {
+    /// Nothing requested: vendor defaults.
+    #[default]
+    Default,
+    /// Juhe: `Some(true)` encrypted, `Some(false)` plain, `None` the default.
+    Juhe {
+        /// Encrypted or plain.
+        encrypted: Option<bool>,
+    },
+}
+
+/// An image as the caller gave it.
+#[derive(Debug, Clone)]
+pub struct ImageInput {
+    /// Bytes (personal data).
+    pub data: Vec<u8>,
+    /// Sniffed format.
+    pub format: super::validation::ImageFormat,
+    /// Role, when the caller said.
+    pub role: Option<ImageRole>,
+    /// Reference slot (Megvii), 0 = next.
+    pub slot: u32,
+}
+
+/// A validated StartSession request.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// Idempotency key.
+    pub request_id: String,
+    /// Vendor.
+    pub vendor: Vendor,
+    /// Vendor options.
+    pub options: RequestedOptions,
+    /// Identity, inline.
+    pub identity: Option<Identity>,
+    /// Images, inline.
+    pub images: Vec<ImageInput>,
+    /// Success return URL.
+    pub success_url: String,
+    /// Failure return URL.
+    pub failure_url: String,
+    /// Caller's reference.
+    pub client_reference_id: String,
+    /// Caller's metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Requested FAR.
+    pub target_far: Option<f64>,
+    /// A deterministic encoding of the whole request, for the idempotency fingerprint.
+    pub canonical: Vec<u8>,
+}
+
+/// The session service.
+pub struct SessionService {
+    store: Arc<dyn SessionStore>,
+    vendors: Arc<Vendors>,
+    hub: Arc<Hub>,
+    cfg: ServiceConfig,
+    fingerprint_key: Vec<u8>,
+    shutdown: watch::Receiver<bool>,
+}
+
+fn store_err(e: StoreError) -> Error {
+    tracing::error!(error = %e, "session store failure");
+    Error::Store
+}
+
+impl SessionService {
+    /// Builds the service (reads the store's fingerprint key).
+    pub async fn new(
+        store: Arc<dyn SessionStore>,
+        vendors: Arc<Vendors>,
+        hub: Arc<Hub>,
+        cfg: ServiceConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, Error> {
+        let fingerprint_key = store.fingerprint_key().await.map_err(store_err)?;
+        Ok(Self {
+            store,
+            vendors,
+            hub,
+            cfg,
+            fingerprint_key,
+            shutdown,
+        })
+    }
+
+    /// The hub (for metrics and tests).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn fingerprint(&self, canonical: &[u8]) -> String {
+        let mut h = Sha1::new();
+        h.update(&self.fingerprint_key);
+        h.update(canonical);
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    async fn load(&self, id: &str) -> Result<Session, Error> {
+        self.store
+            .get(id)
+            .await
+            .map_err(store_err)?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Loads, changes and stores a session with compare-and-set, retrying on conflicts. `change` returns whether it
+    /// changed anything; the version is bumped once per stored change. Watchers hear of it when `publish`.
+    async fn mutate<F>(&self, id: &str, publish: bool, mut change: F) -> Result<Session, Error>
+    where
+        F: FnMut(&mut Session) -> Result<bool, Error>,
+    {
+        for _ in 0..16 {
+            let original = self.load(id).await?;
+            let mut session = original.clone();
+            if !change(&mut session)? {
+                return Ok(original);
+            }
+            if session.version == original.version {
+                session.version += 1;
+            }
+            session.updated_at_ms = now_ms().max(original.updated_at_ms);
+            match self.store.update(&session, original.version).await {
+                Ok(()) => {
+                    if publish {
+                        self.hub.publish(&session);
+                    }
+                    return Ok(session);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::NotFound) => return Err(Error::NotFound),
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Err(Error::Internal(
+            "too many concurrent updates of one session".into(),
+        ))
+    }
+
+    /// Starts a session (idempotent by `request_id`).
+    pub async fn start(self: &Arc<Self>, req: StartRequest) -> Result<Session, Error> {
+        if *self.shutdown.borrow() {
+            return Err(Error::ShuttingDown);
+        }
+        let adapter = self.vendors.adapter(req.vendor)?;
+        let far = req.target_far.unwrap_or(self.cfg.default_far);
+        if threshold_for(adapter.published_thresholds(), far).is_none() {
+            return Err(Error::invalid(
+                "target_false_accept_rate",
+                format!(
+                    "{} publishes score thresholds only for false accept rates {}",
+                    req.vendor.as_str(),
+                    describe(adapter.published_thresholds())
+                ),
+            ));
+        }
+        let options = adapter
+            .resolve_options(req.options)
+            .map_err(|v| Error::InvalidArgument(vec![v]))?;
+        let fingerprint = self.fingerprint(&req.canonical);
+        if let Some(existing) = self
+            .store
+            .idempotency(&req.request_id)
+            .await
+            .map_err(store_err)?
+        {
+            return self.replay(existing, &fingerprint).await;
+        }
+
+        let now = now_ms();
+        let mut session = Session {
+            id: format!("ses_{}", uuid::Uuid::new_v4().simple()),
+            vendor: req.vendor,
+            options,
+            state: State::RequiresInput,
+            required_inputs: Vec::new(),
+            user_url: None,
+            user_url_expires_at_ms: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+            expires_at_ms: now.saturating_add(self.cfg.session_ttl_ms),
+            client_reference_id: req.client_reference_id,
+            metadata: req.metadata,
+            failure: None,
+            last_attempt_error: None,
+            identity_masked: req.identity.as_ref().map(Identity::masked),
+            version: 1,
+            target_false_accept_rate: far,
+            request_id: req.request_id.clone(),
+            cancel_reason: None,
+            return_success_url: req.success_url,
+            return_failure_url: req.failure_url,
+            inputs: Inputs {
+                identity: req.identity,
+                ..Default::default()
+            },
+            attempt_started_at_ms: None,
+            outcome: Outcome::default(),
+        };
+        for (i, image) in req.images.into_iter().enumerate() {
+            take_image(adapter, &mut session.inputs, image).map_err(|v| {
+                Error::InvalidArgument(vec![with_prefix(v, &format!("images[{i}]"))])
+            })?;
+        }
+        session.required_inputs = adapter.required_inputs(&session);
+        if session.required_inputs.is_empty() {
+            // Inputs complete at creation: the same write claims the vendor call, so a concurrent repeat of this
+            // request waits for its outcome instead of seeing a half-started session.
+            session.attempt_started_at_ms = Some(now);
+        }
+        let idem = IdempotencyRecord {
+            request_id: req.request_id,
+            fingerprint: fingerprint.clone(),
+            session_id: session.id.clone(),
+        };
+        match self
+            .store
+            .create(&session, Some(&idem))
+            .await
+            .map_err(store_err)?
+        {
+            Created::New => {}
+            Created::Existing(existing) => return self.replay(existing, &fingerprint).await,
+        }
+        tracing::info!(session_id = %session.id, vendor = session.vendor.as_str(), "session started");
+        if session.attempt_started_at_ms.is_some() {
+            return self.spawn_attempt(session).await;
+        }
+        Ok(session)
+    }
+
+    async fn replay(
+        &self,
+        existing: IdempotencyRecord,
+        fingerprint: &str,
+    ) -> Result<Session, Error> {
+        if existing.fingerprint != fingerprint {
+            return Err(Error::IdempotencyKeyReused {
+                session_id: existing.session_id,
+            });
+        }
+        let mut rx = self.hub.subscribe(&existing.session_id);
+        let deadline = tokio::time::Instant::now() + self.cfg.replay_wait;
+        let result = loop {
+            let session = self.load(&existing.session_id).await?;
+            if session.attempt_started_at_ms.is_none() {
+                break Ok(session);
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break Ok(session),
+            }
+        };
+        drop(rx);
+        self.hub.release(&existing.session_id);
+        result
+    }
+
+    /// Supplies the identity.
+    pub async fn submit_identity(
+        self: &Arc<Self>,
+        id: &str,
+        identity: Identity,
+    ) -> Result<Session, Error> {
+        let session = self.load(id).await?;
+        let adapter = self.vendors.adapter(session.vendor)?;
+        self.take_input(adapter, id, |s| {
+            s.identity_masked = Some(identity.masked());
+            s.inputs.identity = Some(identity.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Supplies an image.
+    pub async fn upload_image(
+        self: &Arc<Self>,
+        id: &str,
+        image: ImageInput,
+    ) -> Result<Session, Error> {
+        let session = self.load(id).await?;
+        let adapter = self.vendors.adapter(session.vendor)?;
+        self.take_input(adapter, id, |s| {
+            take_image(adapter, &mut s.inputs, image.clone())
+                .map_err(|v| Error::InvalidArgument(vec![with_prefix(v, "image")]))
+        })
+        .await
+    }
+
+    /// Stores an input. When it completes the inputs, the same write claims the vendor call, so watchers see the
+    /// session go straight to its decision, and the call is made once.
+    async fn take_input<F>(
+        self: &Arc<Self>,
+        adapter: &dyn VendorAdapter,
+        id: &str,
+        mut put: F,
+    ) -> Result<Session, Error>
+    where
+        F: FnMut(&mut Session) -> Result<(), Error>,
+    {
+        let updated = self
+            .mutate(id, false, |s| {
+                accepting_input(s)?;
+                put(s)?;
+                s.last_attempt_error = None;
+                let required = adapter.required_inputs(s);
+                if required.is_empty() {
+                    s.attempt_started_at_ms = Some(now_ms());
+                }
+                let _ = s.apply(Event::InputsChanged { required }, now_ms());
+                Ok(true)
+            })
+            .await?;
+        if updated.attempt_started_at_ms.is_some() {
+            self.spawn_attempt(updated).await
+        } else {
+            self.hub.publish(&updated);
+            Ok(updated)
+        }
+    }
+
+    /// Makes a claimed vendor call in a task of its own and waits for its stored outcome.
+    async fn spawn_attempt(self: &Arc<Self>, claimed: Session) -> Result<Session, Error> {
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move { this.run_attempt(claimed).await });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Internal(format!("vendor call task failed: {e}"))),
+        }
+    }
+
+    async fn run_attempt(&self, claimed: Session) -> Result<Session, Error> {
+        let adapter = self.vendors.adapter(claimed.vendor)?;
+        let id = claimed.id.clone();
+        let result = adapter.proceed(&claimed).await;
+        drop(claimed);
+        match result {
+            Ok(Progress::Final {
+                verified,
+                failure,
+                outcome,
+            }) => {
+                let stored = self
+                    .mutate(&id, true, |s| {
+                        let mut outcome = outcome.clone();
+                        let mut billing = s.outcome.billing.clone();
+                        billing.append(&mut outcome.billing);
+                        outcome.billing = billing;
+                        s.last_attempt_error = None;
+                        let event = match (verified, failure.clone()) {
+                            (true, _) => Event::Verified { outcome },
+                            (false, Some(failure)) => Event::Failed { failure, outcome },
+                            (false, None) => Event::Failed {
+                                failure: Failure {
+                                    code: FailureCode::VendorError,
+                                    vendor_code: String::new(),
+                                    vendor_message: String::new(),
+                                },
+                                outcome,
+                            },
+                        };
+                        match s.apply(event, now_ms()) {
+                            Ok(_) => Ok(true),
+                            Err(TransitionError::AlreadyFinal(state)) => {
+                                tracing::warn!(session_id = %s.id, state = state.as_str(),
+                                    "vendor outcome arrived for a session that is already final; kept as it was");
+                                Ok(false)
+                            }
+                        }
+                    })
+                    .await?;
+                tracing::info!(session_id = %stored.id, state = stored.state.as_str(), "session decided");
+                Ok(stored)
+            }
+            Err(err) => {
+                self.record_attempt_error(Some(adapter), &id, &err, err.kind.reason())
+                    .await?;
+                Err(Error::Vendor {
+                    session_id: id,
+                    err,
+                })
+            }
+        }
+    }
+
+    /// Stores a failed call: the claim is released, the error recorded, and (with an adapter) the inputs whose
+    /// re-submission means "try again" are dropped.
+    async fn record_attempt_error(
+        &self,
+        adapter: Option<&dyn VendorAdapter>,
+        id: &str,
+        err: &VendorError,
+        reason: &str,
+    ) -> Result<Session, Error> {
+        tracing::warn!(session_id = %id, vendor = err.vendor.as_str(), reason,
+            vendor_code = %err.vendor_code, possibly_billed = err.possibly_billed, "vendor call failed");
+        self.mutate(id, true, |s| {
+            if s.state.is_final() {
+                return Ok(false);
+            }
+            s.attempt_started_at_ms = None;
+            s.last_attempt_error = Some(AttemptError {
+                reason: reason.to_owned(),
+                vendor_code: err.vendor_code.clone(),
+                vendor_message: err.vendor_message.clone(),
+                possibly_billed: err.possibly_billed,
+            });
+            let Some(adapter) = adapter else {
+                return Ok(true);
+            };
+            if !err.vendor_code.is_empty() && !err.possibly_billed {
+                s.outcome.billing.push(BillingRecord {
+                    vendor: err.vendor,
+                    item: adapter.billing_item(s),
+                    billed: false,
+                    at_ms: now_ms(),
+                    vendor_reference: String::new(),
+                });
+            }
+            // A new attempt needs a new intent: the caller sends the image again (or a new identity first).
+            adapter.reset_for_retry(&mut s.inputs);
+            let required = adapter.required_inputs(s);
+            let _ = s.apply(Event::InputsChanged { required }, now_ms());
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Returns a session, expiring it first when its time is up.
+    pub async fn get(&self, id: &str) -> Result<Session, Error> {
+        let session = self.load(id).await?;
+        if !session.state.is_final() && session.expires_at_ms <= now_ms() {
+            return self.expire(id).await;
+        }
+        Ok(session)
+    }
+
+    async fn expire(&self, id: &str) -> Result<Session, Error> {
+        let stale_ms = self.cfg.attempt_stale_ms;
+        self.mutate(id, true, |s| {
+            let now = now_ms();
+            if s.state.is_final() || s.expires_at_ms > now {
+                return Ok(false);
+            }
+            if s.attempt_started_at_ms.is_some_and(|t| now - t < stale_ms) {
+                return Ok(false);
+            }
+            Ok(s.apply(Event::Expired, now).is_ok())
+        })
+        .await
+    }
+
+    /// Expires every session whose time is up; returns how many changed.
+    pub async fn expire_due(&self) -> Result<usize, Error> {
+        let ids = self.store.expired(now_ms(), 500).await.map_err(store_err)?;
+        let mut n = 0;
+        for id in ids {
+            match self.expire(&id).await {
+                Ok(s) if s.state == State::Expired => n += 1,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(session_id = %id, error = %e, "cannot expire session"),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Cancels a session that is not final.
+    pub async fn cancel(&self, id: &str, reason: String) -> Result<Session, Error> {
+        self.mutate(id, true, |s| {
+            if s.state.is_final() {
+                return Err(Error::SessionFinal(s.state));
+            }
+            if s.attempt_started_at_ms.is_some() {
+                return Err(Error::SessionBusy);
+            }
+            s.apply(
+                Event::Canceled {
+                    reason: reason.clone(),
+                },
+                now_ms(),
+            )
+            .map_err(|TransitionError::AlreadyFinal(st)| Error::SessionFinal(st))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// After a restart: vendor calls that were under way when the process stopped have unknown outcomes. They are
+    /// released (never repeated automatically) and recorded as possibly billed.
+    pub async fn recover(&self) -> Result<usize, Error> {
+        let ids = self.store.in_flight().await.map_err(store_err)?;
+        let mut n = 0;
+        for id in ids {
+            let session = self.load(&id).await?;
+            let err = VendorError {
+                kind: super::error::VendorErrorKind::Timeout,
+                vendor: session.vendor,
+                vendor_code: String::new(),
+                vendor_message: "the service stopped during the vendor call".into(),
+                possibly_billed: true,
+                retry_after: None,
+            };
+            let adapter = self.vendors.adapter(session.vendor).ok();
+            self.record_attempt_error(adapter, &id, &err, REASON_OUTCOME_UNKNOWN)
+                .await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Watches a session: the current snapshot, then every stored change, ending after a final state.
+    pub async fn watch(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> Result<mpsc::Receiver<Result<Session, Error>>, Error> {
+        let mut rx = self.hub.subscribe(id);
+        let snapshot = match self.get(id).await {
+            Ok(s) => s,
+            Err(e) => {
+                drop(rx);
+                self.hub.release(id);
+                return Err(e);
+            }
+        };
+        let (tx, out) = mpsc::channel(16);
+        let this = Arc::clone(self);
+        let id = id.to_owned();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut last = snapshot.version;
+            let done = snapshot.state.is_final();
+            if tx.send(Ok(snapshot)).await.is_err() || done {
+                drop(rx);
+                this.hub.release(&id);
+                return;
+            }
+            loop {
+                let next = tokio::select! {
+                    _ = tx.closed() => break,
+                    changed = shutdown.changed() => {
+                        if changed.is_err() || *shutdown.borrow() {
+                            let _ = tx.send(Err(Error::ShuttingDown)).await;
+                            break;
+                        }
+                        continue;
+                    }
+                    msg = rx.recv() => match msg {
+                        Ok(s) => Some((*s).clone()),
+                        Err(broadcast::error::RecvError::Lagged(_)) => match this.load(&id).await {
+                            Ok(s) => Some(s),
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                break;
+                            }
+                        },
+                        Err(broadcast::error::RecvError::Closed) => None,
+                    },
+                };
+                let Some(session) = next else {
+                    // The channel went away (the session became final): send the stored final state if newer.
+                    if let Ok(s) = this.load(&id).await {
+                        if s.version > last {
+                            let _ = tx.send(Ok(s)).await;
+                        }
+                    }
+                    break;
+                };
+                if session.version <= last {
+                    continue;
+                }
+                last = session.version;
+                let done = session.state.is_final();
+                if tx.send(Ok(session)).await.is_err() || done {
+                    break;
+                }
+            }
+            drop(rx);
+            this.hub.release(&id);
+        });
+        Ok(out)
+    }
+}
+
+fn accepting_input(s: &Session) -> Result<(), Error> {
+    if s.state.is_final() {
+        return Err(Error::SessionFinal(s.state));
+    }
+    if s.attempt_started_at_ms.is_some() {
+        return Err(Error::SessionBusy);
+    }
+    if s.state != State::RequiresInput {
+        return Err(Error::InputNotAccepted(format!(
+            "the session takes no more input in state {}",
+            s.state.as_str()
+        )));
+    }
+    Ok(())
+}
+
+fn take_image(
+    adapter: &dyn VendorAdapter,
+    inputs: &mut Inputs,
+    image: ImageInput,
+) -> Result<(), super::validation::Violation> {
+    if image.data.len() > adapter.max_image_bytes() {
+        return Err(super::validation::Violation {
+            field: "data".into(),
+            description: format!(
+                "the image is larger than {} allows ({} bytes at most)",
+                adapter.vendor().as_str(),
+                adapter.max_image_bytes()
+            ),
+        });
+    }
+    adapter.accept_image(inputs, image)
+}
+
+fn with_prefix(mut v: super::validation::Violation, prefix: &str) -> super::validation::Violation {
+    v.field = if v.field.is_empty() {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}.{}", v.field)
+    };
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::domain::validation::{ImageFormat, Violation};
+    use crate::store::sqlite::SqliteStore;
+
+    /// A Juhe-shaped adapter that counts calls, waits, and decides "verified".
+    struct Fake {
+        calls: Arc<AtomicU64>,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl VendorAdapter for Fake {
+        fn vendor(&self) -> Vendor {
+            Vendor::Juhe
+        }
+        fn published_thresholds(&self) -> &'static [ScoreThreshold] {
+            &crate::domain::far::JUHE_THRESHOLDS
+        }
+        fn resolve_options(&self, _: RequestedOptions) -> Result<VendorOptions, Violation> {
+            Ok(VendorOptions::Juhe { encrypted: false })
+        }
+        fn max_image_bytes(&self) -> usize {
+            1 << 20
+        }
+        fn accept_image(&self, inputs: &mut Inputs, image: ImageInput) -> Result<(), Violation> {
+            inputs.probe = Some(FaceImage {
+                data: image.data,
+                format: image.format,
+                role: ImageRole::Probe,
+            });
+            Ok(())
+        }
+        fn reset_for_retry(&self, inputs: &mut Inputs) {
+            inputs.probe = None;
+        }
+        fn billing_item(&self, _: &Session) -> String {
+            "fake".into()
+        }
+        fn required_inputs(&self, s: &Session) -> Vec<RequiredInput> {
+            let mut v = Vec::new();
+            if s.inputs.identity.is_none() {
+                v.push(RequiredInput::Identity);
+            }
+            if s.inputs.probe.is_none() {
+                v.push(RequiredInput::ProbeImage);
+            }
+            v
+        }
+        async fn proceed(&self, _: &Session) -> Result<Progress, VendorError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            Ok(Progress::Final {
+                verified: true,
+                failure: None,
+                outcome: Outcome::default(),
+            })
+        }
+    }
+
+    async fn service(
+        dir: &tempfile::TempDir,
+        ttl_ms: i64,
+        delay: Duration,
+    ) -> (
+        Arc<SessionService>,
+        Arc<AtomicU64>,
+        Arc<dyn SessionStore>,
+        watch::Sender<bool>,
+    ) {
+        let store: Arc<dyn SessionStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+        let calls = Arc::new(AtomicU64::new(0));
+        let vendors = Arc::new(Vendors {
+            juhe: Some(Box::new(Fake {
+                calls: Arc::clone(&calls),
+                delay,
+            })),
+        });
+        let (tx, rx) = watch::channel(false);
+        let cfg = ServiceConfig {
+            session_ttl_ms: ttl_ms,
+            default_far: 1e-3,
+            attempt_stale_ms: 60_000,
+            replay_wait: Duration::from_secs(5),
+        };
+        let svc = SessionService::new(Arc::clone(&store), vendors, Arc::new(Hub::new()), cfg, rx)
+            .await
+            .unwrap();
+        (Arc::new(svc), calls, store, tx)
+    }
+
+    fn start_req(id: &str, with_inputs: bool) -> StartRequest {
+        StartRequest {
+            request_id: id.into(),
+            vendor: Vendor::Juhe,
+            options: RequestedOptions::Default,
+            identity: with_inputs.then(|| Identity {
+                name: "测试".into(),
+                id_number: "110101190001010014".into(),
+                id_type: crate::domain::validation::IdType::MainlandResidentIdCard,
+            }),
+            images: if with_inputs {
+                vec![ImageInput {
+                    data: vec![0xff, 0xd8, 0xff, 0],
+                    format: ImageFormat::Jpeg,
+                    role: None,
+                    slot: 0,
+                }]
+            } else {
+                vec![]
+            },
+            success_url: String::new(),
+            failure_url: String::new(),
+            client_reference_id: String::new(),
+            metadata: BTreeMap::new(),
+            target_far: None,
+            canonical: id.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_goes_away_does_not_abandon_the_vendor_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, calls, _, _tx) = service(&dir, 60_000, Duration::from_millis(300)).await;
+        let svc2 = Arc::clone(&svc);
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), async move {
+            svc2.start(start_req("drop", true)).await
+        })
+        .await;
+        assert!(
+            gave_up.is_err(),
+            "the caller gave up before the vendor answered"
+        );
+        // The replay waits for the call that is still under way and sees its stored outcome.
+        let s = svc.start(start_req("drop", true)).await.unwrap();
+        assert_eq!(s.state, State::Verified);
+        assert!(
+            s.inputs.is_empty(),
+            "personal data wiped at the final state"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn recovery_releases_calls_that_were_under_way_at_a_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, calls, store, _tx) = service(&dir, 60_000, Duration::ZERO).await;
+        let s = svc.start(start_req("recover", false)).await.unwrap();
+        let mut stuck = store.get(&s.id).await.unwrap().unwrap();
+        stuck.inputs.identity = start_req("x", true).identity;
+        stuck.inputs.probe = Some(FaceImage {
+            data: vec![1],
+            format: ImageFormat::Jpeg,
+            role: ImageRole::Probe,
+        });
+        stuck.attempt_started_at_ms = Some(now_ms());
+        stuck.version += 1;
+        store.update(&stuck, s.version).await.unwrap();
+        assert_eq!(store.in_flight().await.unwrap(), vec![s.id.clone()]);
+
+        assert_eq!(svc.recover().await.unwrap(), 1);
+        let after = svc.get(&s.id).await.unwrap();
+        assert_eq!(after.state, State::RequiresInput);
+        assert!(after.attempt_started_at_ms.is_none());
+        assert_eq!(after.required_inputs, vec![RequiredInput::ProbeImage]);
+        let e = after.last_attempt_error.unwrap();
+        assert_eq!(e.reason, REASON_OUTCOME_UNKNOWN);
+        assert!(e.possibly_billed);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "never repeated automatically"
+        );
+        assert!(store.in_flight().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn expiry_reaches_watchers_and_is_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _, _, _tx) = service(&dir, 100, Duration::ZERO).await;
+        let s = svc.start(start_req("expire", false)).await.unwrap();
+        let mut rx = svc.watch(&s.id).await.unwrap();
+        assert_eq!(
+            rx.recv().await.unwrap().unwrap().state,
+            State::RequiresInput
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(svc.expire_due().await.unwrap(), 1);
+        assert_eq!(rx.recv().await.unwrap().unwrap().state, State::Expired);
+        assert!(
+            rx.recv().await.is_none(),
+            "the stream ends after a final state"
+        );
+        assert_eq!(svc.hub().watched_sessions(), 0);
+        let err = svc.cancel(&s.id, String::new()).await.unwrap_err();
+        assert!(matches!(err, Error::SessionFinal(State::Expired)));
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_open_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _, _, tx) = service(&dir, 60_000, Duration::ZERO).await;
+        let s = svc.start(start_req("shutdown", false)).await.unwrap();
+        let mut rx = svc.watch(&s.id).await.unwrap();
+        assert!(rx.recv().await.unwrap().is_ok());
+        tx.send(true).unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), Err(Error::ShuttingDown)));
+        assert!(matches!(
+            svc.start(start_req("after", false)).await,
+            Err(Error::ShuttingDown)
+        ));
+    }
+}

@@ -1,0 +1,435 @@
+//! The vendor-neutral session and its parts. Personal data (names, ID numbers, images) lives only in
+//! [`Identity`] and [`FaceImage`], whose `Debug` never shows it, and is wiped from a session when it becomes final.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::validation::{mask_id_number, IdType, ImageFormat};
+
+/// The vendor doing a verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Vendor {
+    /// Baidu H5 faceprint.
+    Baidu,
+    /// Megvii FaceID Lite.
+    Megvii,
+    /// Juhe verifyface.
+    Juhe,
+}
+
+impl Vendor {
+    /// Lowercase name used in logs, metrics and error metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Vendor::Baidu => "baidu",
+            Vendor::Megvii => "megvii",
+            Vendor::Juhe => "juhe",
+        }
+    }
+}
+
+/// Session states (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    /// The flow needs input (`required_inputs`).
+    RequiresInput,
+    /// The end user must complete the vendor page.
+    AwaitingUser,
+    /// The vendor is working.
+    Processing,
+    /// Final: verified.
+    Verified,
+    /// Final: not verified.
+    Failed,
+    /// Final: expired before completion.
+    Expired,
+    /// Final: canceled by the caller.
+    Canceled,
+}
+
+impl State {
+    /// Whether the state never changes again.
+    pub fn is_final(self) -> bool {
+        self.rank() == 3
+    }
+    /// Position in the forward-only order: inputs (0) < user (1) < processing (2) < final (3).
+    pub fn rank(self) -> u8 {
+        match self {
+            State::RequiresInput => 0,
+            State::AwaitingUser => 1,
+            State::Processing => 2,
+            State::Verified | State::Failed | State::Expired | State::Canceled => 3,
+        }
+    }
+    /// Stable text used in the store and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::RequiresInput => "REQUIRES_INPUT",
+            State::AwaitingUser => "AWAITING_USER",
+            State::Processing => "PROCESSING",
+            State::Verified => "VERIFIED",
+            State::Failed => "FAILED",
+            State::Expired => "EXPIRED",
+            State::Canceled => "CANCELED",
+        }
+    }
+}
+
+/// An input the flow still needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RequiredInput {
+    /// Name and ID number.
+    Identity,
+    /// A reference face.
+    ReferenceImage,
+    /// The probe face.
+    ProbeImage,
+}
+
+/// What an image is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageRole {
+    /// A reference face.
+    Reference,
+    /// The probe face.
+    Probe,
+}
+
+/// A person's identity. Personal data: `Debug` shows only the masked ID number.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Validated, trimmed name.
+    pub name: String,
+    /// Validated, canonical ID number.
+    pub id_number: String,
+    /// The document type.
+    pub id_type: IdType,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("name", &"***")
+            .field("id_number", &mask_id_number(&self.id_number))
+            .field("id_type", &self.id_type)
+            .finish()
+    }
+}
+
+impl Identity {
+    /// The masked form shown to callers.
+    pub fn masked(&self) -> MaskedIdentity {
+        MaskedIdentity {
+            name_masked: mask_name(&self.name),
+            id_number_masked: mask_id_number(&self.id_number),
+            id_type: self.id_type,
+        }
+    }
+}
+
+/// Masks a name: the first character stays, every other character becomes `*`.
+pub fn mask_name(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => std::iter::once(first).chain(chars.map(|_| '*')).collect(),
+        None => String::new(),
+    }
+}
+
+/// An identity with the personal data masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskedIdentity {
+    /// First character of the name, then `*`.
+    pub name_masked: String,
+    /// First 3 and last 4 characters of the number.
+    pub id_number_masked: String,
+    /// The document type.
+    pub id_type: IdType,
+}
+
+/// A face image. Personal data: `Debug` shows only the format and size.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaceImage {
+    /// The image file.
+    #[serde(with = "b64")]
+    pub data: Vec<u8>,
+    /// Sniffed format.
+    pub format: ImageFormat,
+    /// What it is for.
+    pub role: ImageRole,
+}
+
+impl fmt::Debug for FaceImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaceImage")
+            .field("format", &self.format)
+            .field("role", &self.role)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The inputs a session has collected. Wiped when the session becomes final.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inputs {
+    /// The identity, once submitted.
+    pub identity: Option<Identity>,
+    /// The probe image (Juhe).
+    pub probe: Option<FaceImage>,
+    /// Reference images (Baidu: one; Megvii: up to three, by slot).
+    pub references: Vec<FaceImage>,
+}
+
+impl Inputs {
+    /// Whether no personal data is held.
+    pub fn is_empty(&self) -> bool {
+        self.identity.is_none() && self.probe.is_none() && self.references.is_empty()
+    }
+}
+
+/// Neutral failure codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureCode {
+    /// Faces differ.
+    FaceMismatch,
+    /// Liveness failed.
+    LivenessFailed,
+    /// Name and ID number do not match.
+    IdNameMismatch,
+    /// No face in the image.
+    NoFaceFound,
+    /// The authority photo is unusable.
+    IdPhotoUnavailable,
+    /// The user left.
+    UserAbandoned,
+    /// The user ran out of time.
+    UserTimeout,
+    /// The browser cannot run the page.
+    BrowserUnsupported,
+    /// The ID number is not in the authority source.
+    IdNotFound,
+    /// Score under the threshold for the requested FAR.
+    ScoreBelowThreshold,
+    /// A vendor error ended the flow.
+    VendorError,
+}
+
+/// Why a session failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Neutral code.
+    pub code: FailureCode,
+    /// Vendor code.
+    pub vendor_code: String,
+    /// Vendor message, sanitised.
+    pub vendor_message: String,
+}
+
+/// The error of the last vendor attempt that did not end the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// Stable reason (README table).
+    pub reason: String,
+    /// Vendor code.
+    pub vendor_code: String,
+    /// Vendor message, sanitised.
+    pub vendor_message: String,
+    /// Whether the call may have been billed.
+    pub possibly_billed: bool,
+}
+
+/// A threshold and the false accept rate it stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoreThreshold {
+    /// False accept rate, e.g. 0.001.
+    pub false_accept_rate: f64,
+    /// Score threshold.
+    pub threshold: f64,
+}
+
+/// A face comparison score and the decision taken on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceMatch {
+    /// Raw vendor score.
+    pub score: f64,
+    /// Threshold used.
+    pub threshold: f64,
+    /// FAR the threshold stands for.
+    pub threshold_false_accept_rate: f64,
+    /// All published thresholds.
+    pub thresholds: Vec<ScoreThreshold>,
+    /// score >= threshold.
+    pub passed: bool,
+    /// What the face was compared with.
+    pub source: String,
+}
+
+/// One possibly billed vendor call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingRecord {
+    /// Vendor.
+    pub vendor: Vendor,
+    /// Endpoint or charge type.
+    pub item: String,
+    /// Whether the vendor billed it.
+    pub billed: bool,
+    /// When (unix ms).
+    pub at_ms: i64,
+    /// Vendor order or log id.
+    pub vendor_reference: String,
+}
+
+/// Juhe result fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JuheDetail {
+    /// `res`.
+    pub res: i32,
+    /// `score` as sent.
+    pub score: String,
+    /// `code` (res = 2).
+    pub code: String,
+    /// `desc` (res = 2).
+    pub desc: String,
+    /// `message`.
+    pub message: String,
+    /// `orderid`.
+    pub order_id: String,
+    /// verifyEncry used.
+    pub encrypted: bool,
+}
+
+/// Vendor-specific detail of an outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VendorDetail {
+    /// Juhe.
+    Juhe(JuheDetail),
+}
+
+/// What is known of a session's result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Face comparison.
+    pub face_match: Option<FaceMatch>,
+    /// Every possibly billed call.
+    pub billing: Vec<BillingRecord>,
+    /// Vendor detail.
+    pub vendor_detail: Option<VendorDetail>,
+}
+
+/// Vendor options fixed at session start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VendorOptions {
+    /// Juhe: plain or encrypted endpoint.
+    Juhe {
+        /// Use verifyEncry.
+        encrypted: bool,
+    },
+}
+
+/// A verification session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Session id.
+    pub id: String,
+    /// Vendor.
+    pub vendor: Vendor,
+    /// Options.
+    pub options: VendorOptions,
+    /// State.
+    pub state: State,
+    /// What the flow still needs (REQUIRES_INPUT only).
+    pub required_inputs: Vec<RequiredInput>,
+    /// Vendor page URL (AWAITING_USER).
+    pub user_url: Option<String>,
+    /// When user_url stops working (unix ms).
+    pub user_url_expires_at_ms: Option<i64>,
+    /// Created (unix ms).
+    pub created_at_ms: i64,
+    /// Last change (unix ms).
+    pub updated_at_ms: i64,
+    /// Expiry of a non-final session (unix ms).
+    pub expires_at_ms: i64,
+    /// Caller's reference.
+    pub client_reference_id: String,
+    /// Caller's metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Failure (FAILED).
+    pub failure: Option<Failure>,
+    /// Last attempt error that did not end the session.
+    pub last_attempt_error: Option<AttemptError>,
+    /// Masked identity.
+    pub identity_masked: Option<MaskedIdentity>,
+    /// Version, +1 per change.
+    pub version: i64,
+    /// FAR decisions are made at.
+    pub target_false_accept_rate: f64,
+    /// Idempotency key.
+    pub request_id: String,
+    /// Cancel reason (CANCELED).
+    pub cancel_reason: Option<String>,
+    /// Return URLs for H5 vendors.
+    pub return_success_url: String,
+    /// Failure return URL for H5 vendors.
+    pub return_failure_url: String,
+    /// Collected inputs (personal data; wiped when final).
+    pub inputs: Inputs,
+    /// Set while a billed vendor call is under way (unix ms of its start): a second call is refused meanwhile.
+    pub attempt_started_at_ms: Option<i64>,
+    /// The outcome so far.
+    pub outcome: Outcome,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_personal_data() {
+        let id = Identity {
+            name: "测试人员".into(),
+            id_number: "11010119000101901X".into(),
+            id_type: IdType::MainlandResidentIdCard,
+        };
+        let d = format!("{id:?}");
+        assert!(!d.contains("测试人员"));
+        assert!(!d.contains("11010119000101901X"));
+        assert!(d.contains("110***********901X"));
+        let img = FaceImage {
+            data: vec![0xff, 0xd8, 0xff, 1, 2, 3],
+            format: ImageFormat::Jpeg,
+            role: ImageRole::Probe,
+        };
+        assert!(format!("{img:?}").contains("bytes: 6"));
+        assert!(!format!("{img:?}").contains("255"));
+    }
+
+    #[test]
+    fn masks_names() {
+        assert_eq!(mask_name("张三丰"), "张**");
+        assert_eq!(mask_name(""), "");
+    }
+}

@@ -1,0 +1,536 @@
+//! proto <-> domain conversions, with request validation. Every violation names the proto field path.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+
+use crate::domain::service::{ImageInput, RequestedOptions, StartRequest};
+use crate::domain::validation::{self, Date, IdType, Violation};
+use crate::domain::{self as d, Error};
+use crate::proto::v1 as pb;
+
+/// Largest image any vendor takes (Baidu and Megvii: 10 MB); vendors may take less.
+pub const MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
+const MAX_METADATA_ENTRIES: usize = 32;
+const MAX_METADATA_KEY: usize = 64;
+const MAX_METADATA_VALUE: usize = 512;
+const MAX_REFERENCE: usize = 128;
+const MAX_URL: usize = 2048;
+const MAX_CANCEL_REASON: usize = 256;
+
+fn violation(field: &str, description: impl Into<String>) -> Violation {
+    Violation {
+        field: field.to_owned(),
+        description: description.into(),
+    }
+}
+
+fn fail(violations: Vec<Violation>) -> Result<(), Error> {
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(violations))
+    }
+}
+
+/// Validates a session id (`ses_` + 32 hex).
+pub fn session_id(field: &str, id: &str) -> Result<String, Error> {
+    let ok = id.len() == 36
+        && id.starts_with("ses_")
+        && id[4..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if ok {
+        Ok(id.to_owned())
+    } else if id.is_empty() {
+        Err(Error::invalid(field, "required"))
+    } else {
+        Err(Error::invalid(
+            field,
+            "not a session id (ses_ followed by 32 lowercase hex digits)",
+        ))
+    }
+}
+
+fn request_id(v: &mut Vec<Violation>, id: &str) {
+    if id.is_empty() {
+        v.push(violation(
+            "request_id",
+            "required: an idempotency key chosen by the caller",
+        ));
+    } else if id.len() > 128
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        v.push(violation(
+            "request_id",
+            "1 to 128 characters of A-Z a-z 0-9 . _ : -",
+        ));
+    }
+}
+
+fn vendor(v: pb::Vendor) -> Option<d::Vendor> {
+    match v {
+        pb::Vendor::Unspecified => None,
+        pb::Vendor::Baidu => Some(d::Vendor::Baidu),
+        pb::Vendor::Megvii => Some(d::Vendor::Megvii),
+        pb::Vendor::Juhe => Some(d::Vendor::Juhe),
+    }
+}
+
+/// Validates an identity.
+pub fn identity(field: &str, id: &pb::Identity, v: &mut Vec<Violation>) -> Option<d::Identity> {
+    let id_type = match pb::IdType::try_from(id.id_type) {
+        Ok(pb::IdType::Unspecified | pb::IdType::MainlandResidentIdCard) => {
+            IdType::MainlandResidentIdCard
+        }
+        Ok(pb::IdType::HmtResidencePermit) => IdType::HmtResidencePermit,
+        Err(_) => {
+            v.push(violation(&format!("{field}.id_type"), "unknown id type"));
+            return None;
+        }
+    };
+    let name = validation::validate_name(&format!("{field}.name"), &id.name)
+        .map_err(|e| v.push(e))
+        .ok();
+    let number = validation::validate_id_number(
+        &format!("{field}.id_number"),
+        id_type,
+        &id.id_number,
+        Date::today_utc(),
+    )
+    .map_err(|e| v.push(e))
+    .ok();
+    Some(d::Identity {
+        name: name?,
+        id_number: number?,
+        id_type,
+    })
+}
+
+/// Validates an image.
+pub fn image(
+    field: &str,
+    img: &pb::FaceImage,
+    slot: u32,
+    v: &mut Vec<Violation>,
+) -> Option<ImageInput> {
+    let role = match pb::ImageRole::try_from(img.role) {
+        Ok(pb::ImageRole::Unspecified) => None,
+        Ok(pb::ImageRole::Reference) => Some(d::ImageRole::Reference),
+        Ok(pb::ImageRole::Probe) => Some(d::ImageRole::Probe),
+        Err(_) => {
+            v.push(violation(&format!("{field}.role"), "unknown image role"));
+            return None;
+        }
+    };
+    let format = validation::validate_image(&format!("{field}.data"), &img.data, MAX_IMAGE_BYTES)
+        .map_err(|e| v.push(e))
+        .ok()?;
+    Some(ImageInput {
+        data: img.data.clone(),
+        format,
+        role,
+        slot,
+    })
+}
+
+fn url(v: &mut Vec<Violation>, field: &str, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let scheme_ok = value.starts_with("https://") || value.starts_with("http://");
+    if !scheme_ok
+        || value.len() > MAX_URL
+        || value.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        v.push(violation(
+            field,
+            "an absolute http(s) URL of at most 2048 characters without spaces",
+        ));
+    }
+}
+
+fn printable(v: &mut Vec<Violation>, field: &str, value: &str, max: usize) {
+    if value.chars().count() > max {
+        v.push(violation(field, format!("at most {max} characters")));
+    } else if value.chars().any(char::is_control) {
+        v.push(violation(field, "control characters are not allowed"));
+    }
+}
+
+fn target_far(v: &mut Vec<Violation>, far: f64) -> Option<f64> {
+    if far == 0.0 {
+        None
+    } else if !(far.is_finite() && far > 0.0 && far < 1.0) {
+        v.push(violation(
+            "target_false_accept_rate",
+            "must be 0 (default) or between 0 and 1",
+        ));
+        None
+    } else {
+        Some(far)
+    }
+}
+
+/// Validates StartSession.
+pub fn start_request(req: &pb::StartSessionRequest) -> Result<StartRequest, Error> {
+    let mut v = Vec::new();
+    request_id(&mut v, &req.request_id);
+    let vendor = match pb::Vendor::try_from(req.vendor).ok().and_then(vendor) {
+        Some(x) => Some(x),
+        None => {
+            v.push(violation(
+                "vendor",
+                "required: VENDOR_BAIDU, VENDOR_MEGVII or VENDOR_JUHE",
+            ));
+            None
+        }
+    };
+    let options = match (&req.vendor_options, vendor) {
+        (None, _) => RequestedOptions::Default,
+        (Some(pb::start_session_request::VendorOptions::Juhe(o)), Some(d::Vendor::Juhe)) => {
+            match pb::JuheMode::try_from(o.mode) {
+                Ok(pb::JuheMode::Unspecified) => RequestedOptions::Juhe { encrypted: None },
+                Ok(pb::JuheMode::Plain) => RequestedOptions::Juhe {
+                    encrypted: Some(false),
+                },
+                Ok(pb::JuheMode::Encrypted) => RequestedOptions::Juhe {
+                    encrypted: Some(true),
+                },
+                Err(_) => {
+                    v.push(violation("juhe.mode", "unknown Juhe mode"));
+                    RequestedOptions::Default
+                }
+            }
+        }
+        (Some(pb::start_session_request::VendorOptions::Baidu(_)), Some(d::Vendor::Baidu))
+        | (Some(pb::start_session_request::VendorOptions::Megvii(_)), Some(d::Vendor::Megvii)) => {
+            RequestedOptions::Default
+        }
+        (Some(_), _) => {
+            v.push(violation(
+                "vendor_options",
+                "the options must be those of the chosen vendor",
+            ));
+            RequestedOptions::Default
+        }
+    };
+    let identity = req
+        .identity
+        .as_ref()
+        .and_then(|i| identity("identity", i, &mut v));
+    let mut images = Vec::new();
+    for (i, img) in req.images.iter().enumerate() {
+        if let Some(x) = image(
+            &format!("images[{i}]"),
+            img,
+            u32::try_from(i + 1).unwrap_or(0),
+            &mut v,
+        ) {
+            images.push(x);
+        }
+    }
+    let (success_url, failure_url) = req
+        .return_urls
+        .as_ref()
+        .map(|r| (r.success_url.clone(), r.failure_url.clone()))
+        .unwrap_or_default();
+    url(&mut v, "return_urls.success_url", &success_url);
+    url(&mut v, "return_urls.failure_url", &failure_url);
+    printable(
+        &mut v,
+        "client_reference_id",
+        &req.client_reference_id,
+        MAX_REFERENCE,
+    );
+    if req.metadata.len() > MAX_METADATA_ENTRIES {
+        v.push(violation(
+            "metadata",
+            format!("at most {MAX_METADATA_ENTRIES} entries"),
+        ));
+    }
+    for (k, val) in &req.metadata {
+        if k.is_empty() {
+            v.push(violation("metadata", "keys must not be empty"));
+        }
+        printable(&mut v, &format!("metadata[{k}]"), k, MAX_METADATA_KEY);
+        printable(&mut v, &format!("metadata[{k}]"), val, MAX_METADATA_VALUE);
+    }
+    let far = target_far(&mut v, req.target_false_accept_rate);
+    fail(v)?;
+    let vendor = vendor.ok_or_else(|| Error::invalid("vendor", "required"))?;
+    Ok(StartRequest {
+        request_id: req.request_id.clone(),
+        vendor,
+        options,
+        identity,
+        images,
+        success_url,
+        failure_url: if failure_url.is_empty() {
+            String::new()
+        } else {
+            failure_url
+        },
+        client_reference_id: req.client_reference_id.clone(),
+        metadata: req.metadata.clone().into_iter().collect::<BTreeMap<_, _>>(),
+        target_far: far,
+        canonical: req.encode_to_vec(),
+    })
+}
+
+/// Validates SubmitIdentity.
+pub fn submit_identity(req: &pb::SubmitIdentityRequest) -> Result<(String, d::Identity), Error> {
+    let id = session_id("session_id", &req.session_id)?;
+    let mut v = Vec::new();
+    let ident = match &req.identity {
+        Some(i) => identity("identity", i, &mut v),
+        None => {
+            v.push(violation("identity", "required"));
+            None
+        }
+    };
+    fail(v)?;
+    let ident = ident.ok_or_else(|| Error::invalid("identity", "required"))?;
+    Ok((id, ident))
+}
+
+/// Validates UploadReference.
+pub fn upload(req: &pb::UploadReferenceRequest) -> Result<(String, ImageInput), Error> {
+    let id = session_id("session_id", &req.session_id)?;
+    let mut v = Vec::new();
+    let slot = match u32::try_from(req.slot) {
+        Ok(s) if s <= 3 => s,
+        _ => {
+            v.push(violation("slot", "0 (next free) or 1 to 3"));
+            0
+        }
+    };
+    for (field, level) in [
+        ("quality_control", req.quality_control),
+        ("liveness_control", req.liveness_control),
+    ] {
+        if pb::ControlLevel::try_from(level).is_err() {
+            v.push(violation(field, "unknown control level"));
+        }
+    }
+    let img = match &req.image {
+        Some(i) => image("image", i, slot, &mut v),
+        None => {
+            v.push(violation("image", "required"));
+            None
+        }
+    };
+    fail(v)?;
+    let img = img.ok_or_else(|| Error::invalid("image", "required"))?;
+    Ok((id, img))
+}
+
+/// Validates CancelSession.
+pub fn cancel(req: &pb::CancelSessionRequest) -> Result<(String, String), Error> {
+    let id = session_id("session_id", &req.session_id)?;
+    let mut v = Vec::new();
+    printable(&mut v, "reason", &req.reason, MAX_CANCEL_REASON);
+    fail(v)?;
+    Ok((id, req.reason.clone()))
+}
+
+fn ts(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn pb_state(s: d::State) -> pb::SessionState {
+    match s {
+        d::State::RequiresInput => pb::SessionState::RequiresInput,
+        d::State::AwaitingUser => pb::SessionState::AwaitingUser,
+        d::State::Processing => pb::SessionState::Processing,
+        d::State::Verified => pb::SessionState::Verified,
+        d::State::Failed => pb::SessionState::Failed,
+        d::State::Expired => pb::SessionState::Expired,
+        d::State::Canceled => pb::SessionState::Canceled,
+    }
+}
+
+fn pb_vendor(v: d::Vendor) -> pb::Vendor {
+    match v {
+        d::Vendor::Baidu => pb::Vendor::Baidu,
+        d::Vendor::Megvii => pb::Vendor::Megvii,
+        d::Vendor::Juhe => pb::Vendor::Juhe,
+    }
+}
+
+fn pb_id_type(t: IdType) -> pb::IdType {
+    match t {
+        IdType::MainlandResidentIdCard => pb::IdType::MainlandResidentIdCard,
+        IdType::HmtResidencePermit => pb::IdType::HmtResidencePermit,
+    }
+}
+
+fn pb_failure_code(c: d::FailureCode) -> pb::FailureCode {
+    use d::FailureCode as F;
+    match c {
+        F::FaceMismatch => pb::FailureCode::FaceMismatch,
+        F::LivenessFailed => pb::FailureCode::LivenessFailed,
+        F::IdNameMismatch => pb::FailureCode::IdNameMismatch,
+        F::NoFaceFound => pb::FailureCode::NoFaceFound,
+        F::IdPhotoUnavailable => pb::FailureCode::IdPhotoUnavailable,
+        F::UserAbandoned => pb::FailureCode::UserAbandoned,
+        F::UserTimeout => pb::FailureCode::UserTimeout,
+        F::BrowserUnsupported => pb::FailureCode::BrowserUnsupported,
+        F::IdNotFound => pb::FailureCode::IdNotFound,
+        F::ScoreBelowThreshold => pb::FailureCode::ScoreBelowThreshold,
+        F::VendorError => pb::FailureCode::VendorError,
+    }
+}
+
+/// Domain session -> proto (personal data masked).
+pub fn session(s: &d::Session) -> pb::Session {
+    pb::Session {
+        id: s.id.clone(),
+        vendor: pb_vendor(s.vendor) as i32,
+        state: pb_state(s.state) as i32,
+        required_inputs: s
+            .required_inputs
+            .iter()
+            .map(|r| match r {
+                d::RequiredInput::Identity => pb::RequiredInput::Identity as i32,
+                d::RequiredInput::ReferenceImage => pb::RequiredInput::ReferenceImage as i32,
+                d::RequiredInput::ProbeImage => pb::RequiredInput::ProbeImage as i32,
+            })
+            .collect(),
+        user_url: s.user_url.clone().unwrap_or_default(),
+        user_url_expire_time: s.user_url_expires_at_ms.map(ts),
+        create_time: Some(ts(s.created_at_ms)),
+        update_time: Some(ts(s.updated_at_ms)),
+        expire_time: (!s.state.is_final()).then(|| ts(s.expires_at_ms)),
+        client_reference_id: s.client_reference_id.clone(),
+        metadata: s.metadata.clone(),
+        failure: s.failure.as_ref().map(|f| pb::Failure {
+            code: pb_failure_code(f.code) as i32,
+            vendor_code: f.vendor_code.clone(),
+            vendor_message: f.vendor_message.clone(),
+        }),
+        last_attempt_error: s.last_attempt_error.as_ref().map(|e| pb::AttemptError {
+            reason: e.reason.clone(),
+            vendor_code: e.vendor_code.clone(),
+            vendor_message: e.vendor_message.clone(),
+            possibly_billed: e.possibly_billed,
+        }),
+        identity: s.identity_masked.as_ref().map(|m| pb::MaskedIdentity {
+            name_masked: m.name_masked.clone(),
+            id_number_masked: m.id_number_masked.clone(),
+            id_type: pb_id_type(m.id_type) as i32,
+        }),
+        version: s.version,
+        target_false_accept_rate: s.target_false_accept_rate,
+        request_id: s.request_id.clone(),
+        cancel_reason: s.cancel_reason.clone().unwrap_or_default(),
+    }
+}
+
+/// Domain outcome -> proto.
+pub fn outcome(s: &d::Session) -> pb::Outcome {
+    let o = &s.outcome;
+    pb::Outcome {
+        face_match: o.face_match.as_ref().map(|f| pb::FaceMatch {
+            score: f.score,
+            threshold: f.threshold,
+            threshold_false_accept_rate: f.threshold_false_accept_rate,
+            thresholds: f
+                .thresholds
+                .iter()
+                .map(|t| pb::ScoreThreshold {
+                    false_accept_rate: t.false_accept_rate,
+                    threshold: t.threshold,
+                })
+                .collect(),
+            passed: f.passed,
+            source: f.source.clone(),
+        }),
+        liveness: None,
+        identity_document: None,
+        billing: o
+            .billing
+            .iter()
+            .map(|b| pb::BillingRecord {
+                vendor: pb_vendor(b.vendor) as i32,
+                item: b.item.clone(),
+                billed: b.billed,
+                time: Some(ts(b.at_ms)),
+                vendor_reference: b.vendor_reference.clone(),
+            })
+            .collect(),
+        face_image: Vec::new(),
+        media: Vec::new(),
+        vendor_detail: o.vendor_detail.as_ref().map(|vd| match vd {
+            d::VendorDetail::Juhe(j) => pb::outcome::VendorDetail::Juhe(pb::JuheDetail {
+                res: j.res,
+                score: j.score.clone(),
+                code: j.code.clone(),
+                desc: j.desc.clone(),
+                message: j.message.clone(),
+                order_id: j.order_id.clone(),
+                encrypted: j.encrypted,
+            }),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_checked() {
+        assert!(session_id("f", "ses_0123456789abcdef0123456789abcdef").is_ok());
+        assert!(session_id("f", "").is_err());
+        assert!(session_id("f", "ses_0123456789ABCDEF0123456789abcdef").is_err());
+        assert!(session_id("f", "ses_ü123456789abcdef0123456789abcde").is_err());
+    }
+
+    #[test]
+    fn start_request_collects_all_violations_without_echoing_values() {
+        let req = pb::StartSessionRequest {
+            request_id: "bad id!".into(),
+            vendor: 0,
+            identity: Some(pb::Identity {
+                name: "A\u{0}B".into(),
+                id_number: "110101190001019010".into(),
+                id_type: 0,
+            }),
+            images: vec![pb::FaceImage {
+                data: b"GIF89a-not-allowed".to_vec(),
+                role: 0,
+            }],
+            target_false_accept_rate: 2.0,
+            ..Default::default()
+        };
+        let Err(Error::InvalidArgument(v)) = start_request(&req) else {
+            panic!("expected violations");
+        };
+        let fields: Vec<_> = v.iter().map(|x| x.field.as_str()).collect();
+        for f in [
+            "request_id",
+            "vendor",
+            "identity.name",
+            "identity.id_number",
+            "images[0].data",
+            "target_false_accept_rate",
+        ] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+        for x in &v {
+            assert!(!x.description.contains("110101190001019010"));
+        }
+    }
+
+    #[test]
+    fn timestamps_split_ms() {
+        let t = ts(1_700_000_000_123);
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_000_000));
+    }
+}

@@ -1,0 +1,247 @@
+//! Domain error -> `tonic::Status` with exactly one `google.rpc.ErrorInfo` (domain `facegate.v1`), a `BadRequest`
+//! for field violations and a `RetryInfo` where trying again can help.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::domain::{Error, VendorErrorKind};
+
+/// The ErrorInfo domain.
+pub const DOMAIN: &str = "facegate.v1";
+
+/// Builds a status with an ErrorInfo and optional RetryInfo / BadRequest.
+pub fn status(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    metadata: HashMap<String, String>,
+    retry: Option<Duration>,
+    violations: Vec<FieldViolation>,
+) -> tonic::Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reason, DOMAIN, metadata);
+    if let Some(delay) = retry {
+        details.set_retry_info(Some(delay));
+    }
+    if !violations.is_empty() {
+        details.set_bad_request(violations);
+    }
+    tonic::Status::with_error_details(code, message, details)
+}
+
+/// The gRPC code and reason of a vendor failure.
+pub fn vendor_code(kind: VendorErrorKind) -> Code {
+    match kind {
+        VendorErrorKind::RateLimited => Code::ResourceExhausted,
+        VendorErrorKind::Unavailable
+        | VendorErrorKind::DataSourceTimeout
+        | VendorErrorKind::Unreachable => Code::Unavailable,
+        VendorErrorKind::NoRecord | VendorErrorKind::AccountError => Code::FailedPrecondition,
+        VendorErrorKind::RejectedInput => Code::InvalidArgument,
+        VendorErrorKind::Timeout => Code::DeadlineExceeded,
+        VendorErrorKind::ProtocolError => Code::Unknown,
+    }
+}
+
+/// Maps a domain error.
+pub fn to_status(err: &Error) -> tonic::Status {
+    let none = HashMap::new;
+    let msg = err.to_string();
+    match err {
+        Error::InvalidArgument(violations) => status(
+            Code::InvalidArgument,
+            "INVALID_REQUEST",
+            format!(
+                "invalid request: {}",
+                violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            none(),
+            None,
+            violations
+                .iter()
+                .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
+                .collect(),
+        ),
+        Error::NotFound => status(
+            Code::NotFound,
+            "SESSION_NOT_FOUND",
+            msg,
+            none(),
+            None,
+            vec![],
+        ),
+        Error::IdempotencyKeyReused { session_id } => status(
+            Code::AlreadyExists,
+            "IDEMPOTENCY_KEY_REUSED",
+            msg,
+            HashMap::from([("session_id".to_owned(), session_id.clone())]),
+            None,
+            vec![],
+        ),
+        Error::SessionFinal(state) => status(
+            Code::FailedPrecondition,
+            "SESSION_FINAL",
+            msg,
+            HashMap::from([("state".to_owned(), state.as_str().to_owned())]),
+            None,
+            vec![],
+        ),
+        Error::SessionBusy => status(
+            Code::Aborted,
+            "SESSION_BUSY",
+            msg,
+            none(),
+            Some(Duration::from_secs(1)),
+            vec![],
+        ),
+        Error::InputNotAccepted(_) => status(
+            Code::FailedPrecondition,
+            "INPUT_NOT_ACCEPTED",
+            msg,
+            none(),
+            None,
+            vec![],
+        ),
+        Error::VendorNotConfigured(v) => status(
+            Code::FailedPrecondition,
+            "VENDOR_NOT_CONFIGURED",
+            msg,
+            HashMap::from([("vendor".to_owned(), v.as_str().to_owned())]),
+            None,
+            vec![],
+        ),
+        Error::VendorNotImplemented(v) => status(
+            Code::Unimplemented,
+            "VENDOR_NOT_IMPLEMENTED",
+            msg,
+            HashMap::from([("vendor".to_owned(), v.as_str().to_owned())]),
+            None,
+            vec![],
+        ),
+        Error::Vendor { session_id, err } => {
+            let mut md = HashMap::from([
+                ("session_id".to_owned(), session_id.clone()),
+                ("vendor".to_owned(), err.vendor.as_str().to_owned()),
+                (
+                    "possibly_billed".to_owned(),
+                    err.possibly_billed.to_string(),
+                ),
+            ]);
+            if !err.vendor_code.is_empty() {
+                md.insert("vendor_code".into(), err.vendor_code.clone());
+            }
+            if !err.vendor_message.is_empty() {
+                md.insert("vendor_message".into(), err.vendor_message.clone());
+            }
+            let message = if err.vendor_code.is_empty() {
+                msg
+            } else {
+                format!("{msg} (vendor code {})", err.vendor_code)
+            };
+            status(
+                vendor_code(err.kind),
+                err.kind.reason(),
+                message,
+                md,
+                err.retry_after,
+                vec![],
+            )
+        }
+        Error::Store => status(
+            Code::Unavailable,
+            "STORE_UNAVAILABLE",
+            msg,
+            none(),
+            Some(Duration::from_secs(1)),
+            vec![],
+        ),
+        Error::ShuttingDown => status(
+            Code::Unavailable,
+            "SHUTTING_DOWN",
+            msg,
+            none(),
+            Some(Duration::from_secs(1)),
+            vec![],
+        ),
+        Error::Internal(_) => status(
+            Code::Internal,
+            "INTERNAL",
+            "internal error",
+            none(),
+            None,
+            vec![],
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Vendor, VendorError};
+
+    #[test]
+    fn every_status_has_one_error_info() {
+        let errs = vec![
+            Error::invalid("identity.id_number", "check digit does not match"),
+            Error::NotFound,
+            Error::SessionBusy,
+            Error::Store,
+            Error::Vendor {
+                session_id: "ses_1".into(),
+                err: VendorError {
+                    kind: VendorErrorKind::RateLimited,
+                    vendor: Vendor::Juhe,
+                    vendor_code: "10012".into(),
+                    vendor_message: "请求超过次数限制".into(),
+                    possibly_billed: false,
+                    retry_after: Some(Duration::from_secs(60)),
+                },
+            },
+        ];
+        for e in errs {
+            let st = to_status(&e);
+            let d = st.get_error_details();
+            let info = d.error_info().expect("error info");
+            assert_eq!(info.domain, DOMAIN);
+            assert!(info
+                .reason
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_'));
+        }
+        let st = to_status(&Error::invalid("a", "b"));
+        assert_eq!(st.code(), Code::InvalidArgument);
+        assert_eq!(
+            st.get_error_details()
+                .bad_request()
+                .unwrap()
+                .field_violations
+                .len(),
+            1
+        );
+        let st = to_status(&Error::Vendor {
+            session_id: "ses_1".into(),
+            err: VendorError {
+                kind: VendorErrorKind::RateLimited,
+                vendor: Vendor::Juhe,
+                vendor_code: "10012".into(),
+                vendor_message: String::new(),
+                possibly_billed: false,
+                retry_after: Some(Duration::from_secs(60)),
+            },
+        });
+        assert_eq!(st.code(), Code::ResourceExhausted);
+        let d = st.get_error_details();
+        assert_eq!(
+            d.retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(d.error_info().unwrap().metadata["vendor_code"], "10012");
+    }
+}

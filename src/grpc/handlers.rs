@@ -1,0 +1,167 @@
+//! `facegate.v1.VerificationService`: validate, call the domain, convert.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::error::{status, to_status};
+use crate::domain::service::SessionService;
+use crate::domain::{Error, Session};
+use crate::proto::v1 as pb;
+use crate::proto::v1::verification_service_server::VerificationService;
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct VerificationApi {
+    service: Arc<SessionService>,
+    request_timeout: Duration,
+}
+
+impl VerificationApi {
+    /// Wraps the domain service; unary calls get `request_timeout`.
+    pub fn new(service: Arc<SessionService>, request_timeout: Duration) -> Self {
+        Self {
+            service,
+            request_timeout,
+        }
+    }
+
+    /// Runs a unary call under the request deadline. A vendor call already started goes on in its own task and its
+    /// outcome is stored, so a timed-out caller can read it with GetResult.
+    async fn unary<T, F>(&self, method: &'static str, fut: F) -> Result<Response<T>, Status>
+    where
+        F: std::future::Future<Output = Result<T, Error>>,
+    {
+        let result = match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(r) => r.map_err(|e| to_status(&e)),
+            Err(_) => Err(status(
+                tonic::Code::DeadlineExceeded,
+                "REQUEST_TIMEOUT",
+                format!(
+                    "{method} did not finish within {} s",
+                    self.request_timeout.as_secs()
+                ),
+                Default::default(),
+                Some(Duration::from_secs(1)),
+                vec![],
+            )),
+        };
+        if let Err(st) = &result {
+            tracing::info!(rpc = method, code = ?st.code(), "rpc failed");
+        }
+        result.map(Response::new)
+    }
+}
+
+fn with_session<T>(s: Session, f: impl FnOnce(pb::Session) -> T) -> T {
+    f(convert::session(&s))
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::StreamStatusResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl VerificationService for VerificationApi {
+    async fn start_session(
+        &self,
+        request: Request<pb::StartSessionRequest>,
+    ) -> Result<Response<pb::StartSessionResponse>, Status> {
+        let svc = Arc::clone(&self.service);
+        self.unary("StartSession", async move {
+            let req = convert::start_request(request.get_ref())?;
+            let s = svc.start(req).await?;
+            Ok(with_session(s, |session| pb::StartSessionResponse {
+                session: Some(session),
+            }))
+        })
+        .await
+    }
+
+    async fn submit_identity(
+        &self,
+        request: Request<pb::SubmitIdentityRequest>,
+    ) -> Result<Response<pb::SubmitIdentityResponse>, Status> {
+        let svc = Arc::clone(&self.service);
+        self.unary("SubmitIdentity", async move {
+            let (id, identity) = convert::submit_identity(request.get_ref())?;
+            let s = svc.submit_identity(&id, identity).await?;
+            Ok(with_session(s, |session| pb::SubmitIdentityResponse {
+                session: Some(session),
+            }))
+        })
+        .await
+    }
+
+    async fn upload_reference(
+        &self,
+        request: Request<pb::UploadReferenceRequest>,
+    ) -> Result<Response<pb::UploadReferenceResponse>, Status> {
+        let svc = Arc::clone(&self.service);
+        self.unary("UploadReference", async move {
+            let (id, image) = convert::upload(request.get_ref())?;
+            let s = svc.upload_image(&id, image).await?;
+            Ok(with_session(s, |session| pb::UploadReferenceResponse {
+                session: Some(session),
+            }))
+        })
+        .await
+    }
+
+    async fn get_result(
+        &self,
+        request: Request<pb::GetResultRequest>,
+    ) -> Result<Response<pb::GetResultResponse>, Status> {
+        let svc = Arc::clone(&self.service);
+        self.unary("GetResult", async move {
+            let req = request.get_ref();
+            let id = convert::session_id("session_id", &req.session_id)?;
+            if req.reveal_personal_data {
+                tracing::info!(session_id = %id, "personal data requested unmasked");
+            }
+            let s = svc.get(&id).await?;
+            Ok(pb::GetResultResponse {
+                outcome: Some(convert::outcome(&s)),
+                session: Some(convert::session(&s)),
+            })
+        })
+        .await
+    }
+
+    type StreamStatusStream = StatusStream;
+
+    async fn stream_status(
+        &self,
+        request: Request<pb::StreamStatusRequest>,
+    ) -> Result<Response<Self::StreamStatusStream>, Status> {
+        let id = convert::session_id("session_id", &request.get_ref().session_id)
+            .map_err(|e| to_status(&e))?;
+        let rx = self.service.watch(&id).await.map_err(|e| to_status(&e))?;
+        let stream = ReceiverStream::new(rx).map(|item| {
+            item.map(|s| pb::StreamStatusResponse {
+                session: Some(convert::session(&s)),
+            })
+            .map_err(|e| to_status(&e))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_session(
+        &self,
+        request: Request<pb::CancelSessionRequest>,
+    ) -> Result<Response<pb::CancelSessionResponse>, Status> {
+        let svc = Arc::clone(&self.service);
+        self.unary("CancelSession", async move {
+            let (id, reason) = convert::cancel(request.get_ref())?;
+            let s = svc.cancel(&id, reason).await?;
+            Ok(with_session(s, |session| pb::CancelSessionResponse {
+                session: Some(session),
+            }))
+        })
+        .await
+    }
+}

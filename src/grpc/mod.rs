@@ -1,0 +1,7 @@
+//! The gRPC surface: thin handlers, proto <-> domain conversions, error mapping.
+
+pub mod convert;
+pub mod error;
+pub mod handlers;
+
+pub use handlers::VerificationApi;

@@ -1,0 +1,15 @@
+//! facegate: one typed gRPC API for face real-name verification (人脸实名认证) across vendors.
+//!
+//! Data flows one way: `grpc` -> `domain` -> `vendors`/`store`/`status`; `http` -> `domain`.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod http;
+pub mod proto;
+pub mod sandbox;
+pub mod status;
+pub mod store;
+pub mod telemetry;
+pub mod vendors;

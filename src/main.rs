@@ -1,0 +1,174 @@
+//! The `facegate` command: `serve [--sandbox]`, `sandbox` (simulators alone), `check-config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use facegate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "facegate",
+    version,
+    about = "One typed gRPC API for face real-name verification"
+)]
+struct Cli {
+    /// TOML configuration file (defaults, then this file, then FACEGATE__SECTION__KEY variables).
+    #[arg(long, global = true, env = "FACEGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// Use the built-in vendor simulators and sandbox credentials (no vendor account needed).
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// Run only the vendor simulators (for pointing another facegate, or a test, at them).
+    Sandbox {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+    },
+    /// Validate the configuration and print the effective values, secrets masked.
+    CheckConfig,
+}
+
+/// A 1x1 synthetic JPEG (not a face): enough for the sandbox, which checks the image format only.
+const DEMO_JPEG_B64: &str = "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////////////////////////////////////wgALCAABAAEBAREA/8QAFBABAAAAAAAAAAAAAAAAAAAAAP/aAAgBAQABPxA=";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("facegate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(f) = &cli.log_format {
+        config.log.format = if f == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        };
+    }
+    if let Command::CheckConfig = cli.command {
+        print!("{}", config.to_masked_toml());
+        for w in config.warnings() {
+            eprintln!("warning: {w}");
+        }
+        eprintln!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    facegate::telemetry::init(config.log.format, &config.log.filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("facegate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { sandbox } => serve(config, sandbox).await,
+            Command::Sandbox { listen } => simulators(listen).await,
+            Command::CheckConfig => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "facegate stopped with an error");
+            eprintln!("facegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(mut config: Config, sandbox: bool) -> Result<(), String> {
+    if sandbox {
+        config.sandbox.enabled = true;
+        if config.store.sqlite_path == Config::default().store.sqlite_path {
+            config.store.sqlite_path = PathBuf::from("facegate-sandbox.db");
+        }
+    }
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    let running = facegate::app::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    if running.config.sandbox.enabled {
+        print_sandbox_help(&running);
+    }
+    let handle = running.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = handle.send(true);
+    });
+    running.wait().await.map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_sandbox_help(running: &facegate::app::Running) {
+    let id = facegate::sandbox::test_id_number(1).unwrap_or_default();
+    let request_id = format!("demo-{}", facegate::domain::now_ms());
+    println!(
+        "\nfacegate sandbox: gRPC on {grpc}, HTTP on {http} (simulators under /sandbox/). Try:\n\n\
+         grpcurl -plaintext -d '{{\"request_id\":\"{request_id}\",\"vendor\":\"VENDOR_JUHE\",\
+         \"identity\":{{\"name\":\"测试用户\",\"id_number\":\"{id}\"}},\
+         \"images\":[{{\"data\":\"{DEMO_JPEG_B64}\",\"role\":\"IMAGE_ROLE_PROBE\"}}]}}' \
+         {grpc} facegate.v1.VerificationService/StartSession\n\n\
+         Scenarios: the ID number's sequence digits (characters 15-17) choose the outcome; see README.md.\n",
+        grpc = running.grpc_addr,
+        http = running.http_addr,
+    );
+}
+
+async fn simulators(listen: SocketAddr) -> Result<(), String> {
+    let sandbox = facegate::sandbox::Sandbox::new();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, "vendor simulators serving under /sandbox/");
+    axum::serve(listener, sandbox.router())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,11 @@
+//! Generated protobuf and gRPC code for `facegate.v1`, and the descriptor set for server reflection.
+
+/// `facegate.v1` messages and the `VerificationService` client and server.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("facegate.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every file in `proto/`, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/facegate_descriptor.bin"));

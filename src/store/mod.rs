@@ -1,0 +1,69 @@
+//! Session persistence. [`SessionStore`] is what the domain sees; [`sqlite::SqliteStore`] is the embedded
+//! implementation. A PostgreSQL implementation plugs in behind the same trait.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::domain::Session;
+
+/// An idempotency record: which session a `request_id` created, and a keyed fingerprint of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The caller's key.
+    pub request_id: String,
+    /// Keyed hash of the request (see [`SessionStore::fingerprint_key`]).
+    pub fingerprint: String,
+    /// The session it created.
+    pub session_id: String,
+}
+
+/// What [`SessionStore::create`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The session was written.
+    New,
+    /// The `request_id` was taken already; nothing was written.
+    Existing(IdempotencyRecord),
+}
+
+/// A store failure. Messages carry no personal data.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An optimistic update lost: the stored version was not the expected one.
+    #[error("version conflict")]
+    Conflict,
+    /// The session does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A stored record could not be read.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+/// Persistent sessions, with optimistic concurrency on `Session::version`.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Writes a new session and, atomically with it, its idempotency record. When the record's `request_id` exists
+    /// already, writes nothing and returns the existing record.
+    async fn create(
+        &self,
+        session: &Session,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<Created, StoreError>;
+    /// Reads a session.
+    async fn get(&self, id: &str) -> Result<Option<Session>, StoreError>;
+    /// Replaces a session if the stored version is `expected_version` (else [`StoreError::Conflict`]).
+    async fn update(&self, session: &Session, expected_version: i64) -> Result<(), StoreError>;
+    /// Reads an idempotency record.
+    async fn idempotency(&self, request_id: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Ids of sessions that are not final and whose `expires_at_ms` is before `now_ms` (at most `limit`).
+    async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// Ids of sessions with a vendor call marked as under way (for recovery after a restart).
+    async fn in_flight(&self) -> Result<Vec<String>, StoreError>;
+    /// A random key made once per store, used to fingerprint idempotent requests without storing their content.
+    async fn fingerprint_key(&self) -> Result<Vec<u8>, StoreError>;
+}

@@ -1,0 +1,107 @@
+//! Juhe verifyface wire types (juhe-verifyface-api.txt) and their strict parsing.
+//!
+//! Envelope: `{"reason": "...", "result": {...} | null, "error_code": N}` (legacy `resultcode` may appear).
+//! `result`: `res` 1|2|3, `score` (string, res = 1), `code` (string 3003|3004|3005, res = 2), `desc`, `message`,
+//! `orderid`.
+
+use serde::Deserialize;
+
+/// The reply envelope.
+#[derive(Debug, Deserialize)]
+pub struct Envelope {
+    /// Human-readable reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The result; null on errors.
+    #[serde(default)]
+    pub result: Option<VerifyResult>,
+    /// 0 on success (billed once), else a service (2264xx) or system (100xx) code.
+    pub error_code: i64,
+    /// Legacy system code ("101" ...), present on some system errors.
+    #[serde(default)]
+    pub resultcode: Option<String>,
+}
+
+/// A number Juhe sends as a string (documented) or, defensively, as a JSON number.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(untagged)]
+pub enum StringOrNumber {
+    /// "96"
+    Text(String),
+    /// 96
+    Number(serde_json::Number),
+}
+
+impl StringOrNumber {
+    /// The value as sent, as text.
+    pub fn as_text(&self) -> String {
+        match self {
+            StringOrNumber::Text(s) => s.clone(),
+            StringOrNumber::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// The `result` object.
+#[derive(Debug, Deserialize)]
+pub struct VerifyResult {
+    /// 1 match, 2 identity ok but face comparison failed, 3 name/ID mismatch.
+    pub res: i64,
+    /// Score 0-100 (res = 1).
+    #[serde(default)]
+    pub score: Option<StringOrNumber>,
+    /// Human-readable message.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Juhe order number.
+    #[serde(default)]
+    pub orderid: Option<String>,
+    /// 3003, 3004 or 3005 (res = 2).
+    #[serde(default)]
+    pub code: Option<StringOrNumber>,
+    /// Description of `code`.
+    #[serde(default)]
+    pub desc: Option<String>,
+}
+
+/// Parses a reply body strictly: valid UTF-8 JSON object, nothing after it.
+pub fn parse(body: &[u8]) -> Result<Envelope, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "reply is not UTF-8".to_owned())?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let envelope = Envelope::deserialize(&mut de)
+        .map_err(|e| format!("reply is not the documented JSON: {e}"))?;
+    de.end()
+        .map_err(|_| "trailing data after the JSON reply".to_owned())?;
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_documented_examples() {
+        let ok = r#"{"reason":"成功","result":{"res":1,"score":"96","message":"身份证号与姓名匹配，且比对成功","orderid":"JH264117091113513280159458"},"error_code":0}"#;
+        let e = parse(ok.as_bytes()).unwrap();
+        assert_eq!(e.error_code, 0);
+        let r = e.result.unwrap();
+        assert_eq!(r.res, 1);
+        assert_eq!(r.score.unwrap().as_text(), "96");
+        let err =
+            r#"{"resultcode":"101","reason":"错误的请求KEY","result":null,"error_code":10001}"#;
+        let e = parse(err.as_bytes()).unwrap();
+        assert_eq!(e.error_code, 10001);
+        assert!(e.result.is_none());
+    }
+
+    #[test]
+    fn rejects_trailing_and_garbage() {
+        assert!(parse(br#"{"error_code":0}x"#).is_err());
+        assert!(parse(b"<html>").is_err());
+        assert!(parse(&[0xff, 0xfe]).is_err());
+        assert!(
+            parse(br#"{"reason":"x"}"#).is_err(),
+            "error_code is required"
+        );
+    }
+}
