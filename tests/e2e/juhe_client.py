@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""End-to-end check with a client generated from proto/ by Python's own gRPC toolchain (grpcio-tools).
+
+Starts `facegate serve --sandbox` on free ports with a fresh database, then drives inline and stepwise Juhe flows,
+every documented sandbox scenario, error details (google.rpc.ErrorInfo / RetryInfo), server reflection through
+grpcurl, and a kill -9 + restart that must keep every session.
+
+Usage: juhe_client.py PATH_TO_FACEGATE_BINARY
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(ROOT, "target/debug/facegate")
+WORK = tempfile.mkdtemp(prefix="facegate-e2e-")
+GEN = os.path.join(WORK, "gen")
+os.makedirs(GEN)
+
+from grpc_tools import protoc  # noqa: E402
+import grpc_tools  # noqa: E402
+
+wkt = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+protos = [os.path.join("facegate/v1", f) for f in sorted(os.listdir(os.path.join(ROOT, "proto/facegate/v1")))]
+rc = protoc.main(["protoc", f"-I{ROOT}/proto", f"-I{wkt}", f"--python_out={GEN}", f"--grpc_python_out={GEN}", *protos])
+if rc != 0:
+    sys.exit(f"protoc failed: {rc}")
+sys.path.insert(0, GEN)
+
+import grpc  # noqa: E402
+from google.rpc import error_details_pb2  # noqa: E402
+from grpc_status import rpc_status  # noqa: E402
+from facegate.v1 import common_pb2 as common  # noqa: E402
+from facegate.v1 import verification_service_pb2 as svc  # noqa: E402
+from facegate.v1 import verification_service_pb2_grpc as svc_grpc  # noqa: E402
+from facegate.v1 import vendor_options_pb2 as opts  # noqa: E402
+
+PASSED = 0
+FAILED = 0
+
+
+def check(name, cond, detail=""):
+    global PASSED, FAILED
+    if cond:
+        PASSED += 1
+    else:
+        FAILED += 1
+        print(f"FAIL {name} {detail}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gb11643(first17):
+    w = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+    return "10X98765432"[sum(int(c) * x for c, x in zip(first17, w)) % 11]
+
+
+def test_id(seq):
+    first17 = f"11010119000101{seq:03d}"
+    return first17 + gb11643(first17)
+
+
+JPEG = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + bytes(range(32)) + bytes([0xFF, 0xD9])
+GRPC_PORT, HTTP_PORT = free_port(), free_port()
+DB = os.path.join(WORK, "facegate.db")
+
+
+def start_server():
+    env = dict(os.environ)
+    env.update({
+        "FACEGATE__GRPC__LISTEN": f"127.0.0.1:{GRPC_PORT}",
+        "FACEGATE__HTTP__LISTEN": f"127.0.0.1:{HTTP_PORT}",
+        "FACEGATE__STORE__SQLITE_PATH": DB,
+    })
+    log = open(os.path.join(WORK, "server.log"), "ab")
+    proc = subprocess.Popen([BIN, "serve", "--sandbox"], env=env, stdout=log, stderr=log)
+    channel = grpc.insecure_channel(f"127.0.0.1:{GRPC_PORT}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=60)
+    except grpc.FutureTimeoutError:
+        proc.kill()
+        sys.exit("server did not start; log in " + os.path.join(WORK, "server.log"))
+    return proc, channel
+
+
+def error_info(err):
+    status = rpc_status.from_call(err)
+    infos, retry = [], None
+    for d in status.details if status else []:
+        if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            d.Unpack(info)
+            infos.append(info)
+        if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            d.Unpack(retry)
+    return infos, retry
+
+
+def inline(stub, rid, seq, far=0.0, mode=opts.JUHE_MODE_UNSPECIFIED):
+    return stub.StartSession(svc.StartSessionRequest(
+        request_id=rid, vendor=common.VENDOR_JUHE,
+        juhe=opts.JuheOptions(mode=mode),
+        identity=common.Identity(name="测试用户", id_number=test_id(seq)),
+        images=[common.FaceImage(data=JPEG, role=common.IMAGE_ROLE_PROBE)],
+        target_false_accept_rate=far,
+    ), timeout=30).session
+
+
+proc, channel = start_server()
+stub = svc_grpc.VerificationServiceStub(channel)
+run = str(int(time.time() * 1000))
+sessions = {}
+
+# Inline flows: every outcome scenario.
+outcomes = [
+    (1, 0.0, common.SESSION_STATE_VERIFIED, common.FAILURE_CODE_UNSPECIFIED),
+    (901, 0.0, common.SESSION_STATE_FAILED, common.FAILURE_CODE_FACE_MISMATCH),
+    (902, 0.0, common.SESSION_STATE_FAILED, common.FAILURE_CODE_ID_NAME_MISMATCH),
+    (903, 0.0, common.SESSION_STATE_FAILED, common.FAILURE_CODE_NO_FACE_FOUND),
+    (904, 0.0, common.SESSION_STATE_FAILED, common.FAILURE_CODE_ID_PHOTO_UNAVAILABLE),
+    (905, 0.0, common.SESSION_STATE_FAILED, common.FAILURE_CODE_SCORE_BELOW_THRESHOLD),
+    (906, 0.0, common.SESSION_STATE_VERIFIED, common.FAILURE_CODE_UNSPECIFIED),
+    (906, 0.0001, common.SESSION_STATE_FAILED, common.FAILURE_CODE_SCORE_BELOW_THRESHOLD),
+]
+for seq, far, want_state, want_code in outcomes:
+    for mode in (opts.JUHE_MODE_PLAIN, opts.JUHE_MODE_ENCRYPTED):
+        s = inline(stub, f"py-{run}-{seq}-{far}-{mode}", seq, far, mode)
+        check(f"scenario {seq} far {far} mode {mode} state", s.state == want_state, str(s.state))
+        check(f"scenario {seq} failure", s.failure.code == want_code, str(s.failure.code))
+        check(f"scenario {seq} masked", test_id(seq) not in str(s), "unmasked ID number in session")
+        sessions[s.id] = s.state
+
+# Vendor error scenarios.
+errors = [
+    (911, grpc.StatusCode.UNAVAILABLE, "VENDOR_DATA_SOURCE_TIMEOUT", True),
+    (912, grpc.StatusCode.FAILED_PRECONDITION, "VENDOR_NO_RECORD", False),
+    (914, grpc.StatusCode.UNAVAILABLE, "VENDOR_UNAVAILABLE", True),
+    (921, grpc.StatusCode.RESOURCE_EXHAUSTED, "VENDOR_RATE_LIMITED", True),
+    (922, grpc.StatusCode.RESOURCE_EXHAUSTED, "VENDOR_RATE_LIMITED", True),
+    (923, grpc.StatusCode.RESOURCE_EXHAUSTED, "VENDOR_RATE_LIMITED", True),
+    (924, grpc.StatusCode.UNAVAILABLE, "VENDOR_UNAVAILABLE", True),
+    (925, grpc.StatusCode.UNAVAILABLE, "VENDOR_UNAVAILABLE", True),
+]
+for seq, code, reason, retry in errors:
+    try:
+        inline(stub, f"py-{run}-err-{seq}", seq)
+        check(f"error {seq}", False, "call succeeded")
+    except grpc.RpcError as err:
+        infos, retry_info = error_info(err)
+        check(f"error {seq} code", err.code() == code, str(err.code()))
+        check(f"error {seq} one ErrorInfo", len(infos) == 1 and infos[0].domain == "facegate.v1", str(infos))
+        check(f"error {seq} reason", infos and infos[0].reason == reason, str(infos))
+        check(f"error {seq} retry", (retry_info is not None) == retry)
+        if infos:
+            sessions[infos[0].metadata["session_id"]] = common.SESSION_STATE_REQUIRES_INPUT
+
+# Stepwise with a status stream.
+s = stub.StartSession(svc.StartSessionRequest(request_id=f"py-{run}-step", vendor=common.VENDOR_JUHE)).session
+check("stepwise requires inputs", list(s.required_inputs) == [common.REQUIRED_INPUT_IDENTITY, common.REQUIRED_INPUT_PROBE_IMAGE])
+stream = stub.StreamStatus(svc.StreamStatusRequest(session_id=s.id), timeout=60)
+first = next(stream).session
+check("stream snapshot first", first.version == s.version and first.state == common.SESSION_STATE_REQUIRES_INPUT)
+stub.SubmitIdentity(svc.SubmitIdentityRequest(session_id=s.id, identity=common.Identity(name="测试用户", id_number=test_id(1))))
+done = stub.UploadReference(svc.UploadReferenceRequest(session_id=s.id, image=common.FaceImage(data=JPEG))).session
+check("stepwise verified", done.state == common.SESSION_STATE_VERIFIED)
+states = [m.session.state for m in stream]
+check("stream changes then end", states[-1:] == [common.SESSION_STATE_VERIFIED] and len(states) == 2, str(states))
+result = stub.GetResult(svc.GetResultRequest(session_id=s.id))
+check("result score", result.outcome.face_match.score == 96.0 and result.outcome.face_match.threshold == 60.0)
+check("result billing", len(result.outcome.billing) == 1 and result.outcome.billing[0].billed)
+sessions[s.id] = done.state
+
+# Cancel.
+c = stub.StartSession(svc.StartSessionRequest(request_id=f"py-{run}-cancel", vendor=common.VENDOR_JUHE)).session
+c = stub.CancelSession(svc.CancelSessionRequest(session_id=c.id, reason="test")).session
+check("cancel", c.state == common.SESSION_STATE_CANCELED)
+sessions[c.id] = c.state
+
+# Reflection through grpcurl (v1alpha) lists and calls the service.
+listed = subprocess.run(["grpcurl", "-plaintext", f"127.0.0.1:{GRPC_PORT}", "list", "facegate.v1.VerificationService"],
+                        capture_output=True, text=True)
+methods = set(listed.stdout.split())
+want = {f"facegate.v1.VerificationService.{m}" for m in
+        ["StartSession", "SubmitIdentity", "UploadReference", "GetResult", "StreamStatus", "CancelSession"]}
+check("reflection lists every RPC", want <= methods, listed.stdout + listed.stderr)
+called = subprocess.run(["grpcurl", "-plaintext", "-d", json.dumps({"session_id": s.id}), f"127.0.0.1:{GRPC_PORT}",
+                         "facegate.v1.VerificationService/GetResult"], capture_output=True, text=True)
+check("grpcurl call", called.returncode == 0 and "SESSION_STATE_VERIFIED" in called.stdout, called.stderr)
+
+# Kill -9 and restart: every session is still there.
+proc.kill()
+proc.wait()
+channel.close()
+proc, channel = start_server()
+stub = svc_grpc.VerificationServiceStub(channel)
+for sid, want_state in sessions.items():
+    got = stub.GetResult(svc.GetResultRequest(session_id=sid)).session
+    check(f"after restart {sid}", got.state == want_state, f"{got.state} != {want_state}")
+proc.terminate()
+try:
+    code = proc.wait(timeout=30)
+    check("graceful exit on SIGTERM", code == 0, str(code))
+except subprocess.TimeoutExpired:
+    proc.kill()
+    check("graceful exit on SIGTERM", False, "timeout")
+
+print(f"{PASSED} passed, {FAILED} failed")
+sys.exit(1 if FAILED else 0)
