@@ -138,7 +138,9 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             ))
         },
     });
+    // `shutdown` is the request; `stopping` follows after the drain delay and stops listeners and streams.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (stopping_tx, stopping_rx) = watch::channel(false);
     let service_cfg = ServiceConfig {
         session_ttl_ms: i64::try_from(config.session.ttl_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX),
@@ -198,18 +200,29 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
 
-    let mut grpc_shutdown = shutdown_rx.clone();
+    let mut requested = shutdown_rx.clone();
     let reporter = health_reporter.clone();
-    let grpc_signal = async move {
-        let _ = grpc_shutdown.wait_for(|v| *v).await;
-        // Tell load balancers first, then stop taking connections and let in-flight calls finish.
+    let drain = Duration::from_secs(config.grpc.drain_delay_secs);
+    tokio::spawn(async move {
+        if requested.wait_for(|v| *v).await.is_err() {
+            return;
+        }
+        // Tell load balancers first, keep serving through the drain delay, then stop taking connections and let
+        // in-flight calls finish.
         reporter
             .set_not_serving::<VerificationServiceServer<VerificationApi>>()
             .await;
         reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
-        tracing::info!("draining: health NOT_SERVING, finishing in-flight calls");
+        tracing::info!(drain_secs = drain.as_secs(), "draining: health NOT_SERVING");
+        tokio::time::sleep(drain).await;
+        let _ = stopping_tx.send(true);
+        tracing::info!("stopping: finishing in-flight calls");
+    });
+    let mut grpc_stop = stopping_rx.clone();
+    let grpc_signal = async move {
+        let _ = grpc_stop.wait_for(|v| *v).await;
     };
     let grpc_server = tonic::transport::Server::builder()
         .max_concurrent_streams(config.grpc.max_concurrent_streams)
@@ -223,20 +236,20 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         .add_service(grpc_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_signal);
 
-    let mut http_shutdown = shutdown_rx.clone();
+    let mut http_stop = stopping_rx.clone();
     let http_server = axum::serve(http_listener, crate::http::router(sandbox.as_deref()))
         .with_graceful_shutdown(async move {
-            let _ = http_shutdown.wait_for(|v| *v).await;
+            let _ = http_stop.wait_for(|v| *v).await;
         });
 
     let sweeper = tokio::spawn(crate::status::expiry::run(
         Arc::clone(&service),
         Duration::from_secs(config.session.sweep_interval_secs),
-        shutdown_rx.clone(),
+        stopping_rx.clone(),
     ));
 
     let grace = Duration::from_secs(config.grpc.shutdown_grace_secs);
-    let mut grace_rx = shutdown_rx;
+    let mut grace_rx = stopping_rx;
     let task = tokio::spawn(async move {
         let servers = async {
             let (g, h) = tokio::join!(grpc_server, async { http_server.await });

@@ -91,6 +91,9 @@ pub struct GrpcConfig {
     pub concurrency_limit_per_connection: usize,
     /// How long a graceful shutdown waits for in-flight calls, in seconds.
     pub shutdown_grace_secs: u64,
+    /// On SIGTERM, how long health reports NOT_SERVING while calls are still served, before listeners close (lets
+    /// load balancers and Kubernetes readiness notice first), in seconds.
+    pub drain_delay_secs: u64,
 }
 
 impl Default for GrpcConfig {
@@ -102,6 +105,7 @@ impl Default for GrpcConfig {
             request_timeout_secs: 30,
             concurrency_limit_per_connection: 256,
             shutdown_grace_secs: 20,
+            drain_delay_secs: 0,
         }
     }
 }

@@ -575,3 +575,23 @@ async fn baidu_and_megvii_answer_unimplemented_with_error_info() {
     }
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_10_mb_image_passes_the_transport_and_meets_the_vendor_limit() {
+    let mut srv = Server::start().await;
+    let mut big = JPEG.to_vec();
+    big.resize(10 * 1024 * 1024, 0);
+    let mut req = juhe_inline("big-image", 1);
+    req.images = vec![pb::FaceImage {
+        data: big,
+        role: pb::ImageRole::Probe as i32,
+    }];
+    let st = srv.client.start_session(req).await.unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+    let details = tonic_types::StatusExt::get_error_details(&st);
+    let v = &details.bad_request().unwrap().field_violations[0];
+    assert_eq!(v.field, "images[0].data");
+    assert!(v.description.contains("juhe"), "{}", v.description);
+    assert_eq!(srv.juhe_stats(), Default::default());
+    srv.stop().await;
+}

@@ -27,6 +27,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -78,7 +79,21 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("923", "error_code 10013 测试KEY超过请求限制"),
     ("924", "error_code 10014 系统内部异常"),
     ("925", "error_code 10020 接口维护"),
+    ("931", "res 1, score 96, answered after 3 s (a slow vendor)"),
+    (
+        "932",
+        "res 1, score 96, answered after 120 s (longer than any sane client timeout)",
+    ),
 ];
+
+/// How long the simulator holds its answer for a sequence code (slow-vendor scenarios).
+fn answer_delay(seq: &str) -> Duration {
+    match seq {
+        "931" => Duration::from_secs(3),
+        "932" => Duration::from_secs(120),
+        _ => Duration::ZERO,
+    }
+}
 
 /// Simulator configuration: the account's request `key` and its `openid`
 /// (the verifyEncry key is derived from the openid).
@@ -161,18 +176,35 @@ impl JuheSimulator {
         }
     }
 
-    fn serve(
+    /// Answers one request; the reply is held for the scenario's delay (billing counts when the vendor decides,
+    /// which is before the answer leaves, as with a real slow vendor).
+    async fn serve(
         &self,
         endpoint: Endpoint,
         headers: &HeaderMap,
         body: Result<Bytes, BytesRejection>,
+    ) -> Response {
+        let mut delay = Duration::ZERO;
+        let response = self.answer(endpoint, headers, body, &mut delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        response
+    }
+
+    fn answer(
+        &self,
+        endpoint: Endpoint,
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+        delay: &mut Duration,
     ) -> Response {
         let counter = match endpoint {
             Endpoint::Verify => &self.verify_calls,
             Endpoint::VerifyEncry => &self.verify_encry_calls,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let reply = match self.process(endpoint, headers, body) {
+        let reply = match self.process(endpoint, headers, body, delay) {
             Ok(result) => Reply::Success(result),
             Err(reply) => reply,
         };
@@ -187,6 +219,7 @@ impl JuheSimulator {
         endpoint: Endpoint,
         headers: &HeaderMap,
         body: Result<Bytes, BytesRejection>,
+        delay: &mut Duration,
     ) -> Result<VerifyResult, Reply> {
         if !is_form_content_type(headers) {
             return Err(Reply::param(REASON_BAD_FORMAT));
@@ -223,6 +256,7 @@ impl JuheSimulator {
         };
 
         let seq = idcard_sequence(&idcard).ok_or(Reply::param(REASON_IDCARD_FORMAT))?;
+        *delay = answer_delay(&seq);
         let image_bytes = STANDARD
             .decode(image.as_bytes())
             .map_err(|_| Reply::param(REASON_IMAGE_FORMAT))?;
@@ -260,7 +294,7 @@ async fn verify_handler(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    sim.serve(Endpoint::Verify, &headers, body)
+    sim.serve(Endpoint::Verify, &headers, body).await
 }
 
 async fn verify_encry_handler(
@@ -268,7 +302,7 @@ async fn verify_encry_handler(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    sim.serve(Endpoint::VerifyEncry, &headers, body)
+    sim.serve(Endpoint::VerifyEncry, &headers, body).await
 }
 
 /// The four documented request fields; first occurrence wins.
@@ -735,6 +769,7 @@ mod tests {
         for (seq, _) in SCENARIOS
             .iter()
             .chain(&[("001", "default"), ("900", "default")])
+            .filter(|(seq, _)| answer_delay(seq).is_zero())
         {
             let v = h.plain(&synth_id(seq), &jpeg_b64()).await;
             check_scenario(seq, &v);
@@ -744,7 +779,11 @@ mod tests {
     #[tokio::test]
     async fn every_scenario_encrypted() {
         let h = Harness::start().await;
-        for (seq, _) in SCENARIOS.iter().chain(&[("001", "default")]) {
+        for (seq, _) in SCENARIOS
+            .iter()
+            .chain(&[("001", "default")])
+            .filter(|(seq, _)| answer_delay(seq).is_zero())
+        {
             let v = h.encrypted(&synth_id(seq), &jpeg_b64()).await;
             check_scenario(seq, &v);
         }
@@ -1179,6 +1218,6 @@ mod tests {
             assert!(seen.insert(*seq), "duplicate {seq}");
             assert!(!desc.is_empty());
         }
-        assert_eq!(SCENARIOS.len(), 14);
+        assert_eq!(SCENARIOS.len(), 16);
     }
 }

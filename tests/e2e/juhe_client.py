@@ -196,6 +196,12 @@ called = subprocess.run(["grpcurl", "-plaintext", "-d", json.dumps({"session_id"
                          "facegate.v1.VerificationService/GetResult"], capture_output=True, text=True)
 check("grpcurl call", called.returncode == 0 and "SESSION_STATE_VERIFIED" in called.stdout, called.stderr)
 
+# Reflection v1 through buf curl lists every method.
+bufcurl = subprocess.run(["buf", "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-methods",
+                          f"http://127.0.0.1:{GRPC_PORT}"], capture_output=True, text=True)
+buf_methods = {m.replace("/", ".") for m in bufcurl.stdout.split()}
+check("buf curl (reflection v1) lists every RPC", want <= buf_methods, bufcurl.stdout + bufcurl.stderr)
+
 # Kill -9 and restart: every session is still there.
 proc.kill()
 proc.wait()

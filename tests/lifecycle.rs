@@ -1,0 +1,125 @@
+//! Draining, graceful shutdown with calls in flight, and a vendor that does not answer in time.
+
+mod common;
+
+use common::*;
+use facegate::proto::v1 as pb;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+#[tokio::test]
+async fn shutdown_reports_not_serving_then_lets_in_flight_calls_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("facegate.db");
+    let mut config = sandbox_config(&db);
+    config.grpc.drain_delay_secs = 1;
+    let mut srv = Server::start_with(dir, config.clone()).await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", srv.running().grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+
+    // Sequence 931: the simulated vendor answers after 3 s.
+    let mut client = srv.client.clone();
+    let slow = tokio::spawn(async move {
+        client
+            .start_session(juhe_inline("slow-during-shutdown", 931))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let running = srv.running.take().unwrap();
+    let handle = running.shutdown_handle();
+    handle.send(true).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "facegate.v1.VerificationService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        ServingStatus::NotServing as i32,
+        "draining is visible to health checks"
+    );
+
+    let finished = slow.await.unwrap().unwrap().into_inner().session.unwrap();
+    assert_eq!(
+        state(&finished),
+        pb::SessionState::Verified,
+        "the in-flight call completed"
+    );
+    running.wait().await.unwrap();
+
+    // Its outcome was stored before the process stopped.
+    let srv2 = Server::start_with(tempfile::tempdir().unwrap(), sandbox_config(&db)).await;
+    let mut c = srv2.client.clone();
+    let got = c
+        .get_result(pb::GetResultRequest {
+            session_id: finished.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(state(&got), pb::SessionState::Verified);
+    let mut srv2 = srv2;
+    srv2.stop().await;
+}
+
+#[tokio::test]
+async fn a_vendor_that_does_not_answer_in_time_is_possibly_billed_and_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sandbox_config(&dir.path().join("facegate.db"));
+    config.juhe.timeout_secs = 1;
+    config.grpc.shutdown_grace_secs = 2;
+    let mut srv = Server::start_with(dir, config).await;
+    // Sequence 932: the simulated vendor holds its answer far longer than juhe.timeout_secs.
+    let st = srv
+        .client
+        .start_session(juhe_inline("no-answer", 932))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::DeadlineExceeded);
+    let (reason, md) = reason(&st);
+    assert_eq!(reason, "VENDOR_TIMEOUT");
+    assert_eq!(md["possibly_billed"], "true");
+    assert!(
+        !has_retry_info(&st),
+        "a possibly billed call is not an invitation to retry blindly"
+    );
+    let s = srv
+        .client
+        .get_result(pb::GetResultRequest {
+            session_id: md["session_id"].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(state(&s), pb::SessionState::RequiresInput);
+    assert!(s.last_attempt_error.unwrap().possibly_billed);
+    // Repeating the same request is a replay, not a new call.
+    let again = srv
+        .client
+        .start_session(juhe_inline("no-answer", 932))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(again.id, s.id);
+    let stats = srv.juhe_stats();
+    assert_eq!(stats.verify_calls + stats.verify_encry_calls, 1);
+    srv.stop().await;
+}
