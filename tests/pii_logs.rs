@@ -1,0 +1,129 @@
+//! Personal data never reaches the logs: every flow and error path runs with debug logging captured, and the
+//! captured text must not contain the test identity's name, ID numbers, image, or the vendor secrets.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use facegate::proto::v1 as pb;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn flows_and_errors_log_no_personal_data_or_secrets() {
+    let logs = Captured::default();
+    tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .init();
+
+    let mut srv = Server::start().await;
+    let name = "测试用户";
+    let mut ids = Vec::new();
+    for (i, seq) in [1u16, 901, 902, 911, 921].into_iter().enumerate() {
+        ids.push(id_number(seq));
+        let _ = srv
+            .client
+            .start_session(juhe_inline(&format!("pii-{i}"), seq))
+            .await;
+    }
+    let mut plain = juhe_inline("pii-plain", 1);
+    plain.vendor_options = Some(pb::start_session_request::VendorOptions::Juhe(
+        pb::JuheOptions {
+            mode: pb::JuheMode::Plain as i32,
+        },
+    ));
+    let _ = srv.client.start_session(plain).await;
+    // Invalid input: a wrong check digit must not be echoed either.
+    let mut wrong = identity(1);
+    wrong.id_number = format!(
+        "{}{}",
+        &wrong.id_number[..17],
+        if wrong.id_number.ends_with('0') {
+            '1'
+        } else {
+            '0'
+        }
+    );
+    ids.push(wrong.id_number.clone());
+    let _ = srv
+        .client
+        .start_session(pb::StartSessionRequest {
+            request_id: "pii-bad".into(),
+            vendor: pb::Vendor::Juhe as i32,
+            identity: Some(wrong),
+            ..Default::default()
+        })
+        .await;
+    let s = srv
+        .client
+        .start_session(juhe_empty("pii-step"))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    srv.client
+        .submit_identity(pb::SubmitIdentityRequest {
+            session_id: s.id.clone(),
+            identity: Some(identity(1)),
+        })
+        .await
+        .unwrap();
+    srv.client
+        .get_result(pb::GetResultRequest {
+            session_id: s.id.clone(),
+            reveal_personal_data: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    srv.stop().await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("vendor call") && text.contains("session started"),
+        "logging was captured"
+    );
+    for id in &ids {
+        assert!(!text.contains(id.as_str()), "an ID number reached the logs");
+        assert!(
+            !text.contains(&id[..14]),
+            "part of an ID number reached the logs"
+        );
+    }
+    assert!(!text.contains(name), "a name reached the logs");
+    let image_b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(JPEG)
+    };
+    assert!(
+        !text.contains(&image_b64[..16]),
+        "image data reached the logs"
+    );
+    for secret in [facegate::sandbox::JUHE_KEY, facegate::sandbox::JUHE_OPENID] {
+        assert!(!text.contains(secret), "a vendor secret reached the logs");
+    }
+}
