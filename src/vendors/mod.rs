@@ -3,6 +3,7 @@
 //! An adapter turns a session's inputs into vendor calls and maps the vendor's answers to neutral outcomes with an
 //! exhaustive `match`; anything it does not recognise is an error, never a guessed success.
 
+pub mod baidu;
 pub mod http;
 pub mod juhe;
 
