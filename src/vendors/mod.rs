@@ -5,6 +5,7 @@
 
 pub mod baidu;
 pub mod http;
+pub mod json;
 pub mod juhe;
 
 use async_trait::async_trait;

@@ -2,3 +2,4 @@
 //! tokens, the eight faceprint endpoints, result mapping) follows with the Baidu issue.
 
 pub mod token;
+pub mod wire;

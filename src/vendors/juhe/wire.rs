@@ -6,6 +6,8 @@
 
 use serde::Deserialize;
 
+pub use crate::vendors::json::StringOrNumber;
+
 /// The reply envelope.
 #[derive(Debug, Deserialize)]
 pub struct Envelope {
@@ -20,26 +22,6 @@ pub struct Envelope {
     /// Legacy system code ("101" ...), present on some system errors.
     #[serde(default)]
     pub resultcode: Option<String>,
-}
-
-/// A number Juhe sends as a string (documented) or, defensively, as a JSON number.
-#[derive(Debug, Deserialize, Clone, PartialEq)]
-#[serde(untagged)]
-pub enum StringOrNumber {
-    /// "96"
-    Text(String),
-    /// 96
-    Number(serde_json::Number),
-}
-
-impl StringOrNumber {
-    /// The value as sent, as text.
-    pub fn as_text(&self) -> String {
-        match self {
-            StringOrNumber::Text(s) => s.clone(),
-            StringOrNumber::Number(n) => n.to_string(),
-        }
-    }
 }
 
 /// The `result` object.
@@ -66,13 +48,7 @@ pub struct VerifyResult {
 
 /// Parses a reply body strictly: valid UTF-8 JSON object, nothing after it.
 pub fn parse(body: &[u8]) -> Result<Envelope, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "reply is not UTF-8".to_owned())?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let envelope = Envelope::deserialize(&mut de)
-        .map_err(|e| format!("reply is not the documented JSON: {e}"))?;
-    de.end()
-        .map_err(|_| "trailing data after the JSON reply".to_owned())?;
-    Ok(envelope)
+    crate::vendors::json::parse_strict(body)
 }
 
 #[cfg(test)]
