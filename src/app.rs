@@ -14,10 +14,11 @@ use crate::domain::service::{ServiceConfig, SessionService};
 use crate::grpc::VerificationApi;
 use crate::proto::v1::verification_service_server::VerificationServiceServer;
 use crate::sandbox::{self, Sandbox};
+use crate::status::poller::PollConfig;
 use crate::status::Hub;
 use crate::store::sqlite::SqliteStore;
 use crate::store::SessionStore;
-use crate::vendors::{juhe::JuheAdapter, Vendors};
+use crate::vendors::{baidu::BaiduAdapter, juhe::JuheAdapter, Vendors};
 
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "facegate.v1.VerificationService";
@@ -93,7 +94,16 @@ pub fn install_crypto_provider() {
 
 /// Starts the service: binds both listeners, opens the store, resumes what a previous run left, and serves until a
 /// shutdown is requested through [`Running::shutdown`] or its handle.
-pub async fn start(mut config: Config) -> Result<Running, AppError> {
+pub async fn start(config: Config) -> Result<Running, AppError> {
+    start_with(config, None).await
+}
+
+/// Like [`start`], reusing `sandbox` (simulators keep their state across a restart of the service, as a vendor
+/// would) when sandbox mode is on.
+pub async fn start_with(
+    mut config: Config,
+    sandbox: Option<Arc<Sandbox>>,
+) -> Result<Running, AppError> {
     install_crypto_provider();
     let http_listener = TcpListener::bind(config.http.listen)
         .await
@@ -119,7 +129,8 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         config.juhe.base_url = format!("{local}{}", sandbox::JUHE_PREFIX);
         config.juhe.key = Secret::new(sandbox::JUHE_KEY);
         config.juhe.openid = Secret::new(sandbox::JUHE_OPENID);
-        Some(Arc::new(Sandbox::new()))
+        sandbox::configure_baidu(&mut config.baidu, &local);
+        Some(sandbox.unwrap_or_else(|| Arc::new(Sandbox::new())))
     } else {
         None
     };
@@ -129,12 +140,20 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
             .await
             .map_err(|e| AppError::Startup(format!("cannot open the session store: {e}")))?,
     );
+    let public_base = config.public_base_url(loopback_of(http_addr));
     let vendors = Arc::new(Vendors {
         juhe: if config.juhe.key.is_empty() {
             None
         } else {
             Some(Box::new(
                 JuheAdapter::new(&config.juhe).map_err(AppError::Startup)?,
+            ))
+        },
+        baidu: if config.baidu.api_key.is_empty() || config.baidu.plans.is_empty() {
+            None
+        } else {
+            Some(Box::new(
+                BaiduAdapter::new(&config.baidu, &public_base).map_err(AppError::Startup)?,
             ))
         },
     });
@@ -145,9 +164,22 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         session_ttl_ms: i64::try_from(config.session.ttl_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX),
         default_far: config.session.default_target_false_accept_rate,
-        attempt_stale_ms: i64::try_from((config.juhe.timeout_secs * 2 + 30) * 1000)
-            .unwrap_or(i64::MAX),
-        replay_wait: Duration::from_secs(config.juhe.timeout_secs + 5),
+        attempt_stale_ms: i64::try_from(
+            (config.juhe.timeout_secs.max(config.baidu.timeout_secs * 3) * 2 + 30) * 1000,
+        )
+        .unwrap_or(i64::MAX),
+        replay_wait: Duration::from_secs(
+            config.juhe.timeout_secs.max(config.baidu.timeout_secs * 3) + 5,
+        ),
+        poll: PollConfig {
+            min_interval: Duration::from_millis(config.status.poll_min_interval_ms),
+            max_interval: Duration::from_millis(config.status.poll_max_interval_ms),
+            jitter: config.status.poll_jitter,
+        },
+        final_check_grace_ms: i64::try_from(
+            config.status.final_check_grace_secs.saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX),
     };
     let service = Arc::new(
         SessionService::new(
@@ -160,6 +192,7 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         .await
         .map_err(|e| AppError::Startup(format!("cannot start the session service: {e}")))?,
     );
+    service.enable_polling();
     let recovered = service
         .recover()
         .await
@@ -238,10 +271,13 @@ pub async fn start(mut config: Config) -> Result<Running, AppError> {
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_signal);
 
     let mut http_stop = stopping_rx.clone();
-    let http_server = axum::serve(http_listener, crate::http::router(sandbox.as_deref()))
-        .with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|v| *v).await;
-        });
+    let http_server = axum::serve(
+        http_listener,
+        crate::http::router(Arc::clone(&service), sandbox.as_deref()),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|v| *v).await;
+    });
 
     let sweeper = tokio::spawn(crate::status::expiry::run(
         Arc::clone(&service),

@@ -2,6 +2,7 @@
 //!
 //! Secrets live in [`Secret`], whose `Debug`, `Display` and `Serialize` never show the value.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ pub struct Config {
     pub juhe: JuheConfig,
     /// Baidu H5 faceprint.
     pub baidu: BaiduConfig,
+    /// The status engine.
+    pub status: StatusConfig,
     /// Megvii FaceID Lite.
     pub megvii: MegviiConfig,
     /// Sandbox mode: in-process vendor simulators.
@@ -202,24 +205,140 @@ impl Default for JuheConfig {
     }
 }
 
-/// Baidu H5 faceprint settings (the adapter lands with its own issue).
+/// Baidu H5 faceprint settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BaiduConfig {
-    /// Base URL of the API host (`https://aip.baidubce.com`).
+    /// Base URL of the API host (`https://aip.baidubce.com`): `/oauth/2.0/token` and
+    /// `/rpc/2.0/brain/solution/faceprint/...` are under it.
     pub base_url: String,
+    /// The H5 page the end user opens (`https://brain.baidu.com/face/print/`); facegate appends `token`,
+    /// `successUrl` and `failedUrl`.
+    pub page_url: String,
     /// API Key.
     pub api_key: Secret,
     /// Secret Key.
     pub secret_key: Secret,
+    /// The plan used when a session names none. Empty means the only plan, when exactly one is declared.
+    pub default_plan: String,
+    /// The plans created at the Baidu console, by facegate name (`[baidu.plans.<name>]`).
+    pub plans: BTreeMap<String, BaiduPlanConfig>,
+    /// Whole-call timeout in seconds.
+    pub timeout_secs: u64,
+    /// Connect timeout in seconds.
+    pub connect_timeout_secs: u64,
+    /// Largest reply accepted, in bytes (result/detail may carry ID card images).
+    pub max_response_bytes: usize,
+    /// Replace the access_token this long before it expires, in seconds.
+    pub token_refresh_margin_secs: u64,
+    /// Most result queries (status polls and on-demand refreshes) per second, across all sessions.
+    pub poll_qps: f64,
+    /// Score thresholds by false accept rate, for decisions at a caller's target FAR. Baidu's own verdict uses
+    /// the plan's threshold; a stricter target FAR can only turn a pass into SCORE_BELOW_THRESHOLD.
+    pub score_thresholds: Vec<ThresholdConfig>,
+    /// Hosts facegate downloads captured face images from (result/simple); the base URL's host is always allowed.
+    pub media_hosts: Vec<String>,
+}
+
+/// A Baidu plan (方案) as created at the Baidu console.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaiduPlanConfig {
+    /// The plan_id shown at the console.
+    pub plan_id: String,
+    /// The plan verifies a specified user (指定用户身份核验): the identity is sent with idcard/submit first.
+    pub needs_identity: bool,
+    /// The plan compares with an uploaded face (自建人脸库比对): the reference is sent with uploadMatchImage first.
+    pub needs_reference: bool,
+    /// A failed attempt ends the URL (认证未通过时URL失效); otherwise the user may retry until the token expires.
+    pub fail_ends_url: bool,
+    /// Where the browser goes after a pass when the session names no return URL.
+    pub success_url: String,
+    /// Where the browser goes after a failure when the session names no return URL.
+    pub failure_url: String,
+}
+
+impl Default for BaiduPlanConfig {
+    fn default() -> Self {
+        Self {
+            plan_id: String::new(),
+            needs_identity: true,
+            needs_reference: false,
+            fail_ends_url: true,
+            success_url: String::new(),
+            failure_url: String::new(),
+        }
+    }
+}
+
+/// A score threshold for a false accept rate.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    /// The false accept rate, e.g. 0.0001.
+    pub false_accept_rate: f64,
+    /// The score at or above which faces match at that rate.
+    pub threshold: f64,
 }
 
 impl Default for BaiduConfig {
     fn default() -> Self {
         Self {
             base_url: "https://aip.baidubce.com".into(),
+            page_url: "https://brain.baidu.com/face/print/".into(),
             api_key: Secret::default(),
             secret_key: Secret::default(),
+            default_plan: String::new(),
+            plans: BTreeMap::new(),
+            timeout_secs: 15,
+            connect_timeout_secs: 3,
+            max_response_bytes: 24 * 1024 * 1024,
+            token_refresh_margin_secs: 24 * 3600,
+            poll_qps: 5.0,
+            score_thresholds: vec![
+                ThresholdConfig {
+                    false_accept_rate: 1e-3,
+                    threshold: 70.0,
+                },
+                ThresholdConfig {
+                    false_accept_rate: 1e-4,
+                    threshold: 80.0,
+                },
+                ThresholdConfig {
+                    false_accept_rate: 1e-5,
+                    threshold: 90.0,
+                },
+            ],
+            media_hosts: vec![
+                "brain.baidu.com".into(),
+                "aip.baidubce.com".into(),
+                "bj.bcebos.com".into(),
+            ],
+        }
+    }
+}
+
+/// Status engine settings (polling of vendors that do not call back).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// First interval between two polls of one session, in ms (and the interval after a wake-up hint).
+    pub poll_min_interval_ms: u64,
+    /// Longest interval between two polls, in ms; intervals grow by half while nothing changes.
+    pub poll_max_interval_ms: u64,
+    /// Random spread of each interval, as a fraction (0.2 = plus or minus 20%).
+    pub poll_jitter: f64,
+    /// After a vendor token's expiry, how long facegate keeps asking for the last answer before EXPIRED, in s.
+    pub final_check_grace_secs: u64,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            poll_min_interval_ms: 1000,
+            poll_max_interval_ms: 10_000,
+            poll_jitter: 0.2,
+            final_check_grace_secs: 600,
         }
     }
 }
@@ -404,6 +523,57 @@ impl Config {
                 "juhe.timeout_secs and juhe.connect_timeout_secs must be at least 1".to_owned(),
             );
         }
+        if !(self.baidu.page_url.starts_with("http://")
+            || self.baidu.page_url.starts_with("https://"))
+        {
+            problems.push("baidu.page_url must be an http(s) URL".to_owned());
+        }
+        if self.baidu.timeout_secs == 0 || self.baidu.connect_timeout_secs == 0 {
+            problems.push(
+                "baidu.timeout_secs and baidu.connect_timeout_secs must be at least 1".to_owned(),
+            );
+        }
+        if !(self.baidu.poll_qps.is_finite() && self.baidu.poll_qps > 0.0) {
+            problems.push("baidu.poll_qps must be above 0".to_owned());
+        }
+        for t in &self.baidu.score_thresholds {
+            let far_ok = t.false_accept_rate > 0.0 && t.false_accept_rate < 1.0;
+            if !far_ok || !(0.0..=100.0).contains(&t.threshold) {
+                problems.push(
+                    "baidu.score_thresholds need false_accept_rate in (0, 1) and threshold in [0, 100]"
+                        .to_owned(),
+                );
+            }
+        }
+        for (name, plan) in &self.baidu.plans {
+            if plan.plan_id.trim().is_empty() {
+                problems.push(format!("baidu.plans.{name}.plan_id is required"));
+            }
+            for (field, url) in [
+                ("success_url", &plan.success_url),
+                ("failure_url", &plan.failure_url),
+            ] {
+                if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+                    problems.push(format!("baidu.plans.{name}.{field} must be an http(s) URL"));
+                }
+            }
+        }
+        if !self.baidu.default_plan.is_empty()
+            && !self.baidu.plans.contains_key(&self.baidu.default_plan)
+        {
+            problems.push("baidu.default_plan must name a declared plan".to_owned());
+        }
+        if self.status.poll_min_interval_ms == 0
+            || self.status.poll_max_interval_ms < self.status.poll_min_interval_ms
+        {
+            problems.push(
+                "status.poll_min_interval_ms must be at least 1 and at most status.poll_max_interval_ms"
+                    .to_owned(),
+            );
+        }
+        if !(0.0..1.0).contains(&self.status.poll_jitter) {
+            problems.push("status.poll_jitter must be in [0, 1)".to_owned());
+        }
         if self.juhe.max_response_bytes < 1024 {
             problems.push("juhe.max_response_bytes must be at least 1024".to_owned());
         }
@@ -434,6 +604,12 @@ impl Config {
         if !self.sandbox.enabled && (self.juhe.key.is_empty()) {
             out.push(
                 "juhe.key is not set: Juhe sessions are refused (VENDOR_NOT_CONFIGURED)".to_owned(),
+            );
+        }
+        if !self.sandbox.enabled && (self.baidu.api_key.is_empty() || self.baidu.plans.is_empty()) {
+            out.push(
+                "baidu.api_key or baidu.plans is not set: Baidu sessions are refused (VENDOR_NOT_CONFIGURED)"
+                    .to_owned(),
             );
         }
         out
@@ -547,6 +723,41 @@ mod tests {
         assert_eq!(c.juhe.key.expose(), "filekey");
         assert_eq!(c.juhe.openid.expose(), "oid");
         assert!(c.sandbox.enabled);
+    }
+
+    #[test]
+    fn baidu_plans_come_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[baidu.plans.kyc]\nplan_id = \"1234\"\nfail_ends_url = false\n[baidu.plans.selfie]\nplan_id = \"99\"\nneeds_identity = false\nneeds_reference = true\n",
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&p),
+            env(&[
+                (
+                    "FACEGATE__BAIDU__PLANS__KYC__SUCCESS_URL",
+                    "https://app.example/ok",
+                ),
+                ("FACEGATE__BAIDU__DEFAULT_PLAN", "kyc"),
+            ]),
+        )
+        .unwrap();
+        let kyc = &c.baidu.plans["kyc"];
+        assert_eq!(kyc.plan_id, "1234");
+        assert!(kyc.needs_identity && !kyc.fail_ends_url);
+        assert_eq!(kyc.success_url, "https://app.example/ok");
+        assert!(c.baidu.plans["selfie"].needs_reference);
+        assert_eq!(c.baidu.default_plan, "kyc");
+        assert!(
+            Config::load_from(Some(&p), env(&[("FACEGATE__BAIDU__DEFAULT_PLAN", "nope")])).is_err()
+        );
+        assert!(
+            Config::load_from(Some(&p), env(&[("FACEGATE__BAIDU__PLANS__KYC__NOPE", "1")]))
+                .is_err()
+        );
     }
 
     #[test]

@@ -558,9 +558,9 @@ async fn invalid_input_gets_field_violations_without_echoing_personal_data() {
 }
 
 #[tokio::test]
-async fn baidu_and_megvii_answer_unimplemented_with_error_info() {
+async fn megvii_answers_unimplemented_with_error_info() {
     let mut srv = Server::start().await;
-    for v in [pb::Vendor::Baidu, pb::Vendor::Megvii] {
+    for v in [pb::Vendor::Megvii] {
         let st = srv
             .client
             .start_session(pb::StartSessionRequest {

@@ -27,6 +27,8 @@ pub enum VendorErrorKind {
     Timeout,
     /// The vendor answered something we cannot read: it may have been billed.
     ProtocolError,
+    /// The vendor no longer keeps the result data asked for (past its retention).
+    ResultExpired,
 }
 
 impl VendorErrorKind {
@@ -42,6 +44,7 @@ impl VendorErrorKind {
             Self::Unreachable => "VENDOR_UNREACHABLE",
             Self::Timeout => "VENDOR_TIMEOUT",
             Self::ProtocolError => "VENDOR_PROTOCOL_ERROR",
+            Self::ResultExpired => "VENDOR_RESULT_EXPIRED",
         }
     }
 }

@@ -4,7 +4,7 @@
 //! several replicas) never lose an update. A billed vendor call is claimed in the store first
 //! (`attempt_started_at_ms`), so it is made at most once per intent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +16,15 @@ use super::far::{describe, threshold_for};
 use super::now_ms;
 use super::session::*;
 use super::state::{Event, TransitionError};
+use crate::status::poller::{PollConfig, PollStep, Pollers};
 use crate::status::Hub;
 use crate::store::{Created, IdempotencyRecord, SessionStore, StoreError};
-use crate::vendors::{Progress, VendorAdapter, Vendors};
+use crate::vendors::{PollOutcome, Progress, VendorAdapter, Vendors};
 
 /// Reason recorded when a vendor call was under way while the service stopped: its outcome is unknown.
 pub const REASON_OUTCOME_UNKNOWN: &str = "VENDOR_OUTCOME_UNKNOWN";
+/// Reason recorded when the end user failed an attempt on the vendor page and may try again there.
+pub const REASON_USER_ATTEMPT_FAILED: &str = "USER_ATTEMPT_FAILED";
 
 /// Settings of the service.
 #[derive(Debug, Clone)]
@@ -34,10 +37,14 @@ pub struct ServiceConfig {
     pub attempt_stale_ms: i64,
     /// How long a repeated StartSession waits for the original's vendor call.
     pub replay_wait: Duration,
+    /// Polling of flows that wait for the end user.
+    pub poll: PollConfig,
+    /// After a vendor token's expiry, how long the last answer is waited for before EXPIRED, in ms.
+    pub final_check_grace_ms: i64,
 }
 
 /// Vendor options as requested, before the adapter resolves them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum RequestedOptions {
     /// Nothing requested: vendor defaults.
     #[default]
@@ -46,6 +53,11 @@ pub enum RequestedOptions {
     Juhe {
         /// Encrypted or plain.
         encrypted: Option<bool>,
+    },
+    /// Baidu: a configured plan by name (empty: the default plan).
+    Baidu {
+        /// Plan name.
+        plan: String,
     },
 }
 
@@ -60,6 +72,8 @@ pub struct ImageInput {
     pub role: Option<ImageRole>,
     /// Reference slot (Megvii), 0 = next.
     pub slot: u32,
+    /// Quality and liveness control (Baidu).
+    pub controls: ImageControls,
 }
 
 /// A validated StartSession request.
@@ -97,6 +111,9 @@ pub struct SessionService {
     cfg: ServiceConfig,
     fingerprint_key: Vec<u8>,
     shutdown: watch::Receiver<bool>,
+    pollers: Arc<Pollers>,
+    /// Single-flight on-demand refreshes: per session, the time of the last one.
+    refreshes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
 }
 
 fn store_err(e: StoreError) -> Error {
@@ -114,6 +131,7 @@ impl SessionService {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, Error> {
         let fingerprint_key = store.fingerprint_key().await.map_err(store_err)?;
+        let pollers = Arc::new(Pollers::new(cfg.poll));
         Ok(Self {
             store,
             vendors,
@@ -121,7 +139,29 @@ impl SessionService {
             cfg,
             fingerprint_key,
             shutdown,
+            pollers,
+            refreshes: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Connects the status engine to this service: pollers call [`SessionService::refresh`]. Call once after
+    /// wrapping the service in an `Arc`.
+    pub fn enable_polling(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.pollers.set_poll_fn(Arc::new(move |id: String| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(svc) => svc.refresh(&id).await,
+                    None => PollStep::Done,
+                }
+            })
+        }));
+    }
+
+    /// The pollers (for metrics and tests).
+    pub fn pollers(&self) -> &Arc<Pollers> {
+        &self.pollers
     }
 
     /// The hub (for metrics and tests).
@@ -195,7 +235,7 @@ impl SessionService {
             ));
         }
         let options = adapter
-            .resolve_options(req.options)
+            .resolve_options(req.options.clone())
             .map_err(|v| Error::InvalidArgument(vec![v]))?;
         let fingerprint = self.fingerprint(&req.canonical);
         if let Some(existing) = self
@@ -236,6 +276,7 @@ impl SessionService {
             },
             attempt_started_at_ms: None,
             outcome: Outcome::default(),
+            vendor_ref: None,
         };
         for (i, image) in req.images.into_iter().enumerate() {
             take_image(adapter, &mut session.inputs, image).map_err(|v| {
@@ -379,37 +420,37 @@ impl SessionService {
                 verified,
                 failure,
                 outcome,
+            }) => self.decide(&id, verified, failure, outcome, true).await,
+            Ok(Progress::AwaitUser {
+                user_url,
+                expires_at_ms,
+                vendor_ref,
+                outcome,
             }) => {
                 let stored = self
                     .mutate(&id, true, |s| {
-                        let mut outcome = outcome.clone();
-                        let mut billing = s.outcome.billing.clone();
-                        billing.append(&mut outcome.billing);
-                        outcome.billing = billing;
-                        s.last_attempt_error = None;
-                        let event = match (verified, failure.clone()) {
-                            (true, _) => Event::Verified { outcome },
-                            (false, Some(failure)) => Event::Failed { failure, outcome },
-                            (false, None) => Event::Failed {
-                                failure: Failure {
-                                    code: FailureCode::VendorError,
-                                    vendor_code: String::new(),
-                                    vendor_message: String::new(),
-                                },
-                                outcome,
-                            },
-                        };
-                        match s.apply(event, now_ms()) {
-                            Ok(_) => Ok(true),
-                            Err(TransitionError::AlreadyFinal(state)) => {
-                                tracing::warn!(session_id = %s.id, state = state.as_str(),
-                                    "vendor outcome arrived for a session that is already final; kept as it was");
-                                Ok(false)
-                            }
+                        if s.state.is_final() {
+                            return Ok(false);
                         }
+                        s.attempt_started_at_ms = None;
+                        s.last_attempt_error = None;
+                        s.vendor_ref = Some(vendor_ref.clone());
+                        s.outcome = outcome.clone();
+                        // The inputs are with the vendor now; facegate keeps only their masked form.
+                        s.inputs = Inputs::default();
+                        s.expires_at_ms = s.expires_at_ms.min(expires_at_ms);
+                        let _ = s.apply(
+                            Event::UserUrlReady {
+                                url: user_url.clone(),
+                                expires_at_ms,
+                            },
+                            now_ms(),
+                        );
+                        Ok(true)
                     })
                     .await?;
-                tracing::info!(session_id = %stored.id, state = stored.state.as_str(), "session decided");
+                tracing::info!(session_id = %stored.id, "vendor page ready; waiting for the end user");
+                self.pollers.wake(&stored.id);
                 Ok(stored)
             }
             Err(err) => {
@@ -420,6 +461,220 @@ impl SessionService {
                     err,
                 })
             }
+        }
+    }
+
+    /// Stores a decision. With `append_billing` the outcome's billing records are added to those already kept (a
+    /// synchronous vendor's earlier failed calls); otherwise they replace them (a vendor's own complete list).
+    async fn decide(
+        &self,
+        id: &str,
+        verified: bool,
+        failure: Option<Failure>,
+        outcome: Outcome,
+        append_billing: bool,
+    ) -> Result<Session, Error> {
+        let stored = self
+            .mutate(id, true, |s| {
+                let mut outcome = outcome.clone();
+                if append_billing {
+                    let mut billing = s.outcome.billing.clone();
+                    billing.append(&mut outcome.billing);
+                    outcome.billing = billing;
+                }
+                s.last_attempt_error = None;
+                let event = match (verified, failure.clone()) {
+                    (true, _) => Event::Verified { outcome },
+                    (false, Some(failure)) => Event::Failed { failure, outcome },
+                    (false, None) => Event::Failed {
+                        failure: Failure {
+                            code: FailureCode::VendorError,
+                            vendor_code: String::new(),
+                            vendor_message: String::new(),
+                        },
+                        outcome,
+                    },
+                };
+                match s.apply(event, now_ms()) {
+                    Ok(_) => Ok(true),
+                    Err(TransitionError::AlreadyFinal(state)) => {
+                        tracing::warn!(session_id = %s.id, state = state.as_str(),
+                            "vendor outcome arrived for a session that is already final; kept as it was");
+                        Ok(false)
+                    }
+                }
+            })
+            .await?;
+        tracing::info!(session_id = %stored.id, state = stored.state.as_str(), "session decided");
+        Ok(stored)
+    }
+
+    /// Polls the vendor once for a session that waits for the end user, and stores what it learned. Used by the
+    /// pollers, on-demand refreshes and the last check at expiry.
+    pub async fn refresh(&self, id: &str) -> PollStep {
+        let session = match self.load(id).await {
+            Ok(s) => s,
+            Err(Error::NotFound) => return PollStep::Done,
+            Err(_) => return PollStep::Backoff(None),
+        };
+        if session.state.is_final()
+            || session.vendor_ref.is_none()
+            || session.attempt_started_at_ms.is_some()
+        {
+            return PollStep::Done;
+        }
+        let Ok(adapter) = self.vendors.adapter(session.vendor) else {
+            return PollStep::Done;
+        };
+        let final_check = session
+            .user_url_expires_at_ms
+            .is_some_and(|t| now_ms() >= t);
+        let result = match adapter.poll(&session, final_check).await {
+            Ok(PollOutcome::Pending {
+                outcome,
+                attempt_failed,
+            }) => {
+                let billed = outcome.billing.iter().any(|b| b.billed);
+                let attempt_error = attempt_failed.map(|f| AttemptError {
+                    reason: REASON_USER_ATTEMPT_FAILED.into(),
+                    vendor_code: f.vendor_code,
+                    vendor_message: f.vendor_message,
+                    possibly_billed: billed,
+                });
+                self.mutate(id, true, |s| {
+                    if s.state.is_final() {
+                        return Ok(false);
+                    }
+                    let mut changed = false;
+                    if s.outcome != outcome {
+                        s.outcome = outcome.clone();
+                        changed = true;
+                    }
+                    if s.last_attempt_error != attempt_error {
+                        s.last_attempt_error = attempt_error.clone();
+                        changed = true;
+                    }
+                    Ok(changed)
+                })
+                .await
+                .map(|s| PollStep::Again {
+                    changed: s.version != session.version,
+                })
+            }
+            Ok(PollOutcome::Final {
+                verified,
+                failure,
+                outcome,
+            }) => self
+                .decide(id, verified, failure, outcome, false)
+                .await
+                .map(|_| PollStep::Done),
+            Ok(PollOutcome::Expired { outcome }) => self
+                .mutate(id, true, |s| {
+                    if s.state.is_final() {
+                        return Ok(false);
+                    }
+                    s.outcome = outcome.clone();
+                    Ok(s.apply(Event::Expired, now_ms()).is_ok())
+                })
+                .await
+                .map(|s| {
+                    tracing::info!(session_id = %s.id, state = s.state.as_str(), "vendor token ran out");
+                    PollStep::Done
+                }),
+            Err(e) => {
+                tracing::warn!(session_id = %id, vendor = e.vendor.as_str(), reason = e.kind.reason(),
+                    vendor_code = %e.vendor_code, "status poll failed");
+                Ok(PollStep::Backoff(e.retry_after))
+            }
+        };
+        result.unwrap_or(PollStep::Backoff(None))
+    }
+
+    /// Refreshes a session nobody is polling, at most once per poll interval however many callers ask at once.
+    async fn refresh_on_demand(&self, id: &str) {
+        let gate = {
+            let mut map = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(
+                map.entry(id.to_owned())
+                    .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(0))),
+            )
+        };
+        let mut last = gate.lock().await;
+        let min_ms = i64::try_from(self.cfg.poll.min_interval.as_millis()).unwrap_or(i64::MAX);
+        if now_ms().saturating_sub(*last) < min_ms {
+            return;
+        }
+        let step = self.refresh(id).await;
+        *last = now_ms();
+        drop(last);
+        if step == PollStep::Done {
+            let mut map = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(id).is_some_and(|g| Arc::strong_count(g) == 1) {
+                map.remove(id);
+            }
+        }
+    }
+
+    /// The session for GetResult: refreshed from the vendor when nobody polls it, plus the data asked for that is
+    /// never stored (fetched from the vendor while it keeps it).
+    pub async fn result(
+        &self,
+        id: &str,
+        extras: ExtrasRequest,
+    ) -> Result<(Session, ResultExtras), Error> {
+        let mut session = self.get(id).await?;
+        if !session.state.is_final() && session.vendor_ref.is_some() && !self.pollers.is_polling(id)
+        {
+            self.refresh_on_demand(id).await;
+            session = self.load(id).await?;
+        }
+        if !extras.any() || session.vendor_ref.is_none() {
+            return Ok((session, ResultExtras::default()));
+        }
+        let adapter = self.vendors.adapter(session.vendor)?;
+        let fetched = adapter
+            .fetch_extras(&session, extras)
+            .await
+            .map_err(|err| Error::Vendor {
+                session_id: session.id.clone(),
+                err,
+            })?;
+        Ok((session, fetched))
+    }
+
+    /// The browser came back from the vendor page: a hint to poll now (it changes nothing by itself).
+    pub async fn user_returned(&self, id: &str) -> Result<Session, Error> {
+        let session = self.load(id).await?;
+        if !session.state.is_final() && session.vendor_ref.is_some() {
+            if self.pollers.is_polling(id) {
+                self.pollers.wake(id);
+            } else {
+                self.refresh_on_demand(id).await;
+                return self.load(id).await;
+            }
+        }
+        Ok(session)
+    }
+
+    /// Where the browser goes after the vendor page: the session's return URL for `success` (or the failure URL),
+    /// else the plan's. Empty when none is configured.
+    pub fn return_url(&self, session: &Session, success: bool) -> String {
+        let (plan_success, plan_failure) = self
+            .vendors
+            .adapter(session.vendor)
+            .map(|a| a.default_return_urls(session))
+            .unwrap_or_default();
+        let pick = |own: &str, plan: String| if own.is_empty() { plan } else { own.to_owned() };
+        if success {
+            pick(&session.return_success_url, plan_success)
+        } else if !session.return_failure_url.is_empty() {
+            session.return_failure_url.clone()
+        } else if !plan_failure.is_empty() {
+            plan_failure
+        } else {
+            // One return URL serves both outcomes when only the success URL is set.
+            pick(&session.return_success_url, plan_success)
         }
     }
 
@@ -460,6 +715,17 @@ impl SessionService {
             // A new attempt needs a new intent: the caller sends the image again (or a new identity first).
             adapter.reset_for_retry(&mut s.inputs);
             let required = adapter.required_inputs(s);
+            if required.is_empty() {
+                // The flow takes no input a caller could send again: this session cannot be retried.
+                let failure = Failure {
+                    code: FailureCode::VendorError,
+                    vendor_code: err.vendor_code.clone(),
+                    vendor_message: err.vendor_message.clone(),
+                };
+                let outcome = s.outcome.clone();
+                let _ = s.apply(Event::Failed { failure, outcome }, now_ms());
+                return Ok(true);
+            }
             let _ = s.apply(Event::InputsChanged { required }, now_ms());
             Ok(true)
         })
@@ -476,6 +742,19 @@ impl SessionService {
     }
 
     async fn expire(&self, id: &str) -> Result<Session, Error> {
+        let current = self.load(id).await?;
+        if current.vendor_ref.is_some() && !current.state.is_final() {
+            // The vendor decides: one last check, and EXPIRED only when it has nothing (or stays silent too long).
+            self.refresh(id).await;
+            let after = self.load(id).await?;
+            let grace_over = now_ms()
+                >= after
+                    .expires_at_ms
+                    .saturating_add(self.cfg.final_check_grace_ms);
+            if after.state.is_final() || !grace_over {
+                return Ok(after);
+            }
+        }
         let stale_ms = self.cfg.attempt_stale_ms;
         self.mutate(id, true, |s| {
             let now = now_ms();
@@ -574,6 +853,8 @@ impl SessionService {
                 this.hub.release(&id);
                 return;
             }
+            // One poller per session, shared by every watcher, while anyone watches.
+            this.pollers.watch(&id);
             loop {
                 let next = tokio::select! {
                     _ = tx.closed() => break,
@@ -614,6 +895,7 @@ impl SessionService {
                     break;
                 }
             }
+            this.pollers.unwatch(&id);
             drop(rx);
             this.hub.release(&id);
         });
@@ -685,7 +967,7 @@ mod tests {
         fn vendor(&self) -> Vendor {
             Vendor::Juhe
         }
-        fn published_thresholds(&self) -> &'static [ScoreThreshold] {
+        fn published_thresholds(&self) -> &[ScoreThreshold] {
             &crate::domain::far::JUHE_THRESHOLDS
         }
         fn resolve_options(&self, _: RequestedOptions) -> Result<VendorOptions, Violation> {
@@ -699,6 +981,7 @@ mod tests {
                 data: image.data,
                 format: image.format,
                 role: ImageRole::Probe,
+                controls: image.controls,
             });
             Ok(())
         }
@@ -747,6 +1030,7 @@ mod tests {
                 calls: Arc::clone(&calls),
                 delay,
             })),
+            baidu: None,
         });
         let (tx, rx) = watch::channel(false);
         let cfg = ServiceConfig {
@@ -754,6 +1038,12 @@ mod tests {
             default_far: 1e-3,
             attempt_stale_ms: 60_000,
             replay_wait: Duration::from_secs(5),
+            poll: PollConfig {
+                min_interval: Duration::from_millis(50),
+                max_interval: Duration::from_millis(200),
+                jitter: 0.0,
+            },
+            final_check_grace_ms: 60_000,
         };
         let svc = SessionService::new(Arc::clone(&store), vendors, Arc::new(Hub::new()), cfg, rx)
             .await
@@ -777,6 +1067,7 @@ mod tests {
                     format: ImageFormat::Jpeg,
                     role: None,
                     slot: 0,
+                    controls: ImageControls::default(),
                 }]
             } else {
                 vec![]
@@ -824,6 +1115,7 @@ mod tests {
             data: vec![1],
             format: ImageFormat::Jpeg,
             role: ImageRole::Probe,
+            controls: ImageControls::default(),
         });
         stuck.attempt_started_at_ms = Some(now_ms());
         stuck.version += 1;

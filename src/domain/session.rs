@@ -153,6 +153,42 @@ pub struct MaskedIdentity {
     pub id_type: IdType,
 }
 
+/// A vendor's image control level (Baidu `quality_control` / `liveness_control`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ControlLevel {
+    /// No control (the vendor default).
+    #[default]
+    None,
+    /// Low.
+    Low,
+    /// Normal.
+    Normal,
+    /// High.
+    High,
+}
+
+impl ControlLevel {
+    /// The vendor's spelling (`NONE`, `LOW`, `NORMAL`, `HIGH`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlLevel::None => "NONE",
+            ControlLevel::Low => "LOW",
+            ControlLevel::Normal => "NORMAL",
+            ControlLevel::High => "HIGH",
+        }
+    }
+}
+
+/// Quality and liveness control asked for with an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageControls {
+    /// Quality control.
+    pub quality: ControlLevel,
+    /// Liveness control.
+    pub liveness: ControlLevel,
+}
+
 /// A face image. Personal data: `Debug` shows only the format and size.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaceImage {
@@ -163,6 +199,9 @@ pub struct FaceImage {
     pub format: ImageFormat,
     /// What it is for.
     pub role: ImageRole,
+    /// Controls asked for with the image (Baidu).
+    #[serde(default)]
+    pub controls: ImageControls,
 }
 
 impl fmt::Debug for FaceImage {
@@ -320,12 +359,160 @@ pub struct JuheDetail {
     pub encrypted: bool,
 }
 
-/// Vendor-specific detail of an outcome.
+/// One verification attempt on the Baidu page (result/getall `verify_result[]`), without personal data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BaiduAttempt {
+    /// `order`, 1 for the first attempt.
+    pub order: i64,
+    /// `is_verify_passed`.
+    pub passed: bool,
+    /// `code` ("0" on success).
+    pub code: String,
+    /// `message`, sanitised.
+    pub message: String,
+    /// `verify_time` (unix ms; Beijing time on the wire).
+    pub verify_time_ms: Option<i64>,
+    /// `is_charged`.
+    pub charged: bool,
+    /// `charge_type` (verify, match, ...).
+    pub charge_type: String,
+    /// `charge_time` (unix ms).
+    pub charge_time_ms: Option<i64>,
+    /// `is_ocr_charge`.
+    pub ocr_charged: bool,
+    /// `ocr_charge_time` (unix ms).
+    pub ocr_charge_time_ms: Option<i64>,
+    /// `ocr_count`.
+    pub ocr_count: i64,
+    /// `verify_detail.score` (absent when no comparison ran).
+    pub score: Option<f64>,
+    /// `verify_detail.threshold`.
+    pub threshold: Option<f64>,
+    /// `verify_detail.liveness_score`.
+    pub liveness_score: Option<f64>,
+    /// `verify_detail.spoofing_score`.
+    pub spoofing_score: Option<f64>,
+    /// `verify_detail.risk_level`.
+    pub risk_level: String,
+    /// `verify_detail.risk_tag`.
+    pub risk_tag: String,
+    /// `verify_detail.is_demote`.
+    pub is_demote: bool,
+    /// `verify_detail.verify_log_id`.
+    pub verify_log_id: String,
+}
+
+/// One row of result/stat: calls of a backing API with one error code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaiduApiStat {
+    /// The API (`Verify_FIN`, `Sessioncode`, `OCR`, `verify`, `VideoLiveness`, `Livenesscolorful`, `VerifySec`).
+    pub api: String,
+    /// `error_code` ("0" = success).
+    pub error_code: String,
+    /// `count`.
+    pub count: i64,
+}
+
+/// Baidu result fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BaiduDetail {
+    /// The verify_token.
+    pub verify_token: String,
+    /// facegate's plan name.
+    pub plan: String,
+    /// Baidu plan_id.
+    pub plan_id: String,
+    /// `verify_count`.
+    pub verify_count: i64,
+    /// `ocr_charge_count`.
+    pub ocr_charge_count: i64,
+    /// `match_charge_count`.
+    pub match_charge_count: i64,
+    /// `verify_charge_count`.
+    pub verify_charge_count: i64,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<BaiduAttempt>,
+    /// result/detail `is_demote`.
+    pub is_demote: bool,
+    /// result/stat rows.
+    pub api_stats: Vec<BaiduApiStat>,
+    /// The plan verifies a specified user.
+    #[serde(default)]
+    pub plan_needs_identity: bool,
+    /// The plan compares with an uploaded face.
+    #[serde(default)]
+    pub plan_needs_reference: bool,
+}
+
+/// Vendor-specific detail of an outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VendorDetail {
     /// Juhe.
     Juhe(JuheDetail),
+    /// Baidu.
+    Baidu(BaiduDetail),
+}
+
+/// Liveness and anti-spoofing scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Liveness {
+    /// Whether the vendor judged the face live.
+    pub passed: bool,
+    /// Liveness score.
+    pub liveness_score: f64,
+    /// Spoofing score.
+    pub spoofing_score: f64,
+    /// The procedure, where known.
+    pub procedure: String,
+}
+
+/// Identity fields read (OCR) or confirmed by the vendor. Stored masked; shown unmasked only when fetched on
+/// request from the vendor. `Debug` masks it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityDocument {
+    /// Name.
+    pub name: String,
+    /// ID number.
+    pub id_number: String,
+    /// Document type, where known.
+    pub id_type: Option<IdType>,
+    /// Address.
+    pub address: String,
+    /// Birth date as printed.
+    pub birth_date: String,
+    /// Gender.
+    pub gender: String,
+    /// Ethnicity (民族).
+    pub ethnicity: String,
+    /// Issuing authority.
+    pub issued_by: String,
+    /// Validity period.
+    pub valid_period: String,
+}
+
+impl fmt::Debug for IdentityDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityDocument")
+            .field("name", &mask_name(&self.name))
+            .field("id_number", &mask_id_number(&self.id_number))
+            .field("id_type", &self.id_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentityDocument {
+    /// The masked form kept in the store: name and number masked, the other personal fields dropped.
+    pub fn masked(&self) -> IdentityDocument {
+        IdentityDocument {
+            name: mask_name(&self.name),
+            id_number: mask_id_number(&self.id_number),
+            id_type: self.id_type,
+            gender: self.gender.clone(),
+            ethnicity: self.ethnicity.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// What is known of a session's result.
@@ -333,10 +520,66 @@ pub enum VendorDetail {
 pub struct Outcome {
     /// Face comparison.
     pub face_match: Option<FaceMatch>,
+    /// Liveness.
+    #[serde(default)]
+    pub liveness: Option<Liveness>,
+    /// Identity fields read or confirmed by the vendor (masked).
+    #[serde(default)]
+    pub identity_document: Option<IdentityDocument>,
     /// Every possibly billed call.
     pub billing: Vec<BillingRecord>,
     /// Vendor detail.
     pub vendor_detail: Option<VendorDetail>,
+}
+
+/// A link to captured media.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaLink {
+    /// "video" or "image".
+    pub kind: String,
+    /// The URL at the vendor.
+    pub url: String,
+}
+
+/// Result data fetched from the vendor on request and never stored.
+#[derive(Clone, Default, PartialEq)]
+pub struct ResultExtras {
+    /// The unmasked identity document (reveal_personal_data).
+    pub identity_document: Option<IdentityDocument>,
+    /// The captured face (include_face_image).
+    pub face_image: Option<Vec<u8>>,
+    /// Media links (include_media).
+    pub media: Vec<MediaLink>,
+    /// Vendor note on the media (Baidu extInfo).
+    pub media_note: String,
+}
+
+impl fmt::Debug for ResultExtras {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResultExtras")
+            .field("identity_document", &self.identity_document)
+            .field("face_image_bytes", &self.face_image.as_ref().map(Vec::len))
+            .field("media", &self.media.len())
+            .finish()
+    }
+}
+
+/// What a GetResult caller asks for beyond the stored outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExtrasRequest {
+    /// Unmasked identity fields.
+    pub reveal_personal_data: bool,
+    /// The captured face image.
+    pub face_image: bool,
+    /// Media links.
+    pub media: bool,
+}
+
+impl ExtrasRequest {
+    /// Whether anything beyond the stored outcome is asked for.
+    pub fn any(&self) -> bool {
+        self.reveal_personal_data || self.face_image || self.media
+    }
 }
 
 /// Vendor options fixed at session start.
@@ -347,6 +590,13 @@ pub enum VendorOptions {
     Juhe {
         /// Use verifyEncry.
         encrypted: bool,
+    },
+    /// Baidu: the configured plan.
+    Baidu {
+        /// facegate's plan name.
+        plan: String,
+        /// The Baidu plan_id.
+        plan_id: String,
     },
 }
 
@@ -401,6 +651,9 @@ pub struct Session {
     pub attempt_started_at_ms: Option<i64>,
     /// The outcome so far.
     pub outcome: Outcome,
+    /// The vendor's handle of the flow once it is under way (Baidu verify_token).
+    #[serde(default)]
+    pub vendor_ref: Option<String>,
 }
 
 #[cfg(test)]
@@ -422,6 +675,7 @@ mod tests {
             data: vec![0xff, 0xd8, 0xff, 1, 2, 3],
             format: ImageFormat::Jpeg,
             role: ImageRole::Probe,
+            controls: ImageControls::default(),
         };
         assert!(format!("{img:?}").contains("bytes: 6"));
         assert!(!format!("{img:?}").contains("255"));

@@ -165,6 +165,7 @@ pub mod tests_support {
             },
             attempt_started_at_ms: None,
             outcome: Outcome::default(),
+            vendor_ref: None,
         }
     }
 }

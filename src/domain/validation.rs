@@ -116,6 +116,16 @@ impl Date {
         self.day >= 1 && self.day <= days_in_month(self.year, self.month)
     }
 
+    /// Days since 1970-01-01 (negative before).
+    #[must_use]
+    pub fn unix_days(&self) -> i64 {
+        days_from_civil(
+            i64::from(self.year),
+            i64::from(self.month),
+            i64::from(self.day),
+        )
+    }
+
     /// Converts a count of days since 1970-01-01 into a civil date, after
     /// Howard Hinnant's `civil_from_days` algorithm.
     ///
@@ -433,6 +443,53 @@ fn unsupported_format_name(bytes: &[u8]) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Width and height of a PNG (IHDR) or JPEG (first SOFn frame header), when the header can be read.
+#[must_use]
+pub fn image_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.starts_with(PNG_MAGIC) {
+        // Signature (8), chunk length (4), "IHDR" (4), width (4), height (4).
+        if bytes.get(12..16) != Some(b"IHDR".as_slice()) {
+            return None;
+        }
+        let w = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?);
+        let h = u32::from_be_bytes(bytes.get(20..24)?.try_into().ok()?);
+        return Some((w, h));
+    }
+    if !bytes.starts_with(JPEG_MAGIC) {
+        return None;
+    }
+    let mut i = 2;
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return None;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xFF {
+            i += 1;
+            continue;
+        }
+        if marker == 0xD8 || (0xD0..=0xD7).contains(&marker) || marker == 0x01 {
+            i += 2;
+            continue;
+        }
+        if marker == 0xD9 || marker == 0xDA {
+            return None;
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        let is_sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if is_sof {
+            let h = u16::from_be_bytes([*bytes.get(i + 5)?, *bytes.get(i + 6)?]);
+            let w = u16::from_be_bytes([*bytes.get(i + 7)?, *bytes.get(i + 8)?]);
+            return Some((u32::from(w), u32::from(h)));
+        }
+        if len < 2 {
+            return None;
+        }
+        i += 2 + len;
+    }
+    None
 }
 
 /// Validates an image payload by size and magic bytes and returns its
@@ -1358,5 +1415,23 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn reads_png_and_jpeg_dimensions() {
+        let mut png = PNG_MAGIC.to_vec();
+        png.extend_from_slice(&[0, 0, 0, 13]);
+        png.extend_from_slice(b"IHDR");
+        png.extend_from_slice(&2000u32.to_be_bytes());
+        png.extend_from_slice(&1000u32.to_be_bytes());
+        assert_eq!(image_dimensions(&png), Some((2000, 1000)));
+        // SOI, APP0 (length 4), SOF0 with height 480 and width 640.
+        let jpeg = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00, 0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x01,
+            0xE0, 0x02, 0x80, 0x01, 0x01, 0x11, 0x00,
+        ];
+        assert_eq!(image_dimensions(&jpeg), Some((640, 480)));
+        assert_eq!(image_dimensions(&[0xFF, 0xD8, 0xFF, 0xD9]), None);
+        assert_eq!(image_dimensions(b"GIF89a......"), None);
     }
 }

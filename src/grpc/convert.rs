@@ -133,6 +133,7 @@ pub fn image(
         format,
         role,
         slot,
+        controls: d::ImageControls::default(),
     })
 }
 
@@ -205,8 +206,23 @@ pub fn start_request(req: &pb::StartSessionRequest) -> Result<StartRequest, Erro
                 }
             }
         }
-        (Some(pb::start_session_request::VendorOptions::Baidu(_)), Some(d::Vendor::Baidu))
-        | (Some(pb::start_session_request::VendorOptions::Megvii(_)), Some(d::Vendor::Megvii)) => {
+        (Some(pb::start_session_request::VendorOptions::Baidu(o)), Some(d::Vendor::Baidu)) => {
+            if o.plan.len() > 64
+                || !o
+                    .plan
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+            {
+                v.push(violation(
+                    "baidu.plan",
+                    "a configured plan name: at most 64 characters of [A-Za-z0-9_.-]",
+                ));
+            }
+            RequestedOptions::Baidu {
+                plan: o.plan.clone(),
+            }
+        }
+        (Some(pb::start_session_request::VendorOptions::Megvii(_)), Some(d::Vendor::Megvii)) => {
             RequestedOptions::Default
         }
         (Some(_), _) => {
@@ -307,13 +323,24 @@ pub fn upload(req: &pb::UploadReferenceRequest) -> Result<(String, ImageInput), 
             0
         }
     };
-    for (field, level) in [
+    let mut levels = [d::ControlLevel::None; 2];
+    for (i, (field, level)) in [
         ("quality_control", req.quality_control),
         ("liveness_control", req.liveness_control),
-    ] {
-        if pb::ControlLevel::try_from(level).is_err() {
-            v.push(violation(field, "unknown control level"));
-        }
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        levels[i] = match pb::ControlLevel::try_from(level) {
+            Ok(pb::ControlLevel::Unspecified | pb::ControlLevel::None) => d::ControlLevel::None,
+            Ok(pb::ControlLevel::Low) => d::ControlLevel::Low,
+            Ok(pb::ControlLevel::Normal) => d::ControlLevel::Normal,
+            Ok(pb::ControlLevel::High) => d::ControlLevel::High,
+            Err(_) => {
+                v.push(violation(field, "unknown control level"));
+                d::ControlLevel::None
+            }
+        };
     }
     let img = match &req.image {
         Some(i) => image("image", i, slot, &mut v),
@@ -323,7 +350,11 @@ pub fn upload(req: &pb::UploadReferenceRequest) -> Result<(String, ImageInput), 
         }
     };
     fail(v)?;
-    let img = img.ok_or_else(|| Error::invalid("image", "required"))?;
+    let mut img = img.ok_or_else(|| Error::invalid("image", "required"))?;
+    img.controls = d::ImageControls {
+        quality: levels[0],
+        liveness: levels[1],
+    };
     Ok((id, img))
 }
 
@@ -432,8 +463,93 @@ pub fn session(s: &d::Session) -> pb::Session {
     }
 }
 
-/// Domain outcome -> proto.
-pub fn outcome(s: &d::Session) -> pb::Outcome {
+fn pb_identity_document(doc: &d::IdentityDocument) -> pb::IdentityDocument {
+    pb::IdentityDocument {
+        name: doc.name.clone(),
+        id_number: doc.id_number.clone(),
+        id_type: doc
+            .id_type
+            .map(pb_id_type)
+            .unwrap_or(pb::IdType::Unspecified) as i32,
+        address: doc.address.clone(),
+        birth_date: doc.birth_date.clone(),
+        gender: doc.gender.clone(),
+        ethnicity: doc.ethnicity.clone(),
+        issued_by: doc.issued_by.clone(),
+        valid_period: doc.valid_period.clone(),
+    }
+}
+
+fn pb_baidu(b: &d::BaiduDetail, media_note: &str) -> pb::BaiduDetail {
+    let deciding = b
+        .attempts
+        .iter()
+        .find(|a| a.passed)
+        .or_else(|| b.attempts.last());
+    let clamp = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
+    pb::BaiduDetail {
+        verify_token: b.verify_token.clone(),
+        plan: b.plan.clone(),
+        plan_id: b.plan_id.clone(),
+        verify_count: clamp(b.verify_count),
+        risk_level: deciding.map(|a| a.risk_level.clone()).unwrap_or_default(),
+        risk_tags: deciding
+            .map(|a| {
+                a.risk_tag
+                    .split([',', '|'])
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ocr_charge_count: clamp(b.ocr_charge_count),
+        match_charge_count: clamp(b.match_charge_count),
+        verify_charge_count: clamp(b.verify_charge_count),
+        attempts: b
+            .attempts
+            .iter()
+            .map(|a| pb::BaiduAttempt {
+                order: clamp(a.order),
+                passed: a.passed,
+                code: a.code.clone(),
+                message: a.message.clone(),
+                verify_time: a.verify_time_ms.map(ts),
+                charged: a.charged,
+                charge_type: a.charge_type.clone(),
+                charge_time: a.charge_time_ms.map(ts),
+                ocr_charged: a.ocr_charged,
+                ocr_charge_time: a.ocr_charge_time_ms.map(ts),
+                ocr_count: clamp(a.ocr_count),
+                score: a.score,
+                threshold: a.threshold,
+                liveness_score: a.liveness_score,
+                spoofing_score: a.spoofing_score,
+                risk_level: a.risk_level.clone(),
+                risk_tag: a.risk_tag.clone(),
+                is_demote: a.is_demote,
+                verify_log_id: a.verify_log_id.clone(),
+            })
+            .collect(),
+        is_demote: b.is_demote,
+        api_stats: b
+            .api_stats
+            .iter()
+            .map(|st| pb::BaiduApiStat {
+                api: st.api.clone(),
+                error_code: st.error_code.clone(),
+                count: st.count,
+            })
+            .collect(),
+        media_note: media_note.to_owned(),
+        plan_needs_identity: b.plan_needs_identity,
+        plan_needs_reference: b.plan_needs_reference,
+    }
+}
+
+/// Domain outcome -> proto. Stored identity fields are masked; `extras` (fetched on request, never stored) adds
+/// the unmasked identity, the face image and media.
+pub fn outcome(s: &d::Session, extras: &d::ResultExtras) -> pb::Outcome {
     let o = &s.outcome;
     pb::Outcome {
         face_match: o.face_match.as_ref().map(|f| pb::FaceMatch {
@@ -451,8 +567,17 @@ pub fn outcome(s: &d::Session) -> pb::Outcome {
             passed: f.passed,
             source: f.source.clone(),
         }),
-        liveness: None,
-        identity_document: None,
+        liveness: o.liveness.as_ref().map(|l| pb::Liveness {
+            passed: l.passed,
+            liveness_score: l.liveness_score,
+            spoofing_score: l.spoofing_score,
+            procedure: l.procedure.clone(),
+        }),
+        identity_document: extras
+            .identity_document
+            .as_ref()
+            .or(o.identity_document.as_ref())
+            .map(pb_identity_document),
         billing: o
             .billing
             .iter()
@@ -460,12 +585,19 @@ pub fn outcome(s: &d::Session) -> pb::Outcome {
                 vendor: pb_vendor(b.vendor) as i32,
                 item: b.item.clone(),
                 billed: b.billed,
-                time: Some(ts(b.at_ms)),
+                time: (b.at_ms > 0).then(|| ts(b.at_ms)),
                 vendor_reference: b.vendor_reference.clone(),
             })
             .collect(),
-        face_image: Vec::new(),
-        media: Vec::new(),
+        face_image: extras.face_image.clone().unwrap_or_default(),
+        media: extras
+            .media
+            .iter()
+            .map(|m| pb::MediaLink {
+                kind: m.kind.clone(),
+                url: m.url.clone(),
+            })
+            .collect(),
         vendor_detail: o.vendor_detail.as_ref().map(|vd| match vd {
             d::VendorDetail::Juhe(j) => pb::outcome::VendorDetail::Juhe(pb::JuheDetail {
                 res: j.res,
@@ -476,6 +608,9 @@ pub fn outcome(s: &d::Session) -> pb::Outcome {
                 order_id: j.order_id.clone(),
                 encrypted: j.encrypted,
             }),
+            d::VendorDetail::Baidu(b) => {
+                pb::outcome::VendorDetail::Baidu(pb_baidu(b, &extras.media_note))
+            }
         }),
     }
 }

@@ -39,7 +39,9 @@ pub fn vendor_code(kind: VendorErrorKind) -> Code {
         VendorErrorKind::Unavailable
         | VendorErrorKind::DataSourceTimeout
         | VendorErrorKind::Unreachable => Code::Unavailable,
-        VendorErrorKind::NoRecord | VendorErrorKind::AccountError => Code::FailedPrecondition,
+        VendorErrorKind::NoRecord
+        | VendorErrorKind::AccountError
+        | VendorErrorKind::ResultExpired => Code::FailedPrecondition,
         VendorErrorKind::RejectedInput => Code::InvalidArgument,
         VendorErrorKind::Timeout => Code::DeadlineExceeded,
         VendorErrorKind::ProtocolError => Code::Unknown,

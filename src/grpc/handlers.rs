@@ -123,9 +123,14 @@ impl VerificationService for VerificationApi {
             if req.reveal_personal_data {
                 tracing::info!(session_id = %id, "personal data requested unmasked");
             }
-            let s = svc.get(&id).await?;
+            let extras = crate::domain::ExtrasRequest {
+                reveal_personal_data: req.reveal_personal_data,
+                face_image: req.include_face_image,
+                media: req.include_media,
+            };
+            let (s, fetched) = svc.result(&id, extras).await?;
             Ok(pb::GetResultResponse {
-                outcome: Some(convert::outcome(&s)),
+                outcome: Some(convert::outcome(&s, &fetched)),
                 session: Some(convert::session(&s)),
             })
         })

@@ -1,14 +1,20 @@
-//! The HTTP listener: liveness, and in sandbox mode the vendor simulators. Vendor callback intake lands here with
-//! the vendors that call back.
+//! The HTTP listener: liveness, the return-URL relay for vendor pages, and in sandbox mode the vendor simulators.
+
+pub mod relay;
+
+use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
 
+use crate::domain::service::SessionService;
 use crate::sandbox::Sandbox;
 
 /// Builds the HTTP routes.
-pub fn router(sandbox: Option<&Sandbox>) -> Router {
-    let mut router = Router::new().route("/healthz", get(|| async { "ok\n" }));
+pub fn router(service: Arc<SessionService>, sandbox: Option<&Sandbox>) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(relay::router(service));
     if let Some(sb) = sandbox {
         router = router.merge(sb.router());
     }

@@ -1,11 +1,15 @@
 //! Sandbox: faithful in-process simulators of the vendors, so every flow can be tried without a vendor account.
 //! Simulators are mounted on the HTTP listener under `/sandbox/<vendor>` and adapters are pointed at them.
 
+pub mod baidu;
 pub mod juhe;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
+
+use crate::config::{BaiduConfig, BaiduPlanConfig, Secret};
 
 use crate::domain::validation::{synthetic_id_number, Date};
 
@@ -16,10 +20,87 @@ pub const JUHE_OPENID: &str = "sandbox-juhe-openid";
 /// Path prefix of the Juhe simulator on the HTTP listener.
 pub const JUHE_PREFIX: &str = "/sandbox/juhe";
 
+/// The Baidu API Key of the sandbox app.
+pub const BAIDU_API_KEY: &str = "sandbox-baidu-api-key";
+/// The Baidu Secret Key of the sandbox app.
+pub const BAIDU_SECRET_KEY: &str = "sandbox-baidu-secret-key";
+/// The Baidu app id of the sandbox app.
+pub const BAIDU_APP_ID: &str = "100001";
+
+/// A sandbox Baidu plan: facegate name, plan_id, needs identity, needs reference, a failure ends the URL.
+pub struct SandboxBaiduPlan {
+    /// facegate's name (`BaiduOptions.plan`).
+    pub name: &'static str,
+    /// The simulated console's plan_id.
+    pub plan_id: &'static str,
+    /// 指定用户身份核验.
+    pub needs_identity: bool,
+    /// 自建人脸库比对.
+    pub needs_reference: bool,
+    /// 认证未通过时URL失效.
+    pub fail_ends_url: bool,
+}
+
+/// The plans of the sandbox Baidu app (README lists them). `kyc` is the default.
+pub const BAIDU_PLANS: &[SandboxBaiduPlan] = &[
+    SandboxBaiduPlan {
+        name: "kyc",
+        plan_id: "9001",
+        needs_identity: true,
+        needs_reference: false,
+        fail_ends_url: true,
+    },
+    SandboxBaiduPlan {
+        name: "kyc_retry",
+        plan_id: "9002",
+        needs_identity: true,
+        needs_reference: false,
+        fail_ends_url: false,
+    },
+    SandboxBaiduPlan {
+        name: "reference",
+        plan_id: "9003",
+        needs_identity: false,
+        needs_reference: true,
+        fail_ends_url: true,
+    },
+];
+
+/// The similarity threshold of the sandbox plans.
+pub const BAIDU_PLAN_THRESHOLD: f64 = 80.0;
+
+/// Points the Baidu settings at the simulator served under `local` (`http://host:port`) with the sandbox app's
+/// credentials and plans.
+pub fn configure_baidu(cfg: &mut BaiduConfig, local: &str) {
+    cfg.base_url = format!("{local}{}", baidu::MOUNT);
+    cfg.page_url = format!("{local}{}/face/print/", baidu::MOUNT);
+    cfg.api_key = Secret::new(BAIDU_API_KEY);
+    cfg.secret_key = Secret::new(BAIDU_SECRET_KEY);
+    cfg.plans = BAIDU_PLANS
+        .iter()
+        .map(|p| {
+            (
+                p.name.to_owned(),
+                BaiduPlanConfig {
+                    plan_id: p.plan_id.to_owned(),
+                    needs_identity: p.needs_identity,
+                    needs_reference: p.needs_reference,
+                    fail_ends_url: p.fail_ends_url,
+                    success_url: String::new(),
+                    failure_url: String::new(),
+                },
+            )
+        })
+        .collect::<BTreeMap<_, _>>();
+    cfg.default_plan = "kyc".to_owned();
+}
+
 /// All simulators.
 pub struct Sandbox {
     /// The Juhe verifyface simulator.
     pub juhe: Arc<juhe::JuheSimulator>,
+    /// The Baidu faceprint simulator (its clock can be moved forward).
+    pub baidu: Arc<baidu::BaiduSimulator>,
 }
 
 impl Default for Sandbox {
@@ -36,12 +117,32 @@ impl Sandbox {
                 key: JUHE_KEY.into(),
                 openid: JUHE_OPENID.into(),
             }),
+            baidu: baidu::BaiduSimulator::new(
+                baidu::BaiduSimConfig {
+                    api_key: BAIDU_API_KEY.into(),
+                    secret_key: BAIDU_SECRET_KEY.into(),
+                    app_id: BAIDU_APP_ID.into(),
+                    plans: BAIDU_PLANS
+                        .iter()
+                        .map(|p| baidu::BaiduSimPlan {
+                            plan_id: p.plan_id.into(),
+                            needs_identity: p.needs_identity,
+                            needs_reference: p.needs_reference,
+                            fail_ends_url: p.fail_ends_url,
+                            threshold: BAIDU_PLAN_THRESHOLD,
+                        })
+                        .collect(),
+                },
+                baidu::SimClock::new(),
+            ),
         }
     }
 
     /// The simulators' routes.
     pub fn router(&self) -> Router {
-        Router::new().nest(JUHE_PREFIX, self.juhe.router())
+        Router::new()
+            .nest(JUHE_PREFIX, self.juhe.router())
+            .nest(baidu::MOUNT, self.baidu.router())
     }
 }
 

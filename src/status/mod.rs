@@ -4,6 +4,7 @@
 //! watched session, so watchers never poll anything themselves.
 
 pub mod expiry;
+pub mod poller;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -4,6 +4,7 @@
 //! exhaustive `match`; anything it does not recognise is an error, never a guessed success.
 
 pub mod baidu;
+pub mod budget;
 pub mod http;
 pub mod json;
 pub mod juhe;
@@ -13,8 +14,8 @@ use async_trait::async_trait;
 use crate::domain::service::{ImageInput, RequestedOptions};
 use crate::domain::validation::Violation;
 use crate::domain::{
-    Error, Failure, Inputs, Outcome, RequiredInput, ScoreThreshold, Session, Vendor, VendorError,
-    VendorOptions,
+    Error, ExtrasRequest, Failure, Inputs, Outcome, RequiredInput, ResultExtras, ScoreThreshold,
+    Session, Vendor, VendorError, VendorOptions,
 };
 
 /// What a vendor step produced.
@@ -29,6 +30,44 @@ pub enum Progress {
         /// Scores, billing and vendor detail.
         outcome: Outcome,
     },
+    /// The vendor page is ready: the end user must complete it. The result is then polled ([`VendorAdapter::poll`]).
+    AwaitUser {
+        /// The page.
+        user_url: String,
+        /// When the page (and the vendor's token) stops working, unix ms.
+        expires_at_ms: i64,
+        /// The vendor's handle of the flow (Baidu verify_token).
+        vendor_ref: String,
+        /// What is known so far (plan, token).
+        outcome: Outcome,
+    },
+}
+
+/// What a poll of a flow that waits for the end user found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollOutcome {
+    /// Not decided yet; `outcome` is what is known so far (attempts, billing). `attempt_failed` describes the latest
+    /// failed attempt when the user may try again on the same page.
+    Pending {
+        /// What is known so far.
+        outcome: Outcome,
+        /// The latest failed attempt the user may retry after.
+        attempt_failed: Option<Failure>,
+    },
+    /// Decided.
+    Final {
+        /// Whether the person was verified.
+        verified: bool,
+        /// Why not, when not.
+        failure: Option<Failure>,
+        /// Scores, billing and vendor detail.
+        outcome: Outcome,
+    },
+    /// The vendor's token died before anything was decided.
+    Expired {
+        /// What is known.
+        outcome: Outcome,
+    },
 }
 
 /// One vendor's flow.
@@ -37,7 +76,7 @@ pub trait VendorAdapter: Send + Sync {
     /// Which vendor.
     fn vendor(&self) -> Vendor;
     /// The score thresholds the vendor publishes, by false accept rate.
-    fn published_thresholds(&self) -> &'static [ScoreThreshold];
+    fn published_thresholds(&self) -> &[ScoreThreshold];
     /// Resolves the caller's options against this deployment (e.g. whether encryption is available).
     fn resolve_options(&self, requested: RequestedOptions) -> Result<VendorOptions, Violation>;
     /// Largest image the vendor takes, in bytes.
@@ -52,12 +91,39 @@ pub trait VendorAdapter: Send + Sync {
     fn required_inputs(&self, session: &Session) -> Vec<RequiredInput>;
     /// Runs the vendor step for a session whose inputs are complete. Billed calls are made once: no retries here.
     async fn proceed(&self, session: &Session) -> Result<Progress, VendorError>;
+    /// Asks the vendor how a flow that waits for the end user stands (never billed). With `final_check` the
+    /// vendor's token has run out: whatever is not decided now never will be. Vendors that answer synchronously have
+    /// no such flow and keep the default, which reports nothing new.
+    async fn poll(&self, session: &Session, final_check: bool) -> Result<PollOutcome, VendorError> {
+        let _ = final_check;
+        Ok(PollOutcome::Pending {
+            outcome: session.outcome.clone(),
+            attempt_failed: None,
+        })
+    }
+    /// Where the browser goes after the vendor page when the session names no return URLs (success, failure).
+    fn default_return_urls(&self, session: &Session) -> (String, String) {
+        let _ = session;
+        (String::new(), String::new())
+    }
+    /// Fetches result data that is never stored (unmasked identity, face image, media) from the vendor. Vendors that
+    /// keep none of it return nothing.
+    async fn fetch_extras(
+        &self,
+        session: &Session,
+        request: ExtrasRequest,
+    ) -> Result<ResultExtras, VendorError> {
+        let _ = (session, request);
+        Ok(ResultExtras::default())
+    }
 }
 
 /// The configured adapters.
 pub struct Vendors {
     /// Juhe, when configured.
     pub juhe: Option<Box<dyn VendorAdapter>>,
+    /// Baidu, when configured.
+    pub baidu: Option<Box<dyn VendorAdapter>>,
 }
 
 impl Vendors {
@@ -68,7 +134,11 @@ impl Vendors {
                 .juhe
                 .as_deref()
                 .ok_or(Error::VendorNotConfigured(vendor)),
-            Vendor::Baidu | Vendor::Megvii => Err(Error::VendorNotImplemented(vendor)),
+            Vendor::Baidu => self
+                .baidu
+                .as_deref()
+                .ok_or(Error::VendorNotConfigured(vendor)),
+            Vendor::Megvii => Err(Error::VendorNotImplemented(vendor)),
         }
     }
 }

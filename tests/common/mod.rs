@@ -134,3 +134,125 @@ pub fn has_retry_info(status: &tonic::Status) -> bool {
 pub fn state(s: &pb::Session) -> pb::SessionState {
     pb::SessionState::try_from(s.state).unwrap()
 }
+
+/// Polling fast enough for tests (the defaults poll every second at first).
+pub fn fast_polling(c: &mut Config) {
+    c.status.poll_min_interval_ms = 40;
+    c.status.poll_max_interval_ms = 200;
+    c.status.poll_jitter = 0.1;
+}
+
+impl Server {
+    /// A sandbox server that polls fast.
+    pub async fn start_fast() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = sandbox_config(&dir.path().join("facegate.db"));
+        fast_polling(&mut config);
+        Self::start_with(dir, config).await
+    }
+
+    /// The Baidu simulator.
+    pub fn baidu(&self) -> std::sync::Arc<facegate::sandbox::baidu::BaiduSimulator> {
+        std::sync::Arc::clone(&self.running().sandbox.as_ref().unwrap().baidu)
+    }
+
+    /// Calls of one Baidu faceprint path so far.
+    pub fn baidu_calls(&self, path: &str) -> u64 {
+        self.baidu().stats().calls.get(path).copied().unwrap_or(0)
+    }
+}
+
+/// A Baidu StartSession with the identity inline (plan by name; empty = default).
+pub fn baidu_inline(request_id: &str, plan: &str, sequence: u16) -> pb::StartSessionRequest {
+    pb::StartSessionRequest {
+        request_id: request_id.into(),
+        vendor: pb::Vendor::Baidu as i32,
+        vendor_options: Some(pb::start_session_request::VendorOptions::Baidu(
+            pb::BaiduOptions { plan: plan.into() },
+        )),
+        identity: Some(identity(sequence)),
+        ..Default::default()
+    }
+}
+
+/// A browser that does not follow redirects, so each hop can be checked.
+pub struct Browser {
+    pub http: reqwest::Client,
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        facegate::app::install_crypto_provider();
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Opens the vendor page and returns its HTML.
+    pub async fn open(&self, user_url: &str) -> String {
+        let r = self.http.get(user_url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the vendor page opens");
+        r.text().await.unwrap()
+    }
+
+    /// Completes the sandbox page with an outcome, as its form does; returns where the page sent the browser.
+    pub async fn choose(&self, user_url: &str, outcome: &str) -> String {
+        let html = self.open(user_url).await;
+        assert!(
+            html.contains(&format!("id=\"{outcome}\"")),
+            "the page offers {outcome}"
+        );
+        let (page, query) = user_url.split_once('?').unwrap();
+        let mut form: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if html.contains("name=\"id_name\"") {
+            // The plan lets the user type the identity in, as a person would on the page.
+            form.push(("id_name".into(), "测试用户".into()));
+            form.push(("id_no".into(), id_number(3)));
+        }
+        form.push(("outcome".into(), outcome.into()));
+        let r = self
+            .http
+            .post(format!("{page}submit"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_redirection(),
+            "the page redirects, got {}",
+            r.status()
+        );
+        r.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// Follows one redirect hop and returns the response.
+    pub async fn follow(&self, location: &str) -> reqwest::Response {
+        self.http.get(location).send().await.unwrap()
+    }
+}
+
+/// Streams a session until it is final; returns every message.
+pub async fn stream_to_end(
+    client: &mut VerificationServiceClient<Channel>,
+    id: &str,
+) -> Vec<pb::Session> {
+    use tokio_stream::StreamExt;
+    let mut stream = client
+        .stream_status(pb::StreamStatusRequest {
+            session_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    let deadline = std::time::Duration::from_secs(30);
+    while let Some(msg) = tokio::time::timeout(deadline, stream.next()).await.unwrap() {
+        out.push(msg.unwrap().session.unwrap());
+    }
+    out
+}

@@ -181,6 +181,8 @@ pub fn map_result(
     };
     let mut outcome = Outcome {
         face_match: None,
+        liveness: None,
+        identity_document: None,
         billing: vec![BillingRecord {
             vendor: Vendor::Juhe,
             item: if encrypted {
@@ -253,13 +255,18 @@ pub fn map_result(
     }
 }
 
+/// Whether the session uses verifyEncry (only Juhe sessions reach this adapter).
+fn encrypted(session: &Session) -> bool {
+    matches!(session.options, VendorOptions::Juhe { encrypted: true })
+}
+
 #[async_trait]
 impl VendorAdapter for JuheAdapter {
     fn vendor(&self) -> Vendor {
         Vendor::Juhe
     }
 
-    fn published_thresholds(&self) -> &'static [ScoreThreshold] {
+    fn published_thresholds(&self) -> &[ScoreThreshold] {
         &JUHE_THRESHOLDS
     }
 
@@ -281,6 +288,12 @@ impl VendorAdapter for JuheAdapter {
                     field: "juhe.mode".into(),
                     description:
                         "JUHE_MODE_ENCRYPTED needs juhe.openid in facegate's configuration".into(),
+                })
+            }
+            RequestedOptions::Baidu { .. } => {
+                return Err(Violation {
+                    field: "vendor_options".into(),
+                    description: "the options must be those of the chosen vendor".into(),
                 })
             }
         };
@@ -312,6 +325,7 @@ impl VendorAdapter for JuheAdapter {
             data: image.data,
             format: image.format,
             role: ImageRole::Probe,
+            controls: image.controls,
         });
         Ok(())
     }
@@ -321,8 +335,7 @@ impl VendorAdapter for JuheAdapter {
     }
 
     fn billing_item(&self, session: &Session) -> String {
-        let VendorOptions::Juhe { encrypted } = session.options;
-        if encrypted {
+        if encrypted(session) {
             "verifyface/verifyEncry"
         } else {
             "verifyface/verify"
@@ -342,7 +355,7 @@ impl VendorAdapter for JuheAdapter {
     }
 
     async fn proceed(&self, session: &Session) -> Result<Progress, VendorError> {
-        let VendorOptions::Juhe { encrypted } = session.options;
+        let encrypted = encrypted(session);
         let (Some(identity), Some(probe)) = (&session.inputs.identity, &session.inputs.probe)
         else {
             return Err(protocol("inputs incomplete", false));
@@ -428,14 +441,20 @@ mod tests {
                 assert_eq!(outcome.billing.len(), 1);
                 assert!(outcome.billing[0].billed);
             }
+            other => panic!("expected a final outcome, got {other:?}"),
         }
         let mid =
             r#"{"reason":"成功","result":{"res":1,"score":"65","orderid":"JH1"},"error_code":0}"#;
-        let Progress::Final { verified, .. } = map_result(env(mid), false, 1e-3, 1).unwrap();
+        let Progress::Final { verified, .. } = map_result(env(mid), false, 1e-3, 1).unwrap() else {
+            panic!("expected a final outcome")
+        };
         assert!(verified);
         let Progress::Final {
             verified, failure, ..
-        } = map_result(env(mid), false, 1e-4, 1).unwrap();
+        } = map_result(env(mid), false, 1e-4, 1).unwrap()
+        else {
+            panic!("expected a final outcome")
+        };
         assert!(!verified);
         assert_eq!(failure.unwrap().code, FailureCode::ScoreBelowThreshold);
         for (code, want) in [
@@ -446,12 +465,18 @@ mod tests {
             let j = format!(
                 r#"{{"reason":"成功","result":{{"res":2,"code":"{code}","desc":"d","message":"m","orderid":"JH"}},"error_code":0}}"#
             );
-            let Progress::Final { failure, .. } = map_result(env(&j), false, 1e-3, 1).unwrap();
+            let Progress::Final { failure, .. } = map_result(env(&j), false, 1e-3, 1).unwrap()
+            else {
+                panic!("expected a final outcome")
+            };
             assert_eq!(failure.unwrap().code, want);
         }
         let mismatch =
             r#"{"reason":"成功","result":{"res":3,"message":"m","orderid":"JH"},"error_code":0}"#;
-        let Progress::Final { failure, .. } = map_result(env(mismatch), false, 1e-3, 1).unwrap();
+        let Progress::Final { failure, .. } = map_result(env(mismatch), false, 1e-3, 1).unwrap()
+        else {
+            panic!("expected a final outcome")
+        };
         assert_eq!(failure.unwrap().code, FailureCode::IdNameMismatch);
     }
 
