@@ -155,7 +155,11 @@ fn print_sandbox_help(running: &facegate::app::Running) {
          \"identity\":{{\"name\":\"测试用户\",\"id_number\":\"{id}\"}},\
          \"images\":[{{\"data\":\"{DEMO_JPEG_B64}\",\"role\":\"IMAGE_ROLE_PROBE\"}}]}}' \
          {grpc} facegate.v1.VerificationService/StartSession\n\n\
-         Scenarios: the ID number's sequence digits (characters 15-17) choose the outcome; see README.md.\n",
+         Scenarios: the ID number's sequence digits (characters 15-17) choose the outcome; see README.md.\n\n\
+         Baidu H5 (open the returned user_url in a browser and pick an outcome on the sandbox page):\n\n\
+         grpcurl -plaintext -d '{{\"request_id\":\"{request_id}-baidu\",\"vendor\":\"VENDOR_BAIDU\",\
+         \"identity\":{{\"name\":\"测试用户\",\"id_number\":\"{id}\"}}}}' \
+         {grpc} facegate.v1.VerificationService/StartSession\n",
         grpc = running.grpc_addr,
         http = running.http_addr,
     );

@@ -39,7 +39,7 @@ async fn flows_and_errors_log_no_personal_data_or_secrets() {
         .with_ansi(false)
         .init();
 
-    let mut srv = Server::start().await;
+    let mut srv = Server::start_fast().await;
     let name = "测试用户";
     let mut ids = Vec::new();
     for (i, seq) in [1u16, 901, 902, 911, 921].into_iter().enumerate() {
@@ -100,6 +100,40 @@ async fn flows_and_errors_log_no_personal_data_or_secrets() {
         })
         .await
         .unwrap();
+    // Baidu: identity to idcard/submit, the page, polling, and every result on request.
+    let browser = Browser::new();
+    for (i, outcome) in ["pass", "id_name_mismatch"].into_iter().enumerate() {
+        let seq = 30 + i as u16;
+        ids.push(id_number(seq));
+        let b = srv
+            .client
+            .start_session(baidu_inline(&format!("pii-baidu-{i}"), "", seq))
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap();
+        let relay = browser.choose(&b.user_url, outcome).await;
+        browser.follow(&relay).await;
+        let mut client = srv.client.clone();
+        stream_to_end(&mut client, &b.id).await;
+        let _ = srv
+            .client
+            .get_result(pb::GetResultRequest {
+                session_id: b.id.clone(),
+                reveal_personal_data: true,
+                include_face_image: true,
+                include_media: true,
+            })
+            .await;
+    }
+    let mut reference = baidu_inline("pii-baidu-ref", "reference", 1);
+    reference.identity = None;
+    reference.images = vec![pb::FaceImage {
+        data: JPEG.to_vec(),
+        role: pb::ImageRole::Reference as i32,
+    }];
+    let _ = srv.client.start_session(reference).await;
     srv.stop().await;
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
@@ -123,7 +157,18 @@ async fn flows_and_errors_log_no_personal_data_or_secrets() {
         !text.contains(&image_b64[..16]),
         "image data reached the logs"
     );
-    for secret in [facegate::sandbox::JUHE_KEY, facegate::sandbox::JUHE_OPENID] {
+    for secret in [
+        facegate::sandbox::JUHE_KEY,
+        facegate::sandbox::JUHE_OPENID,
+        facegate::sandbox::BAIDU_API_KEY,
+        facegate::sandbox::BAIDU_SECRET_KEY,
+        "access_token=",
+        "client_secret=",
+    ] {
         assert!(!text.contains(secret), "a vendor secret reached the logs");
     }
+    assert!(
+        text.contains("vendor page ready"),
+        "the Baidu flow was logged"
+    );
 }

@@ -2,10 +2,11 @@
 """End-to-end check with a client generated from proto/ by Python's own gRPC toolchain (grpcio-tools).
 
 Starts `facegate serve --sandbox` on free ports with a fresh database, then drives inline and stepwise Juhe flows,
-every documented sandbox scenario, error details (google.rpc.ErrorInfo / RetryInfo), server reflection through
-grpcurl, and a kill -9 + restart that must keep every session.
+every documented sandbox scenario, error details (google.rpc.ErrorInfo / RetryInfo), Baidu pass and fail flows
+through the sandbox H5 page (as a browser would: GET the page, POST its form, follow the redirects), server
+reflection through grpcurl, and a kill -9 + restart that must keep every session.
 
-Usage: juhe_client.py PATH_TO_FACEGATE_BINARY
+Usage: python_client.py PATH_TO_FACEGATE_BINARY
 """
 import json
 import os
@@ -13,7 +14,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(ROOT, "target/debug/facegate")
@@ -184,6 +188,66 @@ c = stub.StartSession(svc.StartSessionRequest(request_id=f"py-{run}-cancel", ven
 c = stub.CancelSession(svc.CancelSessionRequest(session_id=c.id, reason="test")).session
 check("cancel", c.state == common.SESSION_STATE_CANCELED)
 sessions[c.id] = c.state
+
+# Baidu: the end user completes the sandbox H5 page while a StreamStatus watcher waits for the decision.
+def baidu_flow(rid, plan, outcome, with_identity=True, reference=False):
+    req = svc.StartSessionRequest(request_id=rid, vendor=common.VENDOR_BAIDU, baidu=opts.BaiduOptions(plan=plan))
+    if with_identity:
+        req.identity.CopyFrom(common.Identity(name="测试用户", id_number=test_id(7)))
+    s = stub.StartSession(req, timeout=30).session
+    if reference:
+        check(f"baidu {rid} needs a reference", list(s.required_inputs) == [common.REQUIRED_INPUT_REFERENCE_IMAGE])
+        s = stub.UploadReference(svc.UploadReferenceRequest(
+            session_id=s.id, image=common.FaceImage(data=JPEG, role=common.IMAGE_ROLE_REFERENCE),
+            quality_control=common.CONTROL_LEVEL_LOW, liveness_control=common.CONTROL_LEVEL_NORMAL), timeout=30).session
+    check(f"baidu {rid} awaits the user", s.state == common.SESSION_STATE_AWAITING_USER and s.user_url, str(s))
+    check(f"baidu {rid} no ID number in the URL", test_id(7) not in s.user_url)
+    states = []
+    stream = stub.StreamStatus(svc.StreamStatusRequest(session_id=s.id), timeout=60)
+    watcher = threading.Thread(target=lambda: states.extend(m.session for m in stream))
+    watcher.start()
+    page = urllib.request.urlopen(s.user_url, timeout=10).read().decode()
+    check(f"baidu {rid} page offers {outcome}", f'id="{outcome}"' in page)
+    page_url, query = s.user_url.split("?", 1)
+    form = dict(urllib.parse.parse_qsl(query))
+    form["outcome"] = outcome
+    if 'name="id_name"' in page:
+        form.update({"id_name": "测试用户", "id_no": test_id(7)})
+    # The form's POST answers 303 to facegate's relay, which urllib follows like a browser.
+    done = urllib.request.urlopen(urllib.request.Request(
+        page_url + "submit", data=urllib.parse.urlencode(form).encode(), method="POST"), timeout=10)
+    check(f"baidu {rid} browser ends at the relay", "/v1/return/" + s.id in done.geturl(), done.geturl())
+    watcher.join(timeout=60)
+    check(f"baidu {rid} stream ended", not watcher.is_alive() and states, str(states))
+    sessions[s.id] = states[-1].state if states else None
+    return s.id, states
+
+
+sid, states = baidu_flow(f"py-{run}-baidu-pass", "kyc", "pass")
+check("baidu pass verified", states and states[-1].state == common.SESSION_STATE_VERIFIED, str(states))
+r = stub.GetResult(svc.GetResultRequest(session_id=sid, reveal_personal_data=True, include_face_image=True,
+                                        include_media=True))
+check("baidu result score", r.outcome.face_match.passed and r.outcome.face_match.threshold == 80.0)
+check("baidu result detail", r.outcome.baidu.verify_count == 1 and r.outcome.baidu.verify_charge_count == 1)
+check("baidu result attempts", len(r.outcome.baidu.attempts) == 1 and r.outcome.baidu.attempts[0].charged)
+check("baidu revealed identity", r.outcome.identity_document.id_number == test_id(7))
+check("baidu face image", r.outcome.face_image[:3] == b"\xff\xd8\xff")
+check("baidu media", any(m.kind == "video" for m in r.outcome.media))
+masked = stub.GetResult(svc.GetResultRequest(session_id=sid)).outcome
+check("baidu identity masked by default", masked.identity_document.id_number != test_id(7)
+      and "*" in masked.identity_document.id_number)
+for outcome, code in [("face_mismatch", common.FAILURE_CODE_FACE_MISMATCH),
+                      ("liveness_failed", common.FAILURE_CODE_LIVENESS_FAILED),
+                      ("id_name_mismatch", common.FAILURE_CODE_ID_NAME_MISMATCH),
+                      ("abandon", common.FAILURE_CODE_USER_ABANDONED)]:
+    sid, states = baidu_flow(f"py-{run}-baidu-{outcome}", "kyc", outcome)
+    last = states[-1] if states else None
+    check(f"baidu {outcome} failed", last is not None and last.state == common.SESSION_STATE_FAILED
+          and last.failure.code == code, str(last))
+sid, states = baidu_flow(f"py-{run}-baidu-ref", "reference", "pass", with_identity=False, reference=True)
+check("baidu reference plan verified", states and states[-1].state == common.SESSION_STATE_VERIFIED, str(states))
+r = stub.GetResult(svc.GetResultRequest(session_id=sid))
+check("baidu reference billed as match", r.outcome.billing and r.outcome.billing[0].item == "match")
 
 # Reflection through grpcurl (v1alpha) lists and calls the service.
 listed = subprocess.run(["grpcurl", "-plaintext", f"127.0.0.1:{GRPC_PORT}", "list", "facegate.v1.VerificationService"],
