@@ -16,16 +16,6 @@ fn baidu_detail(o: &pb::Outcome) -> &pb::BaiduDetail {
     }
 }
 
-async fn start(srv: &mut Server, req: pb::StartSessionRequest) -> pb::Session {
-    srv.client
-        .start_session(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-}
-
 async fn result(
     srv: &mut Server,
     id: &str,
@@ -48,7 +38,7 @@ async fn result(
 #[tokio::test]
 async fn pass_flow_through_the_page_ends_verified_with_every_result() {
     let mut srv = Server::start_fast().await;
-    let s = start(&mut srv, baidu_inline("baidu-pass", "", 1)).await;
+    let s = srv.start_ok(baidu_inline("baidu-pass", "", 1)).await;
     assert_eq!(state(&s), pb::SessionState::AwaitingUser);
     assert!(s.required_inputs.is_empty());
     assert!(s.user_url.contains("/face/print/?token="), "{}", s.user_url);
@@ -143,11 +133,13 @@ async fn each_page_failure_maps_to_its_neutral_code() {
     .into_iter()
     .enumerate()
     {
-        let s = start(
-            &mut srv,
-            baidu_inline(&format!("fail-{outcome}"), "kyc", 10 + i as u16),
-        )
-        .await;
+        let s = srv
+            .start_ok(baidu_inline(
+                &format!("fail-{outcome}"),
+                "kyc",
+                10 + i as u16,
+            ))
+            .await;
         let relay = browser.choose(&s.user_url, outcome).await;
         assert!(relay.contains("result=failed"), "{relay}");
         let mut client = srv.client.clone();
@@ -175,7 +167,7 @@ async fn stepwise_identity_then_page() {
     let mut srv = Server::start_fast().await;
     let mut req = baidu_inline("stepwise", "kyc", 2);
     req.identity = None;
-    let s = start(&mut srv, req).await;
+    let s = srv.start_ok(req).await;
     assert_eq!(state(&s), pb::SessionState::RequiresInput);
     assert_eq!(s.required_inputs, vec![pb::RequiredInput::Identity as i32]);
     assert_eq!(
@@ -221,7 +213,7 @@ async fn reference_plan_uploads_the_face_with_controls_and_bills_a_match() {
     let mut srv = Server::start_fast().await;
     let mut req = baidu_inline("reference", "reference", 3);
     req.identity = None;
-    let s = start(&mut srv, req).await;
+    let s = srv.start_ok(req).await;
     assert_eq!(
         s.required_inputs,
         vec![pb::RequiredInput::ReferenceImage as i32]
@@ -273,7 +265,7 @@ async fn reference_plan_uploads_the_face_with_controls_and_bills_a_match() {
 #[tokio::test]
 async fn a_plan_that_keeps_the_url_lets_the_user_retry() {
     let mut srv = Server::start_fast().await;
-    let s = start(&mut srv, baidu_inline("retry", "kyc_retry", 4)).await;
+    let s = srv.start_ok(baidu_inline("retry", "kyc_retry", 4)).await;
     let mut client = srv.client.clone();
     let id = s.id.clone();
     let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
@@ -346,7 +338,7 @@ async fn one_token_request_under_concurrency_and_one_refresh_after_expiry() {
 #[tokio::test]
 async fn an_unused_verify_token_expires_after_two_hours() {
     let mut srv = Server::start_fast().await;
-    let s = start(&mut srv, baidu_inline("expiry", "", 5)).await;
+    let s = srv.start_ok(baidu_inline("expiry", "", 5)).await;
     let mut client = srv.client.clone();
     let id = s.id.clone();
     let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
@@ -367,7 +359,7 @@ async fn an_unused_verify_token_expires_after_two_hours() {
 #[tokio::test]
 async fn qps_limits_back_off_without_failing_the_stream() {
     let mut srv = Server::start_fast().await;
-    let s = start(&mut srv, baidu_inline("qps", "", 6)).await;
+    let s = srv.start_ok(baidu_inline("qps", "", 6)).await;
     srv.baidu().inject_qps_limit(4);
     let mut client = srv.client.clone();
     let id = s.id.clone();
@@ -398,7 +390,7 @@ async fn polls_for_watchers(watchers: usize) -> (u64, u64) {
     config.status.poll_min_interval_ms = 3_600_000;
     config.status.poll_max_interval_ms = 3_600_000;
     let mut srv = Server::start_with(dir, config).await;
-    let s = start(&mut srv, baidu_inline("watchers", "", 7)).await;
+    let s = srv.start_ok(baidu_inline("watchers", "", 7)).await;
     let before = srv.baidu_calls("result/getall");
     let mut tasks = Vec::new();
     for _ in 0..watchers {
@@ -445,7 +437,7 @@ async fn a_hundred_watchers_cause_the_polls_of_one() {
 #[tokio::test]
 async fn nobody_watching_means_no_polls_and_get_result_refreshes_on_demand() {
     let mut srv = Server::start_fast().await;
-    let s = start(&mut srv, baidu_inline("on-demand", "", 8)).await;
+    let s = srv.start_ok(baidu_inline("on-demand", "", 8)).await;
     Browser::new().choose(&s.user_url, "pass").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(srv.baidu_calls("result/getall"), 0, "no watcher, no poller");
@@ -482,7 +474,7 @@ async fn a_restart_in_the_middle_of_a_flow_resumes_polling() {
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
     fast_polling(&mut config);
     let mut srv = Server::start_with(dir, config.clone()).await;
-    let s = start(&mut srv, baidu_inline("restart", "", 9)).await;
+    let s = srv.start_ok(baidu_inline("restart", "", 9)).await;
     let sandbox = std::sync::Arc::clone(srv.running().sandbox.as_ref().unwrap());
     let grpc = srv.running().grpc_addr;
     let http = srv.running().http_addr;
@@ -521,7 +513,7 @@ async fn return_urls_carry_the_session_id_and_no_personal_data() {
         success_url: "https://app.example/done?x=1#top".into(),
         failure_url: "https://app.example/failed".into(),
     });
-    let s = start(&mut srv, req).await;
+    let s = srv.start_ok(req).await;
     let browser = Browser::new();
     let relay = browser.choose(&s.user_url, "pass").await;
     let r = browser.follow(&relay).await;

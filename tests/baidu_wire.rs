@@ -164,14 +164,7 @@ async fn requests_have_the_documented_shape() {
     let (fake, base) = fake_baidu().await;
     *fake.refuse_first_generate.lock().unwrap() = true;
     let mut srv = server_against(&base).await;
-    let s = srv
-        .client
-        .start_session(baidu_inline("wire", "kyc", 1))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let s = srv.start_ok(baidu_inline("wire", "kyc", 1)).await;
     assert_eq!(state(&s), pb::SessionState::AwaitingUser);
     assert!(s.user_url.starts_with(&format!(
         "{base}/face/print/?token=Yz9rWITm4vak16PBAh5x8oG7&successUrl=http"
@@ -279,14 +272,7 @@ async fn upload_match_image_sends_base64_and_the_controls() {
     let mut srv = server_against(&base).await;
     let mut req = baidu_inline("wire-ref", "ref", 2);
     req.identity = None;
-    let s = srv
-        .client
-        .start_session(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let s = srv.start_ok(req).await;
     let s = srv
         .client
         .upload_reference(pb::UploadReferenceRequest {

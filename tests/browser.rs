@@ -77,14 +77,7 @@ impl Driver {
 #[ignore = "needs Debian chromium and chromium-driver; .ci/run installs them and runs it"]
 async fn headless_chromium_completes_the_baidu_page() {
     let mut srv = Server::start_fast().await;
-    let s = srv
-        .client
-        .start_session(baidu_inline("browser", "", 1))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let s = srv.start_ok(baidu_inline("browser", "", 1)).await;
     assert_eq!(state(&s), pb::SessionState::AwaitingUser);
     let mut client = srv.client.clone();
     let id = s.id.clone();

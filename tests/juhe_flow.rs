@@ -80,14 +80,7 @@ async fn plain_mode_uses_the_plain_endpoint() {
             mode: pb::JuheMode::Plain as i32,
         },
     ));
-    let s = srv
-        .client
-        .start_session(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let s = srv.start_ok(req).await;
     assert_eq!(state(&s), pb::SessionState::Verified);
     let stats = srv.juhe_stats();
     assert_eq!((stats.verify_calls, stats.verify_encry_calls), (1, 0));
@@ -139,14 +132,7 @@ async fn every_outcome_scenario_maps_to_its_neutral_result() {
     for (i, (seq, far, want_state, want_code)) in cases.into_iter().enumerate() {
         let mut req = juhe_inline(&format!("scenario-{i}"), seq);
         req.target_false_accept_rate = far;
-        let s = srv
-            .client
-            .start_session(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .session
-            .unwrap();
+        let s = srv.start_ok(req).await;
         assert_eq!(state(&s), want_state, "scenario {seq} at FAR {far}");
         assert_eq!(
             s.failure.as_ref().map(|f| f.code),
@@ -159,15 +145,7 @@ async fn every_outcome_scenario_maps_to_its_neutral_result() {
     }
     let mut req = juhe_inline("far-check", 906);
     req.target_false_accept_rate = 0.0001;
-    let id = srv
-        .client
-        .start_session(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-        .id;
+    let id = srv.start_ok(req).await.id;
     let r = srv
         .client
         .get_result(pb::GetResultRequest {
@@ -297,14 +275,7 @@ async fn vendor_errors_map_to_codes_and_leave_the_session_retryable() {
 #[tokio::test]
 async fn stepwise_flow_streams_each_change_and_ends_at_the_final_state() {
     let mut srv = Server::start().await;
-    let s = srv
-        .client
-        .start_session(juhe_empty("stepwise"))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let s = srv.start_ok(juhe_empty("stepwise")).await;
     assert_eq!(state(&s), pb::SessionState::RequiresInput);
     assert_eq!(
         s.required_inputs,
@@ -403,14 +374,7 @@ async fn stepwise_flow_streams_each_change_and_ends_at_the_final_state() {
 #[tokio::test]
 async fn image_first_then_identity_also_completes() {
     let mut srv = Server::start().await;
-    let s = srv
-        .client
-        .start_session(juhe_empty("image-first"))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let s = srv.start_ok(juhe_empty("image-first")).await;
     let s2 = srv
         .client
         .upload_reference(pb::UploadReferenceRequest {
@@ -446,14 +410,7 @@ async fn image_first_then_identity_also_completes() {
 #[tokio::test]
 async fn cancel_is_final() {
     let mut srv = Server::start().await;
-    let s = srv
-        .client
-        .start_session(juhe_empty("cancel"))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let s = srv.start_ok(juhe_empty("cancel")).await;
     let c = srv
         .client
         .cancel_session(pb::CancelSessionRequest {

@@ -110,14 +110,7 @@ async fn a_vendor_that_does_not_answer_in_time_is_possibly_billed_and_not_repeat
     assert_eq!(state(&s), pb::SessionState::RequiresInput);
     assert!(s.last_attempt_error.unwrap().possibly_billed);
     // Repeating the same request is a replay, not a new call.
-    let again = srv
-        .client
-        .start_session(juhe_inline("no-answer", 932))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let again = srv.start_ok(juhe_inline("no-answer", 932)).await;
     assert_eq!(again.id, s.id);
     let stats = srv.juhe_stats();
     assert_eq!(stats.verify_calls + stats.verify_encry_calls, 1);

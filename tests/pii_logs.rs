@@ -77,14 +77,7 @@ async fn flows_and_errors_log_no_personal_data_or_secrets() {
             ..Default::default()
         })
         .await;
-    let s = srv
-        .client
-        .start_session(juhe_empty("pii-step"))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let s = srv.start_ok(juhe_empty("pii-step")).await;
     srv.client
         .submit_identity(pb::SubmitIdentityRequest {
             session_id: s.id.clone(),

@@ -14,22 +14,8 @@ use tonic::Code;
 #[tokio::test]
 async fn same_request_id_returns_the_same_session_without_a_second_call() {
     let mut srv = Server::start().await;
-    let a = srv
-        .client
-        .start_session(juhe_inline("idem-1", 1))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
-    let b = srv
-        .client
-        .start_session(juhe_inline("idem-1", 1))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let a = srv.start_ok(juhe_inline("idem-1", 1)).await;
+    let b = srv.start_ok(juhe_inline("idem-1", 1)).await;
     assert_eq!(a.id, b.id);
     assert_eq!(a.version, b.version);
     assert_eq!(srv.juhe_stats().verify_encry_calls, 1);
@@ -75,14 +61,7 @@ async fn concurrent_retries_with_one_request_id_make_one_vendor_call() {
     assert_eq!(stats.verify_encry_calls + stats.verify_calls, 1);
 
     // Concurrent inputs on one session also make one call: the second sees SESSION_BUSY or the final state.
-    let s = srv
-        .client
-        .start_session(juhe_empty("race"))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let s = srv.start_ok(juhe_empty("race")).await;
     srv.client
         .submit_identity(pb::SubmitIdentityRequest {
             session_id: s.id.clone(),
@@ -124,22 +103,8 @@ async fn concurrent_retries_with_one_request_id_make_one_vendor_call() {
 #[tokio::test]
 async fn sessions_survive_a_restart() {
     let mut srv = Server::start().await;
-    let done = srv
-        .client
-        .start_session(juhe_inline("restart-final", 901))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
-    let open = srv
-        .client
-        .start_session(juhe_empty("restart-open"))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let done = srv.start_ok(juhe_inline("restart-final", 901)).await;
+    let open = srv.start_ok(juhe_empty("restart-open")).await;
     srv.client
         .submit_identity(pb::SubmitIdentityRequest {
             session_id: open.id.clone(),
@@ -333,14 +298,7 @@ async fn an_independent_juhe_endpoint_receives_the_documented_form() {
         req.vendor_options = Some(pb::start_session_request::VendorOptions::Juhe(
             pb::JuheOptions { mode: mode as i32 },
         ));
-        let s = srv
-            .client
-            .start_session(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .session
-            .unwrap();
+        let s = srv.start_ok(req).await;
         assert_eq!(state(&s), pb::SessionState::Verified);
     }
     let requests = seen.lock().unwrap().clone();

@@ -151,6 +151,17 @@ impl Server {
         Self::start_with(dir, config).await
     }
 
+    /// Starts a session that must succeed.
+    pub async fn start_ok(&mut self, req: pb::StartSessionRequest) -> pb::Session {
+        self.client
+            .start_session(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap()
+    }
+
     /// The Baidu simulator.
     pub fn baidu(&self) -> std::sync::Arc<facegate::sandbox::baidu::BaiduSimulator> {
         std::sync::Arc::clone(&self.running().sandbox.as_ref().unwrap().baidu)
