@@ -158,6 +158,12 @@ async fn each_page_failure_maps_to_its_neutral_code() {
         assert!(!b.attempts[0].passed);
         let billed = matches!(outcome, "face_mismatch" | "liveness_failed");
         assert_eq!(b.attempts[0].charged, billed, "{outcome}");
+        // Baidu keeps no face or media of a failed verification: asking for them is not an error.
+        let all = result(&mut srv, &s.id, true, true, true)
+            .await
+            .outcome
+            .unwrap();
+        assert!(all.face_image.is_empty() && all.media.is_empty());
     }
     srv.stop().await;
 }
@@ -541,5 +547,58 @@ async fn unknown_plans_are_invalid_arguments() {
     let details = tonic_types::StatusExt::get_error_details(&err);
     let bad = details.bad_request().expect("field violations");
     assert_eq!(bad.field_violations[0].field, "baidu.plan");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn vendor_data_past_retention_is_a_clear_error_and_the_stored_result_stays() {
+    let mut srv = Server::start_fast().await;
+    let s = srv.start_ok(baidu_inline("retention", "", 13)).await;
+    let mut client = srv.client.clone();
+    let id = s.id.clone();
+    let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
+    Browser::new().choose(&s.user_url, "pass").await;
+    assert_eq!(
+        state(watcher.await.unwrap().last().unwrap()),
+        pb::SessionState::Verified
+    );
+
+    // Media is kept one day, the rest three days.
+    srv.baidu()
+        .clock()
+        .advance(Duration::from_secs(2 * 24 * 3600));
+    let face = result(&mut srv, &s.id, false, true, false)
+        .await
+        .outcome
+        .unwrap();
+    assert!(!face.face_image.is_empty());
+    let err = srv
+        .client
+        .get_result(pb::GetResultRequest {
+            session_id: s.id.clone(),
+            include_media: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err).0, "VENDOR_RESULT_EXPIRED");
+
+    srv.baidu()
+        .clock()
+        .advance(Duration::from_secs(2 * 24 * 3600));
+    let err = srv
+        .client
+        .get_result(pb::GetResultRequest {
+            session_id: s.id.clone(),
+            reveal_personal_data: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err).0, "VENDOR_RESULT_EXPIRED");
+    let stored = result(&mut srv, &s.id, false, false, false).await;
+    assert_eq!(state(&stored.session.unwrap()), pb::SessionState::Verified);
+    assert!(stored.outcome.unwrap().face_match.unwrap().passed);
     srv.stop().await;
 }

@@ -725,6 +725,11 @@ impl VendorAdapter for BaiduAdapter {
         let Some(token) = session.vendor_ref.clone() else {
             return Ok(extras);
         };
+        // Baidu keeps the identity, the captured face and the media only of a verification that passed (the
+        // result endpoints answer the failure's code otherwise).
+        if session.state != crate::domain::State::Verified {
+            return Ok(extras);
+        }
         let body = json!({ "verify_token": token });
         if request.reveal_personal_data {
             self.budget.acquire().await;
