@@ -18,7 +18,7 @@ use crate::status::poller::PollConfig;
 use crate::status::Hub;
 use crate::store::sqlite::SqliteStore;
 use crate::store::SessionStore;
-use crate::vendors::{baidu::BaiduAdapter, juhe::JuheAdapter, Vendors};
+use crate::vendors::{baidu::BaiduAdapter, juhe::JuheAdapter, megvii::MegviiAdapter, Vendors};
 
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "facegate.v1.VerificationService";
@@ -130,6 +130,7 @@ pub async fn start_with(
         config.juhe.key = Secret::new(sandbox::JUHE_KEY);
         config.juhe.openid = Secret::new(sandbox::JUHE_OPENID);
         sandbox::configure_baidu(&mut config.baidu, &local);
+        sandbox::configure_megvii(&mut config.megvii, &local);
         Some(sandbox.unwrap_or_else(|| Arc::new(Sandbox::new())))
     } else {
         None
@@ -154,6 +155,13 @@ pub async fn start_with(
         } else {
             Some(Box::new(
                 BaiduAdapter::new(&config.baidu, &public_base).map_err(AppError::Startup)?,
+            ))
+        },
+        megvii: if config.megvii.api_key.is_empty() || config.megvii.api_secret.is_empty() {
+            None
+        } else {
+            Some(Box::new(
+                MegviiAdapter::new(&config.megvii, &public_base).map_err(AppError::Startup)?,
             ))
         },
     });

@@ -343,27 +343,49 @@ impl Default for StatusConfig {
     }
 }
 
-/// Megvii FaceID Lite settings (the adapter lands with its own issue).
+/// Megvii FaceID Lite settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MegviiConfig {
-    /// Base URL of the API host (`https://api.megvii.com`).
+    /// Base URL of the API host (`https://api.megvii.com`; overseas `https://api-idn.megvii.com`,
+    /// `https://api-sgp.megvii.com`): `/faceid/lite/get_token` and `/faceid/lite/get_result` are under it.
     pub base_url: String,
+    /// The H5 page the end user opens; facegate appends `?token=`.
+    pub page_url: String,
     /// api_key.
     pub api_key: Secret,
     /// api_secret (also the callback signing secret).
     pub api_secret: Secret,
+    /// Whole-call timeout in seconds.
+    pub timeout_secs: u64,
+    /// Connect timeout in seconds.
+    pub connect_timeout_secs: u64,
+    /// Largest reply accepted, in bytes (get_result may carry images).
+    pub max_response_bytes: usize,
+    /// Longest a user's flow may take from get_token, in seconds (the token itself lives about an hour).
+    pub max_flow_secs: u64,
+    /// After the flow must be over, how long a late callback is waited for before the one get_result, in seconds.
+    pub result_wait_secs: u64,
 }
 
 impl Default for MegviiConfig {
     fn default() -> Self {
         Self {
             base_url: "https://api.megvii.com".into(),
+            page_url: "https://api.megvii.com/faceid/lite/do".into(),
             api_key: Secret::default(),
             api_secret: Secret::default(),
+            timeout_secs: 15,
+            connect_timeout_secs: 3,
+            max_response_bytes: 8 * 1024 * 1024,
+            max_flow_secs: 3600,
+            result_wait_secs: 120,
         }
     }
 }
+
+/// Ports Megvii calls notify_url on (megvii-faceid-lite-callbacks.txt).
+pub const MEGVII_CALLBACK_PORTS: [u16; 5] = [443, 5000, 16003, 8883, 8028];
 
 /// Sandbox settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -574,6 +596,20 @@ impl Config {
         if !(0.0..1.0).contains(&self.status.poll_jitter) {
             problems.push("status.poll_jitter must be in [0, 1)".to_owned());
         }
+        if !(self.megvii.page_url.starts_with("http://")
+            || self.megvii.page_url.starts_with("https://"))
+        {
+            problems.push("megvii.page_url must be an http(s) URL".to_owned());
+        }
+        if self.megvii.timeout_secs == 0
+            || self.megvii.connect_timeout_secs == 0
+            || self.megvii.max_flow_secs == 0
+        {
+            problems.push(
+                "megvii.timeout_secs, megvii.connect_timeout_secs and megvii.max_flow_secs must be at least 1"
+                    .to_owned(),
+            );
+        }
         if self.juhe.max_response_bytes < 1024 {
             problems.push("juhe.max_response_bytes must be at least 1024".to_owned());
         }
@@ -606,6 +642,22 @@ impl Config {
                 "juhe.key is not set: Juhe sessions are refused (VENDOR_NOT_CONFIGURED)".to_owned(),
             );
         }
+        if !self.sandbox.enabled
+            && (self.megvii.api_key.is_empty() || self.megvii.api_secret.is_empty())
+        {
+            out.push(
+                "megvii.api_key or megvii.api_secret is not set: Megvii sessions are refused (VENDOR_NOT_CONFIGURED)"
+                    .to_owned(),
+            );
+        } else if !self.sandbox.enabled {
+            let port = public_port(&self.http.public_base_url).unwrap_or(self.http.listen.port());
+            if !MEGVII_CALLBACK_PORTS.contains(&port) {
+                out.push(format!(
+                    "http.public_base_url uses port {port}, which Megvii does not call back on (it calls 443, \
+                     5000, 16003, 8883 or 8028): notify_url callbacks will not arrive"
+                ));
+            }
+        }
         if !self.sandbox.enabled && (self.baidu.api_key.is_empty() || self.baidu.plans.is_empty()) {
             out.push(
                 "baidu.api_key or baidu.plans is not set: Baidu sessions are refused (VENDOR_NOT_CONFIGURED)"
@@ -613,6 +665,26 @@ impl Config {
             );
         }
         out
+    }
+}
+
+/// The port of an http(s) URL (explicit, or 80/443 by scheme); `None` for an empty or unreadable URL.
+fn public_port(url: &str) -> Option<u16> {
+    let (rest, default) = if let Some(r) = url.strip_prefix("https://") {
+        (r, 443)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (r, 80)
+    } else {
+        return None;
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    if host_port.ends_with(']') {
+        return Some(default);
+    }
+    match host_port.rsplit_once(':') {
+        Some((_, port)) => port.parse().ok(),
+        None => Some(default),
     }
 }
 
@@ -723,6 +795,27 @@ mod tests {
         assert_eq!(c.juhe.key.expose(), "filekey");
         assert_eq!(c.juhe.openid.expose(), "oid");
         assert!(c.sandbox.enabled);
+    }
+
+    #[test]
+    fn megvii_callback_ports_are_checked() {
+        let mut c = Config::default();
+        c.megvii.api_key = Secret::new("k");
+        c.megvii.api_secret = Secret::new("s");
+        c.http.public_base_url = "https://gate.example".into();
+        assert!(!c
+            .warnings()
+            .iter()
+            .any(|w| w.contains("does not call back")));
+        c.http.public_base_url = "https://gate.example:5000/x".into();
+        assert!(!c
+            .warnings()
+            .iter()
+            .any(|w| w.contains("does not call back")));
+        c.http.public_base_url = "http://gate.example".into();
+        assert!(c.warnings().iter().any(|w| w.contains("port 80")));
+        c.http.public_base_url = String::new();
+        assert!(c.warnings().iter().any(|w| w.contains("port 8080")));
     }
 
     #[test]

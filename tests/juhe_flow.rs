@@ -515,9 +515,12 @@ async fn invalid_input_gets_field_violations_without_echoing_personal_data() {
 }
 
 #[tokio::test]
-async fn megvii_answers_unimplemented_with_error_info() {
-    let mut srv = Server::start().await;
-    for v in [pb::Vendor::Megvii] {
+async fn vendors_without_credentials_are_refused_with_error_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sandbox_config(&dir.path().join("facegate.db"));
+    config.sandbox.enabled = false;
+    let mut srv = Server::start_with(dir, config).await;
+    for v in [pb::Vendor::Juhe, pb::Vendor::Baidu, pb::Vendor::Megvii] {
         let st = srv
             .client
             .start_session(pb::StartSessionRequest {
@@ -527,8 +530,13 @@ async fn megvii_answers_unimplemented_with_error_info() {
             })
             .await
             .unwrap_err();
-        assert_eq!(st.code(), Code::Unimplemented);
-        assert_eq!(reason(&st).0, "VENDOR_NOT_IMPLEMENTED");
+        assert_eq!(st.code(), Code::FailedPrecondition);
+        let (reason, meta) = reason(&st);
+        assert_eq!(reason, "VENDOR_NOT_CONFIGURED");
+        assert_eq!(
+            meta["vendor"],
+            v.as_str_name().trim_start_matches("VENDOR_").to_lowercase()
+        );
     }
     srv.stop().await;
 }

@@ -127,6 +127,34 @@ async fn flows_and_errors_log_no_personal_data_or_secrets() {
         role: pb::ImageRole::Reference as i32,
     }];
     let _ = srv.client.start_session(reference).await;
+
+    // Megvii: identity to get_token, a signed callback with OCR data, a reveal, and a get_result.
+    let mut ocr = megvii_inline("pii-megvii-ocr", 50);
+    ocr.identity = None;
+    if let Some(pb::start_session_request::VendorOptions::Megvii(o)) = ocr.vendor_options.as_mut() {
+        o.idcard_mode = pb::MegviiIdcardMode::ShootFront as i32;
+    }
+    for req in [megvii_inline("pii-megvii", 51), ocr] {
+        if let Some(id) = req.identity.as_ref() {
+            ids.push(id.id_number.clone());
+        }
+        let m = srv.start_ok(req).await;
+        srv.megvii()
+            .complete(
+                &token_of(&m.user_url),
+                facegate::sandbox::megvii::PageOutcome::Pass,
+            )
+            .await
+            .unwrap();
+        let _ = srv
+            .client
+            .get_result(pb::GetResultRequest {
+                session_id: m.id.clone(),
+                reveal_personal_data: true,
+                ..Default::default()
+            })
+            .await;
+    }
     srv.stop().await;
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
@@ -142,6 +170,7 @@ async fn flows_and_errors_log_no_personal_data_or_secrets() {
         );
     }
     assert!(!text.contains(name), "a name reached the logs");
+    assert!(!text.contains("沙箱用户"), "an OCR'd name reached the logs");
     let image_b64 = {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(JPEG)
@@ -155,6 +184,8 @@ async fn flows_and_errors_log_no_personal_data_or_secrets() {
         facegate::sandbox::JUHE_OPENID,
         facegate::sandbox::BAIDU_API_KEY,
         facegate::sandbox::BAIDU_SECRET_KEY,
+        facegate::sandbox::MEGVII_API_KEY,
+        facegate::sandbox::MEGVII_API_SECRET,
         "access_token=",
         "client_secret=",
     ] {

@@ -119,9 +119,6 @@ pub enum Error {
     /// The vendor has no credentials configured.
     #[error("vendor {} is not configured", .0.as_str())]
     VendorNotConfigured(Vendor),
-    /// The vendor's flow is not available in this build yet.
-    #[error("vendor {} is not available yet", .0.as_str())]
-    VendorNotImplemented(Vendor),
     /// A vendor call failed without an outcome.
     #[error("{err}")]
     Vendor {

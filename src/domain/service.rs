@@ -15,11 +15,13 @@ use super::error::{Error, VendorError};
 use super::far::{describe, threshold_for};
 use super::now_ms;
 use super::session::*;
-use super::state::{Event, TransitionError};
+use super::state::{Applied, Event, TransitionError};
 use crate::status::poller::{PollConfig, PollStep, Pollers};
 use crate::status::Hub;
 use crate::store::{Created, IdempotencyRecord, SessionStore, StoreError};
-use crate::vendors::{PollOutcome, Progress, VendorAdapter, Vendors};
+use crate::vendors::{
+    CallbackRejection, PollOutcome, Progress, ResultQuery, VendorAdapter, Vendors,
+};
 
 /// Reason recorded when a vendor call was under way while the service stopped: its outcome is unknown.
 pub const REASON_OUTCOME_UNKNOWN: &str = "VENDOR_OUTCOME_UNKNOWN";
@@ -59,6 +61,8 @@ pub enum RequestedOptions {
         /// Plan name.
         plan: String,
     },
+    /// Megvii: get_token options.
+    Megvii(MegviiSettings),
 }
 
 /// An image as the caller gave it.
@@ -103,6 +107,13 @@ pub struct StartRequest {
     pub canonical: Vec<u8>,
 }
 
+/// Callbacks accepted and rejected.
+#[derive(Default)]
+struct CallbackCounts {
+    accepted: std::sync::atomic::AtomicU64,
+    rejected: std::sync::atomic::AtomicU64,
+}
+
 /// The session service.
 pub struct SessionService {
     store: Arc<dyn SessionStore>,
@@ -112,6 +123,7 @@ pub struct SessionService {
     fingerprint_key: Vec<u8>,
     shutdown: watch::Receiver<bool>,
     pollers: Arc<Pollers>,
+    callbacks: CallbackCounts,
     /// Single-flight on-demand refreshes: per session, the time of the last one.
     refreshes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
 }
@@ -140,6 +152,7 @@ impl SessionService {
             fingerprint_key,
             shutdown,
             pollers,
+            callbacks: CallbackCounts::default(),
             refreshes: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -277,6 +290,7 @@ impl SessionService {
             attempt_started_at_ms: None,
             outcome: Outcome::default(),
             vendor_ref: None,
+            final_query_at_ms: None,
         };
         for (i, image) in req.images.into_iter().enumerate() {
             take_image(adapter, &mut session.inputs, image).map_err(|v| {
@@ -424,6 +438,7 @@ impl SessionService {
             Ok(Progress::AwaitUser {
                 user_url,
                 expires_at_ms,
+                decide_by_ms,
                 vendor_ref,
                 outcome,
             }) => {
@@ -438,7 +453,7 @@ impl SessionService {
                         s.outcome = outcome.clone();
                         // The inputs are with the vendor now; facegate keeps only their masked form.
                         s.inputs = Inputs::default();
-                        s.expires_at_ms = s.expires_at_ms.min(expires_at_ms);
+                        s.expires_at_ms = s.expires_at_ms.min(decide_by_ms);
                         let _ = s.apply(
                             Event::UserUrlReady {
                                 url: user_url.clone(),
@@ -509,8 +524,9 @@ impl SessionService {
         Ok(stored)
     }
 
-    /// Polls the vendor once for a session that waits for the end user, and stores what it learned. Used by the
-    /// pollers, on-demand refreshes and the last check at expiry.
+    /// Asks the vendor once how a session that waits for the end user stands, and stores what it learned. Used by
+    /// the pollers, on-demand refreshes and the last check when the flow must be over. A vendor whose result query
+    /// is one-shot (Megvii get_result) is asked only at that last check, and only once: the claim is stored first.
     pub async fn refresh(&self, id: &str) -> PollStep {
         let session = match self.load(id).await {
             Ok(s) => s,
@@ -526,14 +542,70 @@ impl SessionService {
         let Ok(adapter) = self.vendors.adapter(session.vendor) else {
             return PollStep::Done;
         };
-        let final_check = session
-            .user_url_expires_at_ms
-            .is_some_and(|t| now_ms() >= t);
-        let result = match adapter.poll(&session, final_check).await {
-            Ok(PollOutcome::Pending {
+        let final_check = now_ms() >= session.expires_at_ms;
+        let session = match adapter.result_query() {
+            ResultQuery::None => return PollStep::Done,
+            ResultQuery::Poll => session,
+            ResultQuery::OnceAtEnd if !final_check => return PollStep::Done,
+            ResultQuery::OnceAtEnd => {
+                let claimed = self
+                    .mutate(id, false, |s| {
+                        if s.state.is_final() || s.final_query_at_ms.is_some() {
+                            return Ok(false);
+                        }
+                        s.final_query_at_ms = Some(now_ms());
+                        Ok(true)
+                    })
+                    .await;
+                match claimed {
+                    Ok(s) if s.final_query_at_ms.is_some() && s.version != session.version => s,
+                    _ => return PollStep::Done,
+                }
+            }
+        };
+        let polled = adapter.poll(&session, final_check).await;
+        let result = match polled {
+            Ok(outcome) => self.apply_vendor_outcome(&session, outcome).await,
+            Err(e) => {
+                tracing::warn!(session_id = %id, vendor = e.vendor.as_str(), reason = e.kind.reason(),
+                    vendor_code = %e.vendor_code, "vendor result query failed");
+                if adapter.result_query() == ResultQuery::OnceAtEnd {
+                    let _ = self
+                        .mutate(id, true, |s| {
+                            if s.state.is_final() {
+                                return Ok(false);
+                            }
+                            s.last_attempt_error = Some(AttemptError {
+                                reason: e.kind.reason().to_owned(),
+                                vendor_code: e.vendor_code.clone(),
+                                vendor_message: e.vendor_message.clone(),
+                                possibly_billed: false,
+                            });
+                            Ok(true)
+                        })
+                        .await;
+                    return PollStep::Done;
+                }
+                Ok(PollStep::Backoff(e.retry_after))
+            }
+        };
+        result.unwrap_or(PollStep::Backoff(None))
+    }
+
+    /// Stores what the vendor said about a session (a poll or a verified callback). Only forward moves apply; a
+    /// final session stays as it is.
+    async fn apply_vendor_outcome(
+        &self,
+        before: &Session,
+        outcome: PollOutcome,
+    ) -> Result<PollStep, Error> {
+        let id = before.id.as_str();
+        match outcome {
+            PollOutcome::Pending {
                 outcome,
                 attempt_failed,
-            }) => {
+                processing,
+            } => {
                 let billed = outcome.billing.iter().any(|b| b.billed);
                 let attempt_error = attempt_failed.map(|f| AttemptError {
                     reason: REASON_USER_ATTEMPT_FAILED.into(),
@@ -541,54 +613,121 @@ impl SessionService {
                     vendor_message: f.vendor_message,
                     possibly_billed: billed,
                 });
-                self.mutate(id, true, |s| {
-                    if s.state.is_final() {
-                        return Ok(false);
-                    }
-                    let mut changed = false;
-                    if s.outcome != outcome {
-                        s.outcome = outcome.clone();
-                        changed = true;
-                    }
-                    if s.last_attempt_error != attempt_error {
-                        s.last_attempt_error = attempt_error.clone();
-                        changed = true;
-                    }
-                    Ok(changed)
-                })
-                .await
-                .map(|s| PollStep::Again {
-                    changed: s.version != session.version,
+                let stored = self
+                    .mutate(id, true, |s| {
+                        if s.state.is_final() {
+                            return Ok(false);
+                        }
+                        let mut changed = false;
+                        if s.outcome != outcome {
+                            s.outcome = outcome.clone();
+                            changed = true;
+                        }
+                        if attempt_error.is_some() && s.last_attempt_error != attempt_error {
+                            s.last_attempt_error = attempt_error.clone();
+                            changed = true;
+                        }
+                        if processing
+                            && s.apply(Event::VendorProcessing, now_ms()) == Ok(Applied::Changed)
+                        {
+                            changed = true;
+                        }
+                        Ok(changed)
+                    })
+                    .await?;
+                Ok(PollStep::Again {
+                    changed: stored.version != before.version,
                 })
             }
-            Ok(PollOutcome::Final {
+            PollOutcome::Final {
                 verified,
                 failure,
                 outcome,
-            }) => self
+            } => self
                 .decide(id, verified, failure, outcome, false)
                 .await
                 .map(|_| PollStep::Done),
-            Ok(PollOutcome::Expired { outcome }) => self
-                .mutate(id, true, |s| {
-                    if s.state.is_final() {
-                        return Ok(false);
-                    }
-                    s.outcome = outcome.clone();
-                    Ok(s.apply(Event::Expired, now_ms()).is_ok())
-                })
-                .await
-                .map(|s| {
-                    tracing::info!(session_id = %s.id, state = s.state.as_str(), "vendor token ran out");
-                    PollStep::Done
-                }),
-            Err(e) => {
-                tracing::warn!(session_id = %id, vendor = e.vendor.as_str(), reason = e.kind.reason(),
-                    vendor_code = %e.vendor_code, "status poll failed");
-                Ok(PollStep::Backoff(e.retry_after))
+            PollOutcome::Expired { outcome } => {
+                let s = self
+                    .mutate(id, true, |s| {
+                        if s.state.is_final() {
+                            return Ok(false);
+                        }
+                        s.outcome = outcome.clone();
+                        Ok(s.apply(Event::Expired, now_ms()).is_ok())
+                    })
+                    .await?;
+                tracing::info!(session_id = %s.id, state = s.state.as_str(), "vendor token ran out");
+                Ok(PollStep::Done)
             }
+        }
+    }
+
+    /// A vendor callback: verified (signature over the data as received, strict parsing), matched to its session
+    /// and flow, then applied as a hint that can only move the session forward. Duplicates and replays change
+    /// nothing. Every callback is counted as accepted or rejected.
+    pub async fn callback(
+        &self,
+        vendor: Vendor,
+        data: &[u8],
+        sign: &[u8],
+    ) -> Result<Session, CallbackRejection> {
+        let result = self.callback_inner(vendor, data, sign).await;
+        let counter = match &result {
+            Ok(_) => &self.callbacks.accepted,
+            Err(_) => &self.callbacks.rejected,
         };
-        result.unwrap_or(PollStep::Backoff(None))
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(r) = &result {
+            tracing::warn!(
+                vendor = vendor.as_str(),
+                rejection = r.as_str(),
+                "callback rejected"
+            );
+        }
+        result
+    }
+
+    async fn callback_inner(
+        &self,
+        vendor: Vendor,
+        data: &[u8],
+        sign: &[u8],
+    ) -> Result<Session, CallbackRejection> {
+        let adapter = self
+            .vendors
+            .adapter(vendor)
+            .map_err(|_| CallbackRejection::UnknownSession)?;
+        let verified = adapter.verify_callback(data, sign)?;
+        let session = self
+            .load(&verified.session_id)
+            .await
+            .map_err(|_| CallbackRejection::UnknownSession)?;
+        if session.vendor != vendor
+            || session.vendor_ref.as_deref() != Some(verified.vendor_ref.as_str())
+        {
+            return Err(CallbackRejection::UnknownSession);
+        }
+        if session.state.is_final() {
+            return Ok(session);
+        }
+        let outcome = adapter.interpret_callback(&session, data)?;
+        tracing::info!(session_id = %session.id, vendor = vendor.as_str(), "verified callback");
+        self.apply_vendor_outcome(&session, outcome)
+            .await
+            .map_err(|_| CallbackRejection::UnknownSession)?;
+        self.load(&session.id)
+            .await
+            .map_err(|_| CallbackRejection::UnknownSession)
+    }
+
+    /// Callbacks accepted and rejected so far.
+    pub fn callback_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.callbacks.accepted.load(Relaxed),
+            self.callbacks.rejected.load(Relaxed),
+        )
     }
 
     /// Refreshes a session nobody is polling, at most once per poll interval however many callers ask at once.
@@ -629,17 +768,45 @@ impl SessionService {
             self.refresh_on_demand(id).await;
             session = self.load(id).await?;
         }
+        let mut kept = ResultExtras::default();
+        if extras.reveal_personal_data {
+            if let Some(doc) = &session.outcome.revealable_identity {
+                if session
+                    .outcome
+                    .revealable_until_ms
+                    .is_some_and(|t| now_ms() < t)
+                {
+                    kept.identity_document = Some(doc.clone());
+                } else {
+                    return Err(Error::Vendor {
+                        session_id: session.id.clone(),
+                        err: VendorError {
+                            kind: super::error::VendorErrorKind::ResultExpired,
+                            vendor: session.vendor,
+                            vendor_code: String::new(),
+                            vendor_message:
+                                "the personal data was wiped after the vendor's retention".into(),
+                            possibly_billed: false,
+                            retry_after: None,
+                        },
+                    });
+                }
+            }
+        }
         if !extras.any() || session.vendor_ref.is_none() {
-            return Ok((session, ResultExtras::default()));
+            return Ok((session, kept));
         }
         let adapter = self.vendors.adapter(session.vendor)?;
-        let fetched = adapter
+        let mut fetched = adapter
             .fetch_extras(&session, extras)
             .await
             .map_err(|err| Error::Vendor {
                 session_id: session.id.clone(),
                 err,
             })?;
+        if kept.identity_document.is_some() {
+            fetched.identity_document = kept.identity_document;
+        }
         Ok((session, fetched))
     }
 
@@ -767,6 +934,33 @@ impl SessionService {
             Ok(s.apply(Event::Expired, now).is_ok())
         })
         .await
+    }
+
+    /// Wipes vendor personal data kept for GetResult (Megvii OCR) once its retention is over; returns how many.
+    pub async fn wipe_due(&self) -> Result<usize, Error> {
+        let ids = self
+            .store
+            .personal_data_due(now_ms(), 500)
+            .await
+            .map_err(store_err)?;
+        let mut n = 0;
+        for id in ids {
+            let wiped = self
+                .mutate(&id, false, |s| {
+                    if s.outcome.revealable_identity.is_none() {
+                        return Ok(false);
+                    }
+                    s.outcome.revealable_identity = None;
+                    s.outcome.revealable_until_ms = None;
+                    Ok(true)
+                })
+                .await;
+            match wiped {
+                Ok(_) => n += 1,
+                Err(e) => tracing::warn!(session_id = %id, error = %e, "cannot wipe personal data"),
+            }
+        }
+        Ok(n)
     }
 
     /// Expires every session whose time is up; returns how many changed.
@@ -1031,6 +1225,7 @@ mod tests {
                 delay,
             })),
             baidu: None,
+            megvii: None,
         });
         let (tx, rx) = watch::channel(false);
         let cfg = ServiceConfig {

@@ -444,6 +444,76 @@ pub struct BaiduDetail {
     pub plan_needs_reference: bool,
 }
 
+/// One Megvii face comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MegviiComparisonScore {
+    /// faceid, ref1..3, idcard_photo, idcard_datasource.
+    pub source: String,
+    /// confidence.
+    pub confidence: f64,
+    /// Thresholds by FAR.
+    pub thresholds: Vec<ScoreThreshold>,
+}
+
+/// One Megvii anti-spoofing check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MegviiGenuineness {
+    /// The check name.
+    pub check: String,
+    /// Its confidence.
+    pub confidence: f64,
+    /// Its threshold.
+    pub threshold: f64,
+}
+
+/// Megvii result fields, without personal data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MegviiDetail {
+    /// biz_id.
+    pub biz_id: String,
+    /// biz_no.
+    pub biz_no: String,
+    /// biz_extra_data.
+    pub biz_extra_data: String,
+    /// status.
+    pub status: String,
+    /// fail_reason.
+    pub fail_reason: String,
+    /// verify_result.error_message.
+    pub verify_error_message: String,
+    /// multifaces_tag.
+    pub multifaces_tag: String,
+    /// From a verified callback (else get_result).
+    pub from_callback: bool,
+    /// Comparisons.
+    pub comparisons: Vec<MegviiComparisonScore>,
+    /// id_exceptions.
+    pub id_exceptions: BTreeMap<String, i64>,
+    /// liveness_result.result.
+    pub liveness_result: String,
+    /// liveness_result.procedure_type.
+    pub liveness_procedure: String,
+    /// liveness_result.details.
+    pub liveness_details: BTreeMap<String, i64>,
+    /// liveness_result.face_genuineness.
+    pub face_genuineness: Vec<MegviiGenuineness>,
+    /// will_result (result, error message).
+    pub will_results: Vec<(String, String)>,
+    /// idcard_info.idcard_mode.
+    pub idcard_mode: String,
+    /// Front legality scores.
+    pub idcard_front_legality: BTreeMap<String, f64>,
+    /// Back legality scores.
+    pub idcard_back_legality: BTreeMap<String, f64>,
+    /// Front upload times.
+    pub idcard_front_upload_times: i64,
+    /// Back upload times.
+    pub idcard_back_upload_times: i64,
+    /// verify_time (unix ms).
+    pub verify_time_ms: Option<i64>,
+}
+
 /// Vendor-specific detail of an outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -452,6 +522,8 @@ pub enum VendorDetail {
     Juhe(JuheDetail),
     /// Baidu.
     Baidu(BaiduDetail),
+    /// Megvii.
+    Megvii(Box<MegviiDetail>),
 }
 
 /// Liveness and anti-spoofing scores.
@@ -526,6 +598,13 @@ pub struct Outcome {
     /// Identity fields read or confirmed by the vendor (masked).
     #[serde(default)]
     pub identity_document: Option<IdentityDocument>,
+    /// The same fields unmasked, when the vendor sends them only once (Megvii callbacks): kept until
+    /// `revealable_until_ms` for GetResult with reveal_personal_data, then wiped.
+    #[serde(default)]
+    pub revealable_identity: Option<IdentityDocument>,
+    /// Until when `revealable_identity` is kept (unix ms).
+    #[serde(default)]
+    pub revealable_until_ms: Option<i64>,
     /// Every possibly billed call.
     pub billing: Vec<BillingRecord>,
     /// Vendor detail.
@@ -582,6 +661,61 @@ impl ExtrasRequest {
     }
 }
 
+/// What a Megvii session compares the live face with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MegviiComparison {
+    /// comparison_type=1: the authority source.
+    #[default]
+    Authority,
+    /// comparison_type=0: uploaded reference images.
+    ReferenceImage,
+}
+
+/// Options of a Megvii FaceID Lite session, in the vendor's own values (empty / `None` = the vendor default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MegviiSettings {
+    /// comparison_type.
+    pub comparison: MegviiComparison,
+    /// idcard_mode 0..4 (with comparison_type 1).
+    pub idcard_mode: u8,
+    /// procedure_type.
+    pub procedure_type: String,
+    /// procedure_priority.
+    pub procedure_priority: String,
+    /// liveness_preferences.
+    pub liveness_preferences: String,
+    /// web_title.
+    pub web_title: String,
+    /// scene_id.
+    pub scene_id: String,
+    /// biz_extra_data.
+    pub biz_extra_data: String,
+    /// idcard_uneditable_field entries.
+    pub idcard_uneditable_fields: Vec<String>,
+    /// return_multifaces_tag=1.
+    pub return_multifaces_tag: bool,
+    /// get_fail_reason=1.
+    pub get_fail_reason: bool,
+    /// action_http_method=GET (else POST).
+    pub return_by_get: bool,
+    /// multi_oriented_detection=1.
+    pub multi_oriented_detection: bool,
+    /// fmp_mode=1.
+    pub fmp_mode: bool,
+    /// get_shooting_error=1.
+    pub get_shooting_error: bool,
+    /// maximum_shooting_time (10..=60), 0 = default.
+    pub maximum_shooting_time: u32,
+    /// update_rtc=1.
+    pub update_rtc: bool,
+    /// encryption_type, when set.
+    pub encryption_type: Option<u8>,
+    /// uuid (empty: the session id).
+    pub uuid: String,
+}
+
 /// Vendor options fixed at session start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -598,6 +732,8 @@ pub enum VendorOptions {
         /// The Baidu plan_id.
         plan_id: String,
     },
+    /// Megvii: the get_token options.
+    Megvii(MegviiSettings),
 }
 
 /// A verification session.
@@ -651,9 +787,12 @@ pub struct Session {
     pub attempt_started_at_ms: Option<i64>,
     /// The outcome so far.
     pub outcome: Outcome,
-    /// The vendor's handle of the flow once it is under way (Baidu verify_token).
+    /// The vendor's handle of the flow once it is under way (Baidu verify_token, Megvii biz_id).
     #[serde(default)]
     pub vendor_ref: Option<String>,
+    /// When the one-shot result query of the flow was claimed (Megvii get_result); it is never made twice.
+    #[serde(default)]
+    pub final_query_at_ms: Option<i64>,
 }
 
 #[cfg(test)]

@@ -166,6 +166,7 @@ pub mod tests_support {
             attempt_started_at_ms: None,
             outcome: Outcome::default(),
             vendor_ref: None,
+            final_query_at_ms: None,
         }
     }
 }

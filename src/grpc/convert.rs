@@ -222,8 +222,8 @@ pub fn start_request(req: &pb::StartSessionRequest) -> Result<StartRequest, Erro
                 plan: o.plan.clone(),
             }
         }
-        (Some(pb::start_session_request::VendorOptions::Megvii(_)), Some(d::Vendor::Megvii)) => {
-            RequestedOptions::Default
+        (Some(pb::start_session_request::VendorOptions::Megvii(o)), Some(d::Vendor::Megvii)) => {
+            RequestedOptions::Megvii(megvii_options(o, &mut v))
         }
         (Some(_), _) => {
             v.push(violation(
@@ -294,6 +294,146 @@ pub fn start_request(req: &pb::StartSessionRequest) -> Result<StartRequest, Erro
         target_far: far,
         canonical: req.encode_to_vec(),
     })
+}
+
+/// Validates Megvii options and turns them into the vendor's values.
+fn megvii_options(o: &pb::MegviiOptions, v: &mut Vec<Violation>) -> d::MegviiSettings {
+    let mut bad = |field: &str, what: &str| v.push(violation(&format!("megvii.{field}"), what));
+    let comparison = match pb::MegviiComparisonType::try_from(o.comparison_type) {
+        Ok(pb::MegviiComparisonType::Unspecified | pb::MegviiComparisonType::Authority) => {
+            d::MegviiComparison::Authority
+        }
+        Ok(pb::MegviiComparisonType::ReferenceImage) => d::MegviiComparison::ReferenceImage,
+        Err(_) => {
+            bad("comparison_type", "unknown value");
+            d::MegviiComparison::Authority
+        }
+    };
+    let idcard_mode = match pb::MegviiIdcardMode::try_from(o.idcard_mode) {
+        Ok(pb::MegviiIdcardMode::Unspecified | pb::MegviiIdcardMode::Provided) => 0,
+        Ok(pb::MegviiIdcardMode::ShootFront) => 1,
+        Ok(pb::MegviiIdcardMode::ShootBothSides) => 2,
+        Ok(pb::MegviiIdcardMode::UserTyped) => 3,
+        Ok(pb::MegviiIdcardMode::UserChoice) => 4,
+        Err(_) => {
+            bad("idcard_mode", "unknown value");
+            0
+        }
+    };
+    if comparison == d::MegviiComparison::ReferenceImage && o.idcard_mode != 0 {
+        bad(
+            "idcard_mode",
+            "only with MEGVII_COMPARISON_TYPE_AUTHORITY (the identity is not used with reference images)",
+        );
+    }
+    let procedure_type = match pb::MegviiProcedureType::try_from(o.procedure_type) {
+        Ok(pb::MegviiProcedureType::Unspecified) => "",
+        Ok(pb::MegviiProcedureType::Video) => "video",
+        Ok(pb::MegviiProcedureType::Selfie) => "selfie",
+        Ok(pb::MegviiProcedureType::Still) => "still",
+        Ok(pb::MegviiProcedureType::Flash) => "flash",
+        Ok(pb::MegviiProcedureType::Will) => "will",
+        Err(_) => {
+            bad("procedure_type", "unknown value");
+            ""
+        }
+    };
+    let procedure_priority = match pb::MegviiProcedurePriority::try_from(o.procedure_priority) {
+        Ok(pb::MegviiProcedurePriority::Unspecified) => "",
+        Ok(pb::MegviiProcedurePriority::Video) => "video",
+        Ok(pb::MegviiProcedurePriority::Still) => "still",
+        Ok(pb::MegviiProcedurePriority::Keep) => "keep",
+        Err(_) => {
+            bad("procedure_priority", "unknown value");
+            ""
+        }
+    };
+    let liveness_preferences = match pb::MegviiLivenessPreference::try_from(o.liveness_preferences)
+    {
+        Ok(pb::MegviiLivenessPreference::Unspecified) => "",
+        Ok(pb::MegviiLivenessPreference::None) => "none",
+        Ok(pb::MegviiLivenessPreference::SelfieNoMetadataCheck) => "selfie_no_metadata_check",
+        Ok(pb::MegviiLivenessPreference::VideoStrict) => "video_strict",
+        Ok(pb::MegviiLivenessPreference::StillStrict) => "still_strict",
+        Err(_) => {
+            bad("liveness_preferences", "unknown value");
+            ""
+        }
+    };
+    let mut fields = Vec::new();
+    for f in &o.idcard_uneditable_fields {
+        match pb::MegviiIdcardField::try_from(*f) {
+            Ok(pb::MegviiIdcardField::Name) => fields.push("idcard_name".to_owned()),
+            Ok(pb::MegviiIdcardField::Number) => fields.push("idcard_number".to_owned()),
+            Ok(pb::MegviiIdcardField::ValidDate) => fields.push("idcard_valid_date".to_owned()),
+            Ok(pb::MegviiIdcardField::IssuedBy) => fields.push("idcard_issued_by".to_owned()),
+            _ => bad("idcard_uneditable_fields", "unknown or unspecified field"),
+        }
+    }
+    fields.dedup();
+    let return_by_get = match pb::MegviiActionHttpMethod::try_from(o.action_http_method) {
+        Ok(pb::MegviiActionHttpMethod::Get) => true,
+        Ok(_) => false,
+        Err(_) => {
+            bad("action_http_method", "unknown value");
+            false
+        }
+    };
+    let encryption_type = match pb::MegviiEncryptionType::try_from(o.encryption_type) {
+        Ok(pb::MegviiEncryptionType::Unspecified) => None,
+        Ok(pb::MegviiEncryptionType::None) => Some(0),
+        Ok(pb::MegviiEncryptionType::Sm2) => Some(1),
+        Ok(pb::MegviiEncryptionType::Rsa) => Some(2),
+        Err(_) => {
+            bad("encryption_type", "unknown value");
+            None
+        }
+    };
+    for (field, value, max) in [
+        ("web_title", &o.web_title, 32),
+        ("scene_id", &o.scene_id, 128),
+        ("biz_extra_data", &o.biz_extra_data, 4096),
+        ("uuid", &o.uuid, 128),
+    ] {
+        if value.len() > max {
+            bad(field, &format!("at most {max} bytes"));
+        }
+        if value.chars().any(char::is_control) {
+            bad(field, "no control characters");
+        }
+    }
+    let maximum_shooting_time = match u32::try_from(o.maximum_shooting_time_seconds) {
+        Ok(0) => 0,
+        Ok(s @ 10..=60) => s,
+        _ => {
+            bad(
+                "maximum_shooting_time_seconds",
+                "0 (the default) or 10 to 60",
+            );
+            0
+        }
+    };
+    d::MegviiSettings {
+        comparison,
+        idcard_mode,
+        procedure_type: procedure_type.into(),
+        procedure_priority: procedure_priority.into(),
+        liveness_preferences: liveness_preferences.into(),
+        web_title: o.web_title.clone(),
+        scene_id: o.scene_id.clone(),
+        biz_extra_data: o.biz_extra_data.clone(),
+        idcard_uneditable_fields: fields,
+        return_multifaces_tag: o.return_multifaces_tag,
+        get_fail_reason: o.get_fail_reason,
+        return_by_get,
+        multi_oriented_detection: o.multi_oriented_detection,
+        fmp_mode: o.fmp_mode,
+        get_shooting_error: o.get_shooting_error,
+        maximum_shooting_time,
+        update_rtc: o.update_rtc,
+        encryption_type,
+        uuid: o.uuid.clone(),
+    }
 }
 
 /// Validates SubmitIdentity.
@@ -547,6 +687,65 @@ fn pb_baidu(b: &d::BaiduDetail, media_note: &str) -> pb::BaiduDetail {
     }
 }
 
+fn pb_thresholds(list: &[d::ScoreThreshold]) -> Vec<pb::ScoreThreshold> {
+    list.iter()
+        .map(|t| pb::ScoreThreshold {
+            false_accept_rate: t.false_accept_rate,
+            threshold: t.threshold,
+        })
+        .collect()
+}
+
+fn pb_megvii(m: &d::MegviiDetail) -> pb::MegviiDetail {
+    let clamp = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
+    pb::MegviiDetail {
+        biz_id: m.biz_id.clone(),
+        status: m.status.clone(),
+        fail_reason: m.fail_reason.clone(),
+        verify_error_message: m.verify_error_message.clone(),
+        multifaces_tag: m.multifaces_tag.clone(),
+        from_callback: m.from_callback,
+        comparisons: m
+            .comparisons
+            .iter()
+            .map(|c| pb::MegviiComparison {
+                source: c.source.clone(),
+                confidence: c.confidence,
+                thresholds: pb_thresholds(&c.thresholds),
+            })
+            .collect(),
+        id_exceptions: m.id_exceptions.clone().into_iter().collect(),
+        liveness_result: m.liveness_result.clone(),
+        liveness_procedure: m.liveness_procedure.clone(),
+        liveness_details: m.liveness_details.clone().into_iter().collect(),
+        face_genuineness: m
+            .face_genuineness
+            .iter()
+            .map(|g| pb::MegviiGenuineness {
+                check: g.check.clone(),
+                confidence: g.confidence,
+                threshold: g.threshold,
+            })
+            .collect(),
+        will_results: m
+            .will_results
+            .iter()
+            .map(|(result, error_message)| pb::MegviiWillResult {
+                result: result.clone(),
+                error_message: error_message.clone(),
+            })
+            .collect(),
+        idcard_mode: m.idcard_mode.clone(),
+        idcard_front_legality: m.idcard_front_legality.clone().into_iter().collect(),
+        idcard_back_legality: m.idcard_back_legality.clone().into_iter().collect(),
+        idcard_front_upload_times: clamp(m.idcard_front_upload_times),
+        idcard_back_upload_times: clamp(m.idcard_back_upload_times),
+        biz_no: m.biz_no.clone(),
+        biz_extra_data: m.biz_extra_data.clone(),
+        verify_time: m.verify_time_ms.map(ts),
+    }
+}
+
 /// Domain outcome -> proto. Stored identity fields are masked; `extras` (fetched on request, never stored) adds
 /// the unmasked identity, the face image and media.
 pub fn outcome(s: &d::Session, extras: &d::ResultExtras) -> pb::Outcome {
@@ -556,14 +755,7 @@ pub fn outcome(s: &d::Session, extras: &d::ResultExtras) -> pb::Outcome {
             score: f.score,
             threshold: f.threshold,
             threshold_false_accept_rate: f.threshold_false_accept_rate,
-            thresholds: f
-                .thresholds
-                .iter()
-                .map(|t| pb::ScoreThreshold {
-                    false_accept_rate: t.false_accept_rate,
-                    threshold: t.threshold,
-                })
-                .collect(),
+            thresholds: pb_thresholds(&f.thresholds),
             passed: f.passed,
             source: f.source.clone(),
         }),
@@ -611,6 +803,7 @@ pub fn outcome(s: &d::Session, extras: &d::ResultExtras) -> pb::Outcome {
             d::VendorDetail::Baidu(b) => {
                 pb::outcome::VendorDetail::Baidu(pb_baidu(b, &extras.media_note))
             }
+            d::VendorDetail::Megvii(m) => pb::outcome::VendorDetail::Megvii(pb_megvii(m)),
         }),
     }
 }

@@ -119,14 +119,6 @@ pub fn to_status(err: &Error) -> tonic::Status {
             None,
             vec![],
         ),
-        Error::VendorNotImplemented(v) => status(
-            Code::Unimplemented,
-            "VENDOR_NOT_IMPLEMENTED",
-            msg,
-            HashMap::from([("vendor".to_owned(), v.as_str().to_owned())]),
-            None,
-            vec![],
-        ),
         Error::Vendor { session_id, err } => {
             let mut md = HashMap::from([
                 ("session_id".to_owned(), session_id.clone()),

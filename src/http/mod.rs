@@ -1,5 +1,6 @@
 //! The HTTP listener: liveness, the return-URL relay for vendor pages, and in sandbox mode the vendor simulators.
 
+pub mod callbacks;
 pub mod relay;
 
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use crate::sandbox::Sandbox;
 pub fn router(service: Arc<SessionService>, sandbox: Option<&Sandbox>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .merge(relay::router(service));
+        .merge(relay::router(Arc::clone(&service)))
+        .merge(callbacks::router(service));
     if let Some(sb) = sandbox {
         router = router.merge(sb.router());
     }

@@ -5,10 +5,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+
+use super::callbacks::{data_and_sign, MAX_CALLBACK_BYTES};
 use axum::Router;
 use serde::Deserialize;
 
@@ -26,7 +29,11 @@ struct Params {
 /// The relay's routes.
 pub fn router(service: Arc<SessionService>) -> Router {
     Router::new()
-        .route(&format!("{PREFIX}/{{session_id}}"), get(returned))
+        .route(
+            &format!("{PREFIX}/{{session_id}}"),
+            get(returned).post(returned_with_form),
+        )
+        .layer(DefaultBodyLimit::max(MAX_CALLBACK_BYTES))
         .with_state(service)
 }
 
@@ -36,6 +43,25 @@ fn is_session_id(id: &str) -> bool {
         && id[4..]
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The browser POSTs the vendor's signed result form (Megvii return_url): it is verified and applied like a server
+/// callback (a forged one changes nothing), then the browser goes on as with GET.
+async fn returned_with_form(
+    State(service): State<Arc<SessionService>>,
+    Path(session_id): Path<String>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !is_session_id(&session_id) {
+        return (StatusCode::NOT_FOUND, "unknown session\n").into_response();
+    }
+    if let Ok(session) = service.get(&session_id).await {
+        let (data, sign) = data_and_sign(&headers, &body).unwrap_or_default();
+        let _ = service.callback(session.vendor, &data, &sign).await;
+    }
+    returned(State(service), Path(session_id), Query(params)).await
 }
 
 async fn returned(
@@ -61,7 +87,8 @@ async fn returned(
     let success = match session.state {
         SessionState::Verified => true,
         SessionState::Failed | SessionState::Expired | SessionState::Canceled => false,
-        _ => params.result.as_deref() == Some("success"),
+        // Without a word from the page (Megvii), the return URL is where the caller checks the result.
+        _ => params.result.as_deref() != Some("failed"),
     };
     let target = service.return_url(&session, success);
     if target.is_empty() {

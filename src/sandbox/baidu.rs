@@ -50,6 +50,7 @@
 //!
 //! Nothing here logs request data (names, ID numbers, images, credentials).
 
+use super::web::{esc, fill_template, html_response, json_response, query_param};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
@@ -111,7 +112,6 @@ const PAGE_TITLE: &str = "facegate sandbox — Baidu faceprint";
 const PAGE_TEMPLATE: &str = include_str!("baidu_page.html");
 
 const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
-const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'";
 
 /// Maximum accepted request body.
@@ -498,7 +498,7 @@ impl Reply {
     }
 
     fn into_response_with(self, status: StatusCode) -> Response {
-        json_response(status, self.to_json())
+        json_response_ct(status, self.to_json())
     }
 }
 
@@ -506,18 +506,6 @@ impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         self.into_response_with(StatusCode::OK)
     }
-}
-
-fn json_response(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(JSON_CONTENT_TYPE),
-        )],
-        body,
-    )
-        .into_response()
 }
 
 /// The faceprint paths.
@@ -692,7 +680,7 @@ impl BaiduSimulator {
             session_secret: String,
         }
         let oauth_error = |status: StatusCode, error: &str, description: &str| {
-            json_response(
+            json_response_ct(
                 status,
                 json!({"error": error, "error_description": description}).to_string(),
             )
@@ -755,7 +743,7 @@ impl BaiduSimulator {
             session_secret: random_hex(),
         };
         let body = serde_json::to_string(&reply).unwrap_or_default();
-        json_response(StatusCode::OK, body)
+        json_response_ct(StatusCode::OK, body)
     }
 
     // -- Faceprint API ---------------------------------------------------------------------------------------
@@ -992,6 +980,7 @@ impl BaiduSimulator {
             non_empty(query_param(query, "failedUrl")).or_else(|| session.failed_url.clone());
         html_response(
             StatusCode::OK,
+            PAGE_CSP,
             render_page(&token, session, success.as_deref(), failed.as_deref(), None),
         )
     }
@@ -1019,6 +1008,7 @@ impl BaiduSimulator {
                     return match inner.sessions.get(&form.token) {
                         Some(session) => html_response(
                             e.status(),
+                            PAGE_CSP,
                             render_page(
                                 &form.token,
                                 session,
@@ -1697,35 +1687,6 @@ fn render_page(
     )
 }
 
-/// Replaces `{{name}}` placeholders in one pass (inserted values are never scanned again). Values are HTML.
-fn fill_template(template: &str, vars: &[(&str, String)]) -> String {
-    let mut out = String::with_capacity(template.len() + 512);
-    let mut rest = template;
-    while let Some((before, after)) = rest.split_once("{{") {
-        out.push_str(before);
-        match after.split_once("}}") {
-            Some((name, tail)) => {
-                match vars.iter().find(|(k, _)| *k == name) {
-                    Some((_, value)) => out.push_str(value),
-                    None => {
-                        out.push_str("{{");
-                        out.push_str(name);
-                        out.push_str("}}");
-                    }
-                }
-                rest = tail;
-            }
-            None => {
-                out.push_str("{{");
-                rest = after;
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 fn error_page(error: PageError) -> Response {
     message_page(
         error.status(),
@@ -1757,30 +1718,7 @@ fn message_page(
         esc(heading),
         esc(text)
     );
-    html_response(status, body)
-}
-
-fn html_response(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(HTML_CONTENT_TYPE),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(PAGE_CSP),
-            ),
-        ],
-        body,
-    )
-        .into_response()
+    html_response(status, PAGE_CSP, body)
 }
 
 fn binary_response(mime: &'static str, bytes: &'static [u8]) -> Response {
@@ -1795,22 +1733,6 @@ fn binary_response(mime: &'static str, bytes: &'static [u8]) -> Response {
         .into_response()
 }
 
-/// HTML-escapes text for element content and quoted attribute values.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// Keeps the first character of a name and masks the rest.
 fn mask_name(name: &str) -> String {
     let mut chars = name.chars();
@@ -1823,13 +1745,6 @@ fn mask_name(name: &str) -> String {
 // ---------------------------------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------------------------------
-
-/// First value of `name` in a raw query string.
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
@@ -1919,6 +1834,11 @@ fn format_cst(ms: i64) -> String {
         s % 3600 / 60,
         s % 60
     )
+}
+
+/// A JSON answer with this vendor's content type.
+fn json_response_ct(status: StatusCode, body: String) -> Response {
+    json_response(status, JSON_CONTENT_TYPE, body)
 }
 
 #[cfg(test)]

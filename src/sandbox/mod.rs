@@ -3,13 +3,15 @@
 
 pub mod baidu;
 pub mod juhe;
+pub mod megvii;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
 
-use crate::config::{BaiduConfig, BaiduPlanConfig, Secret};
+use crate::config::{BaiduConfig, BaiduPlanConfig, MegviiConfig, Secret};
 
 use crate::domain::validation::{synthetic_id_number, Date};
 
@@ -95,12 +97,28 @@ pub fn configure_baidu(cfg: &mut BaiduConfig, local: &str) {
     cfg.default_plan = "kyc".to_owned();
 }
 
+/// The Megvii api_key of the sandbox account.
+pub const MEGVII_API_KEY: &str = "sandbox-megvii-api-key";
+/// The Megvii api_secret of the sandbox account (it signs the simulator's callbacks).
+pub const MEGVII_API_SECRET: &str = "sandbox-megvii-api-secret";
+
+/// Points the Megvii settings at the simulator served under `local` with the sandbox account.
+pub fn configure_megvii(cfg: &mut MegviiConfig, local: &str) {
+    cfg.base_url = format!("{local}{}", megvii::MOUNT);
+    cfg.page_url = format!("{local}{}/faceid/lite/do", megvii::MOUNT);
+    cfg.api_key = Secret::new(MEGVII_API_KEY);
+    cfg.api_secret = Secret::new(MEGVII_API_SECRET);
+}
+
 /// All simulators.
 pub struct Sandbox {
     /// The Juhe verifyface simulator.
     pub juhe: Arc<juhe::JuheSimulator>,
     /// The Baidu faceprint simulator (its clock can be moved forward).
     pub baidu: Arc<baidu::BaiduSimulator>,
+    /// The Megvii FaceID Lite simulator (notify callbacks are sent to facegate's own HTTP port, which is why the
+    /// sandbox does not enforce Megvii's callback ports).
+    pub megvii: Arc<megvii::MegviiSimulator>,
 }
 
 impl Default for Sandbox {
@@ -135,6 +153,14 @@ impl Sandbox {
                 },
                 baidu::SimClock::new(),
             ),
+            megvii: megvii::MegviiSimulator::new(
+                megvii::MegviiSimConfig {
+                    api_key: MEGVII_API_KEY.into(),
+                    api_secret: MEGVII_API_SECRET.into(),
+                    enforce_notify_ports: false,
+                },
+                baidu::SimClock::new(),
+            ),
         }
     }
 
@@ -143,6 +169,7 @@ impl Sandbox {
         Router::new()
             .nest(JUHE_PREFIX, self.juhe.router())
             .nest(baidu::MOUNT, self.baidu.router())
+            .nest(megvii::MOUNT, self.megvii.router())
     }
 }
 

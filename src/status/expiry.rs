@@ -1,5 +1,5 @@
-//! The expiry sweeper: sessions that are not final by their `expires_at_ms` become EXPIRED, and their watchers hear
-//! of it.
+//! The sweeper: sessions that are not final by their `expires_at_ms` get their last vendor check and, if still
+//! undecided, become EXPIRED (their watchers hear of it); vendor personal data kept past its retention is wiped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,11 @@ pub async fn run(
                     Ok(0) => {}
                     Ok(n) => tracing::info!(expired = n, "expired sessions"),
                     Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
+                }
+                match service.wipe_due().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "vendor personal data wiped after retention"),
+                    Err(e) => tracing::warn!(error = %e, "personal data sweep failed"),
                 }
             }
             changed = shutdown.changed() => {

@@ -62,6 +62,8 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn idempotency(&self, request_id: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
     /// Ids of sessions that are not final and whose `expires_at_ms` is before `now_ms` (at most `limit`).
     async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// Ids of sessions holding vendor personal data past its retention (at most `limit`).
+    async fn personal_data_due(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
     /// Ids of sessions with a vendor call marked as under way (for recovery after a restart).
     async fn in_flight(&self) -> Result<Vec<String>, StoreError>;
     /// A random key made once per store, used to fingerprint idempotent requests without storing their content.

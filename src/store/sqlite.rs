@@ -12,8 +12,9 @@ use super::{Created, IdempotencyRecord, SessionStore, StoreError};
 use crate::domain::Session;
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE sessions (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
         version INTEGER NOT NULL,
         state TEXT NOT NULL,
@@ -25,16 +26,31 @@ const MIGRATIONS: &[&[&str]] = &[&[
         updated_at_ms INTEGER NOT NULL,
         record TEXT NOT NULL
     )",
-    "CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)",
-    "CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight = 1",
-    "CREATE TABLE idempotency (
+        "CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)",
+        "CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight = 1",
+        "CREATE TABLE idempotency (
         request_id TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL,
         session_id TEXT NOT NULL REFERENCES sessions (id),
         created_at_ms INTEGER NOT NULL
     )",
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
-]];
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    ],
+    &[
+        "ALTER TABLE sessions ADD COLUMN personal_data_until_ms INTEGER",
+        "CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
+     WHERE personal_data_until_ms IS NOT NULL",
+    ],
+];
+
+/// Until when a session keeps vendor personal data (the index the wipe sweep reads).
+fn personal_data_until(session: &Session) -> Option<i64> {
+    session
+        .outcome
+        .revealable_identity
+        .as_ref()
+        .and(session.outcome.revealable_until_ms)
+}
 
 /// The embedded store.
 #[derive(Clone)]
@@ -144,7 +160,8 @@ impl SessionStore for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         sqlx::query(
             "INSERT INTO sessions (id, version, state, vendor, is_final, in_flight, expires_at_ms,
-             created_at_ms, updated_at_ms, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at_ms, updated_at_ms, record, personal_data_until_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&session.id)
         .bind(session.version)
@@ -156,6 +173,7 @@ impl SessionStore for SqliteStore {
         .bind(session.created_at_ms)
         .bind(session.updated_at_ms)
         .bind(&record)
+        .bind(personal_data_until(session))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -205,7 +223,7 @@ impl SessionStore for SqliteStore {
         let record = Self::encode(session)?;
         let affected = sqlx::query(
             "UPDATE sessions SET version = ?, state = ?, is_final = ?, in_flight = ?, expires_at_ms = ?,
-             updated_at_ms = ?, record = ? WHERE id = ? AND version = ?",
+             updated_at_ms = ?, record = ?, personal_data_until_ms = ? WHERE id = ? AND version = ?",
         )
         .bind(session.version)
         .bind(session.state.as_str())
@@ -214,6 +232,7 @@ impl SessionStore for SqliteStore {
         .bind(session.expires_at_ms)
         .bind(session.updated_at_ms)
         .bind(&record)
+        .bind(personal_data_until(session))
         .bind(&session.id)
         .bind(expected_version)
         .execute(&self.pool)
@@ -264,6 +283,21 @@ impl SessionStore for SqliteStore {
         .await
         .map_err(db)?;
         rows.iter().map(|r| r.try_get(0).map_err(db)).collect()
+    }
+
+    async fn personal_data_due(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM sessions WHERE personal_data_until_ms IS NOT NULL AND personal_data_until_ms <= ?
+             LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(db))
+            .collect()
     }
 
     async fn in_flight(&self) -> Result<Vec<String>, StoreError> {

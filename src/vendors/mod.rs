@@ -8,6 +8,7 @@ pub mod budget;
 pub mod http;
 pub mod json;
 pub mod juhe;
+pub mod megvii;
 
 use async_trait::async_trait;
 
@@ -36,6 +37,8 @@ pub enum Progress {
         user_url: String,
         /// When the page (and the vendor's token) stops working, unix ms.
         expires_at_ms: i64,
+        /// When the flow must be over: then the vendor is asked one last time, and what is not decided expires.
+        decide_by_ms: i64,
         /// The vendor's handle of the flow (Baidu verify_token).
         vendor_ref: String,
         /// What is known so far (plan, token).
@@ -53,6 +56,8 @@ pub enum PollOutcome {
         outcome: Outcome,
         /// The latest failed attempt the user may retry after.
         attempt_failed: Option<Failure>,
+        /// The vendor reports the user's flow under way (the session moves to PROCESSING).
+        processing: bool,
     },
     /// Decided.
     Final {
@@ -68,6 +73,49 @@ pub enum PollOutcome {
         /// What is known.
         outcome: Outcome,
     },
+}
+
+/// How a vendor's result of a flow that waits for the end user is learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultQuery {
+    /// The vendor answers synchronously: nothing to query.
+    None,
+    /// Polled while watched, on demand, and once more at the token's end (Baidu).
+    Poll,
+    /// The vendor calls back; its result query may be made only once, when the flow must be over and no callback
+    /// decided it (Megvii get_result).
+    OnceAtEnd,
+}
+
+/// A callback whose signature checked out and whose data parsed strictly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCallback {
+    /// facegate's session id the vendor echoed (Megvii biz_no).
+    pub session_id: String,
+    /// The vendor's handle of the flow (Megvii biz_id), which must match the session's.
+    pub vendor_ref: String,
+}
+
+/// Why a callback was refused. It changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackRejection {
+    /// A field is missing or not in the documented form.
+    Malformed,
+    /// The signature does not match.
+    InvalidSignature,
+    /// The session is unknown, or the callback names another flow.
+    UnknownSession,
+}
+
+impl CallbackRejection {
+    /// Stable text answered to the sender and counted.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "MALFORMED_CALLBACK",
+            Self::InvalidSignature => "INVALID_SIGNATURE",
+            Self::UnknownSession => "UNKNOWN_SESSION",
+        }
+    }
 }
 
 /// One vendor's flow.
@@ -91,6 +139,29 @@ pub trait VendorAdapter: Send + Sync {
     fn required_inputs(&self, session: &Session) -> Vec<RequiredInput>;
     /// Runs the vendor step for a session whose inputs are complete. Billed calls are made once: no retries here.
     async fn proceed(&self, session: &Session) -> Result<Progress, VendorError>;
+    /// How results of flows that wait for the end user are learned.
+    fn result_query(&self) -> ResultQuery {
+        ResultQuery::None
+    }
+    /// Checks a callback's signature over the data exactly as received and parses the data strictly. Vendors that
+    /// do not call back refuse every callback.
+    fn verify_callback(
+        &self,
+        data: &[u8],
+        sign: &[u8],
+    ) -> Result<VerifiedCallback, CallbackRejection> {
+        let _ = (data, sign);
+        Err(CallbackRejection::UnknownSession)
+    }
+    /// What a verified callback's data says about `session`.
+    fn interpret_callback(
+        &self,
+        session: &Session,
+        data: &[u8],
+    ) -> Result<PollOutcome, CallbackRejection> {
+        let _ = (session, data);
+        Err(CallbackRejection::UnknownSession)
+    }
     /// Asks the vendor how a flow that waits for the end user stands (never billed). With `final_check` the
     /// vendor's token has run out: whatever is not decided now never will be. Vendors that answer synchronously have
     /// no such flow and keep the default, which reports nothing new.
@@ -99,6 +170,7 @@ pub trait VendorAdapter: Send + Sync {
         Ok(PollOutcome::Pending {
             outcome: session.outcome.clone(),
             attempt_failed: None,
+            processing: false,
         })
     }
     /// Where the browser goes after the vendor page when the session names no return URLs (success, failure).
@@ -124,6 +196,8 @@ pub struct Vendors {
     pub juhe: Option<Box<dyn VendorAdapter>>,
     /// Baidu, when configured.
     pub baidu: Option<Box<dyn VendorAdapter>>,
+    /// Megvii, when configured.
+    pub megvii: Option<Box<dyn VendorAdapter>>,
 }
 
 impl Vendors {
@@ -138,7 +212,10 @@ impl Vendors {
                 .baidu
                 .as_deref()
                 .ok_or(Error::VendorNotConfigured(vendor)),
-            Vendor::Megvii => Err(Error::VendorNotImplemented(vendor)),
+            Vendor::Megvii => self
+                .megvii
+                .as_deref()
+                .ok_or(Error::VendorNotConfigured(vendor)),
         }
     }
 }

@@ -267,3 +267,35 @@ pub async fn stream_to_end(
     }
     out
 }
+
+impl Server {
+    /// The Megvii simulator.
+    pub fn megvii(&self) -> std::sync::Arc<facegate::sandbox::megvii::MegviiSimulator> {
+        std::sync::Arc::clone(&self.running().sandbox.as_ref().unwrap().megvii)
+    }
+}
+
+/// A Megvii StartSession against the authority source with the identity inline (idcard_mode 0).
+pub fn megvii_inline(request_id: &str, sequence: u16) -> pb::StartSessionRequest {
+    pb::StartSessionRequest {
+        request_id: request_id.into(),
+        vendor: pb::Vendor::Megvii as i32,
+        vendor_options: Some(pb::start_session_request::VendorOptions::Megvii(
+            pb::MegviiOptions {
+                get_fail_reason: true,
+                ..Default::default()
+            },
+        )),
+        identity: Some(identity(sequence)),
+        ..Default::default()
+    }
+}
+
+/// The `token` query parameter of a user_url.
+pub fn token_of(user_url: &str) -> String {
+    let (_, query) = user_url.split_once('?').unwrap();
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
+}

@@ -2,9 +2,9 @@
 """End-to-end check with a client generated from proto/ by Python's own gRPC toolchain (grpcio-tools).
 
 Starts `facegate serve --sandbox` on free ports with a fresh database, then drives inline and stepwise Juhe flows,
-every documented sandbox scenario, error details (google.rpc.ErrorInfo / RetryInfo), Baidu pass and fail flows
-through the sandbox H5 page (as a browser would: GET the page, POST its form, follow the redirects), server
-reflection through grpcurl, and a kill -9 + restart that must keep every session.
+every documented sandbox scenario, error details (google.rpc.ErrorInfo / RetryInfo), Baidu and Megvii pass and fail
+flows through the sandbox H5 pages (as a browser would: GET the page, POST its form, follow the redirects) with a
+StreamStatus watcher, server reflection through grpcurl, and a kill -9 + restart that must keep every session.
 
 Usage: python_client.py PATH_TO_FACEGATE_BINARY
 """
@@ -248,6 +248,39 @@ sid, states = baidu_flow(f"py-{run}-baidu-ref", "reference", "pass", with_identi
 check("baidu reference plan verified", states and states[-1].state == common.SESSION_STATE_VERIFIED, str(states))
 r = stub.GetResult(svc.GetResultRequest(session_id=sid))
 check("baidu reference billed as match", r.outcome.billing and r.outcome.billing[0].item == "match")
+
+# Megvii: the user completes the sandbox page; the simulator's signed notify reaches facegate and ends the stream.
+def megvii_flow(rid, outcome, want_state, want_code):
+    s = stub.StartSession(svc.StartSessionRequest(
+        request_id=rid, vendor=common.VENDOR_MEGVII, megvii=opts.MegviiOptions(get_fail_reason=True),
+        identity=common.Identity(name="测试用户", id_number=test_id(8))), timeout=30).session
+    check(f"megvii {rid} awaits the user", s.state == common.SESSION_STATE_AWAITING_USER and s.user_url, str(s))
+    states = []
+    stream = stub.StreamStatus(svc.StreamStatusRequest(session_id=s.id), timeout=60)
+    watcher = threading.Thread(target=lambda: states.extend(m.session for m in stream))
+    watcher.start()
+    page = urllib.request.urlopen(s.user_url, timeout=10).read().decode()
+    check(f"megvii {rid} page offers {outcome}", f'id="{outcome}"' in page)
+    page_url, query = s.user_url.split("?", 1)
+    form = dict(urllib.parse.parse_qsl(query))
+    form["outcome"] = outcome
+    urllib.request.urlopen(urllib.request.Request(
+        page_url, data=urllib.parse.urlencode(form).encode(), method="POST"), timeout=10).read()
+    watcher.join(timeout=60)
+    last = states[-1] if states else None
+    check(f"megvii {rid} final state", last is not None and last.state == want_state
+          and last.failure.code == want_code, str(last))
+    sessions[s.id] = last.state if last else None
+    return s.id
+
+
+sid = megvii_flow(f"py-{run}-megvii-pass", "pass", common.SESSION_STATE_VERIFIED, common.FAILURE_CODE_UNSPECIFIED)
+r = stub.GetResult(svc.GetResultRequest(session_id=sid))
+check("megvii result from callback", r.outcome.megvii.from_callback and r.outcome.megvii.status == "OK")
+check("megvii thresholds", len(r.outcome.face_match.thresholds) == 4 and r.outcome.face_match.passed)
+megvii_flow(f"py-{run}-megvii-live", "liveness_failed", common.SESSION_STATE_FAILED,
+            common.FAILURE_CODE_LIVENESS_FAILED)
+megvii_flow(f"py-{run}-megvii-cancel", "cancel", common.SESSION_STATE_FAILED, common.FAILURE_CODE_USER_ABANDONED)
 
 # Reflection through grpcurl (v1alpha) lists and calls the service.
 listed = subprocess.run(["grpcurl", "-plaintext", f"127.0.0.1:{GRPC_PORT}", "list", "facegate.v1.VerificationService"],

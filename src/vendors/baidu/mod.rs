@@ -40,7 +40,7 @@ use crate::domain::{
 };
 use crate::vendors::budget::Budget;
 use crate::vendors::http::{read_bounded, transport_error};
-use crate::vendors::{PollOutcome, Progress, VendorAdapter};
+use crate::vendors::{PollOutcome, Progress, ResultQuery, VendorAdapter};
 
 /// How long a verify_token can be used for a verification (baidu-faceprint-h5-api.txt §1.1).
 pub const VERIFY_TOKEN_LIFE_MS: i64 = 2 * 3600 * 1000;
@@ -390,6 +390,8 @@ impl BaiduAdapter {
                 procedure: String::new(),
             }),
             identity_document: identity,
+            revealable_identity: None,
+            revealable_until_ms: None,
             billing,
             vendor_detail: Some(VendorDetail::Baidu(detail)),
         };
@@ -460,7 +462,7 @@ impl VendorAdapter for BaiduAdapter {
                     ),
                 })?
             }
-            RequestedOptions::Juhe { .. } => {
+            RequestedOptions::Juhe { .. } | RequestedOptions::Megvii(_) => {
                 return Err(Violation {
                     field: "vendor_options".into(),
                     description: "the options must be those of the chosen vendor".into(),
@@ -621,6 +623,7 @@ impl VendorAdapter for BaiduAdapter {
         Ok(Progress::AwaitUser {
             user_url: self.user_url(&verify_token, &session.id),
             expires_at_ms: started.saturating_add(VERIFY_TOKEN_LIFE_MS),
+            decide_by_ms: started.saturating_add(VERIFY_TOKEN_LIFE_MS),
             outcome: Outcome {
                 vendor_detail: Some(VendorDetail::Baidu(BaiduDetail {
                     verify_token: verify_token.clone(),
@@ -705,8 +708,13 @@ impl VendorAdapter for BaiduAdapter {
             attempt_failed => Ok(PollOutcome::Pending {
                 outcome,
                 attempt_failed,
+                processing: false,
             }),
         }
+    }
+
+    fn result_query(&self) -> ResultQuery {
+        ResultQuery::Poll
     }
 
     fn default_return_urls(&self, session: &Session) -> (String, String) {

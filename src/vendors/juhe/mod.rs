@@ -183,6 +183,8 @@ pub fn map_result(
         face_match: None,
         liveness: None,
         identity_document: None,
+        revealable_identity: None,
+        revealable_until_ms: None,
         billing: vec![BillingRecord {
             vendor: Vendor::Juhe,
             item: if encrypted {
@@ -290,7 +292,7 @@ impl VendorAdapter for JuheAdapter {
                         "JUHE_MODE_ENCRYPTED needs juhe.openid in facegate's configuration".into(),
                 })
             }
-            RequestedOptions::Baidu { .. } => {
+            RequestedOptions::Baidu { .. } | RequestedOptions::Megvii(_) => {
                 return Err(Violation {
                     field: "vendor_options".into(),
                     description: "the options must be those of the chosen vendor".into(),
