@@ -92,7 +92,8 @@ async fn headless_chromium_completes_the_baidu_page() {
             Some(
                 json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
                 "goog:chromeOptions": {"binary": binary, "args": ["--headless=new", "--no-sandbox",
-                "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]}}}}),
+                "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]}}}}),
             ),
         )
         .await;
