@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+// A complete facegate sandbox flow from Node.js: @grpc/proto-loader builds the service from proto/ at start-up and
+// @grpc/grpc-js talks to `facegate serve --sandbox`.
+//
+// Usage: node flow.js [GRPC_TARGET]   (default 127.0.0.1:50051)
+//
+// 1. Juhe: one StartSession with the identity and the face inline; the reply is final.
+// 2. Baidu: StartSession -> AWAITING_USER with a user_url; StreamStatus watches while this script plays the end
+//    user on the sandbox H5 page (GET the page, POST its form with "pass"); the stream ends VERIFIED; GetResult.
+'use strict';
+
+const path = require('node:path');
+const crypto = require('node:crypto');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const target = process.argv[2] || '127.0.0.1:50051';
+const definition = protoLoader.loadSync('facegate/v1/verification_service.proto', {
+  includeDirs: [path.join(__dirname, '..', '..', 'proto')],
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+});
+const { VerificationService } = grpc.loadPackageDefinition(definition).facegate.v1;
+const client = new VerificationService(target, grpc.credentials.createInsecure());
+
+// A synthetic sandbox identity (born 1900-01-01, sequence 001, GB 11643 check character) and a tiny JPEG.
+const ID_NUMBER = '110101190001010014';
+const JPEG = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.from([...Array(32).keys()]), Buffer.from([0xff, 0xd9])]);
+
+const call = (method, request) =>
+  new Promise((resolve, reject) => {
+    const deadline = new Date(Date.now() + 30_000);
+    client[method](request, { deadline }, (err, reply) => (err ? reject(err) : resolve(reply)));
+  });
+
+function check(cond, what) {
+  if (!cond) {
+    throw new Error(`check failed: ${what}`);
+  }
+}
+
+async function main() {
+  const run = crypto.randomBytes(4).toString('hex');
+
+  const juhe = (await call('StartSession', {
+    request_id: `node-example-${run}-juhe`,
+    vendor: 'VENDOR_JUHE',
+    identity: { name: '测试用户', id_number: ID_NUMBER },
+    images: [{ data: JPEG, role: 'IMAGE_ROLE_PROBE' }],
+  })).session;
+  console.log(`juhe  ${juhe.id}: ${juhe.state} (${juhe.identity.id_number_masked})`);
+  check(juhe.state === 'SESSION_STATE_VERIFIED', 'the Juhe session is verified');
+
+  const baidu = (await call('StartSession', {
+    request_id: `node-example-${run}-baidu`,
+    vendor: 'VENDOR_BAIDU',
+    baidu: { plan: 'kyc' },
+    identity: { name: '测试用户', id_number: ID_NUMBER },
+  })).session;
+  console.log(`baidu ${baidu.id}: ${baidu.state}, user_url ${baidu.user_url}`);
+  check(baidu.state === 'SESSION_STATE_AWAITING_USER', 'the Baidu session awaits the user');
+
+  const seen = [];
+  const streamed = new Promise((resolve, reject) => {
+    const stream = client.StreamStatus({ session_id: baidu.id }, { deadline: new Date(Date.now() + 60_000) });
+    stream.on('data', (m) => seen.push(m.session.state));
+    stream.on('end', resolve);
+    stream.on('error', reject);
+  });
+
+  // The end user: open the page, press "pass" (the form POSTs to "submit" next to the page).
+  const page = await (await fetch(baidu.user_url)).text();
+  check(page.includes('id="pass"'), 'the page offers pass');
+  const [pageUrl, query] = baidu.user_url.split('?');
+  const form = new URLSearchParams(query);
+  form.set('outcome', 'pass');
+  const submitted = await fetch(`${pageUrl}submit`, { method: 'POST', body: form, redirect: 'follow' });
+  check(submitted.ok, `the page accepted the outcome (${submitted.status})`);
+
+  await streamed;
+  console.log(`baidu stream: ${seen.join(' -> ')}`);
+  check(seen[seen.length - 1] === 'SESSION_STATE_VERIFIED', 'the stream ends VERIFIED');
+
+  const result = await call('GetResult', { session_id: baidu.id });
+  const fm = result.outcome.face_match;
+  console.log(`baidu score ${fm.score.toFixed(1)} >= ${fm.threshold} (FAR ${fm.threshold_false_accept_rate})`);
+  check(fm.passed, 'the face matched');
+  console.log('node example: OK');
+}
+
+main()
+  .then(() => client.close())
+  .catch((err) => {
+    console.error(err);
+    client.close();
+    process.exit(1);
+  });
