@@ -96,7 +96,7 @@ check_case() { # name [values file]
     while IFS= read -r line; do envs+=("${line#\#secret }"); done <"$dir/env"
     if ! env -i PATH="$PATH" "${envs[@]}" "$FACEGATE" check-config --config "$dir/facegate.toml" \
       >"$dir/check-config.log" 2>&1; then
-      if grep -q database_url "$dir/check-config.log"; then
+      if grep -q "unknown field .database_url" "$dir/check-config.log"; then
         # The PostgreSQL store is newer than this binary: check the rest without the database URL.
         envs=()
         while IFS= read -r line; do

@@ -77,12 +77,12 @@ app.kubernetes.io/part-of: facegate
 
 {{/* Shutdown timing, from config.grpc (facegate's defaults: drain 0 s, grace 20 s). */}}
 {{- define "facegate.drainSecs" -}}
-{{- $g := default dict .Values.config.grpc }}
+{{- $g := dig "grpc" dict (default dict .Values.config) }}
 {{- if hasKey $g "drain_delay_secs" }}{{ int64 (index $g "drain_delay_secs") }}{{ else }}0{{ end }}
 {{- end }}
 
 {{- define "facegate.graceSecs" -}}
-{{- $g := default dict .Values.config.grpc }}
+{{- $g := dig "grpc" dict (default dict .Values.config) }}
 {{- if hasKey $g "shutdown_grace_secs" }}{{ int64 (index $g "shutdown_grace_secs") }}{{ else }}20{{ end }}
 {{- end }}
 
