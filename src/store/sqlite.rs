@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{Created, IdempotencyRecord, SessionStore, StoreError};
+use super::{
+    bind_changing, conflict_or_missing, db, decode, encode, idempotency_from_row, ids, Created,
+    IdempotencyRecord, SessionStore, StoreError,
+};
 use crate::domain::Session;
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
@@ -43,23 +46,10 @@ const MIGRATIONS: &[&[&str]] = &[
     ],
 ];
 
-/// Until when a session keeps vendor personal data (the index the wipe sweep reads).
-fn personal_data_until(session: &Session) -> Option<i64> {
-    session
-        .outcome
-        .revealable_identity
-        .as_ref()
-        .and(session.outcome.revealable_until_ms)
-}
-
 /// The embedded store.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-}
-
-fn db(e: sqlx::Error) -> StoreError {
-    StoreError::Database(e.to_string())
 }
 
 impl SqliteStore {
@@ -139,14 +129,6 @@ impl SqliteStore {
         }
         Ok(())
     }
-
-    fn encode(session: &Session) -> Result<String, StoreError> {
-        serde_json::to_string(session).map_err(|e| StoreError::Corrupt(e.to_string()))
-    }
-
-    fn decode(text: &str) -> Result<Session, StoreError> {
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("session record: {e}")))
-    }
 }
 
 #[async_trait]
@@ -156,27 +138,20 @@ impl SessionStore for SqliteStore {
         session: &Session,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Created, StoreError> {
-        let record = Self::encode(session)?;
+        let record = encode(session)?;
         let mut tx = self.pool.begin().await.map_err(db)?;
-        sqlx::query(
-            "INSERT INTO sessions (id, version, state, vendor, is_final, in_flight, expires_at_ms,
-             created_at_ms, updated_at_ms, record, personal_data_until_ms)
+        let insert = sqlx::query(
+            "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms, record,
+             personal_data_until_ms, id, vendor, created_at_ms)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&session.id)
-        .bind(session.version)
-        .bind(session.state.as_str())
-        .bind(session.vendor.as_str())
-        .bind(session.state.is_final())
-        .bind(session.attempt_started_at_ms.is_some())
-        .bind(session.expires_at_ms)
-        .bind(session.created_at_ms)
-        .bind(session.updated_at_ms)
-        .bind(&record)
-        .bind(personal_data_until(session))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        );
+        bind_changing(insert, session, &record)
+            .bind(&session.id)
+            .bind(session.vendor.as_str())
+            .bind(session.created_at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         if let Some(idem) = idempotency {
             let inserted = sqlx::query(
                 "INSERT INTO idempotency (request_id, fingerprint, session_id, created_at_ms)
@@ -213,32 +188,25 @@ impl SessionStore for SqliteStore {
         match row {
             Some(row) => {
                 let text: String = row.try_get(0).map_err(db)?;
-                Self::decode(&text).map(Some)
+                decode(&text).map(Some)
             }
             None => Ok(None),
         }
     }
 
     async fn update(&self, session: &Session, expected_version: i64) -> Result<(), StoreError> {
-        let record = Self::encode(session)?;
-        let affected = sqlx::query(
+        let record = encode(session)?;
+        let update = sqlx::query(
             "UPDATE sessions SET version = ?, state = ?, is_final = ?, in_flight = ?, expires_at_ms = ?,
              updated_at_ms = ?, record = ?, personal_data_until_ms = ? WHERE id = ? AND version = ?",
-        )
-        .bind(session.version)
-        .bind(session.state.as_str())
-        .bind(session.state.is_final())
-        .bind(session.attempt_started_at_ms.is_some())
-        .bind(session.expires_at_ms)
-        .bind(session.updated_at_ms)
-        .bind(&record)
-        .bind(personal_data_until(session))
-        .bind(&session.id)
-        .bind(expected_version)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?
-        .rows_affected();
+        );
+        let affected = bind_changing(update, session, &record)
+            .bind(&session.id)
+            .bind(expected_version)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
         if affected == 1 {
             return Ok(());
         }
@@ -248,11 +216,7 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(db)?
             .is_some();
-        Err(if exists {
-            StoreError::Conflict
-        } else {
-            StoreError::NotFound
-        })
+        Err(conflict_or_missing(exists))
     }
 
     async fn idempotency(&self, request_id: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
@@ -263,14 +227,7 @@ impl SessionStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| {
-            Ok(IdempotencyRecord {
-                request_id: r.try_get(0).map_err(db)?,
-                fingerprint: r.try_get(1).map_err(db)?,
-                session_id: r.try_get(2).map_err(db)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(idempotency_from_row).transpose()
     }
 
     async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
@@ -282,7 +239,7 @@ impl SessionStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter().map(|r| r.try_get(0).map_err(db)).collect()
+        ids(&rows)
     }
 
     async fn personal_data_due(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
@@ -295,9 +252,7 @@ impl SessionStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(db))
-            .collect()
+        ids(&rows)
     }
 
     async fn in_flight(&self) -> Result<Vec<String>, StoreError> {
@@ -305,7 +260,7 @@ impl SessionStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter().map(|r| r.try_get(0).map_err(db)).collect()
+        ids(&rows)
     }
 
     async fn fingerprint_key(&self) -> Result<Vec<u8>, StoreError> {
