@@ -1,6 +1,9 @@
 //! Session persistence. [`SessionStore`] is what the domain sees; [`sqlite::SqliteStore`] is the embedded
-//! implementation, a [`sql::SqlStore`]: the contract implemented once over a SQL dialect.
+//! implementation and [`postgres::PostgresStore`] the one several replicas can share. Both are [`sql::SqlStore`]:
+//! one implementation of the contract over either database, which differ only in their statements, schema
+//! migrations and error handling.
 
+pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
