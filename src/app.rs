@@ -16,8 +16,9 @@ use crate::proto::v1::verification_service_server::VerificationServiceServer;
 use crate::sandbox::{self, Sandbox};
 use crate::status::poller::PollConfig;
 use crate::status::Hub;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::SessionStore;
+use crate::store::{SessionStore, StoreError};
 use crate::vendors::{baidu::BaiduAdapter, juhe::JuheAdapter, megvii::MegviiAdapter, Vendors};
 
 /// The fully qualified gRPC service name.
@@ -92,6 +93,21 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The PostgreSQL store when `store.database_url` is set, else the SQLite file.
+async fn open_store(config: &Config) -> Result<Arc<dyn SessionStore>, StoreError> {
+    if config.store.database_url.is_empty() {
+        tracing::info!(path = %config.store.sqlite_path.display(), "session store: SQLite");
+        Ok(Arc::new(
+            SqliteStore::open(&config.store.sqlite_path).await?,
+        ))
+    } else {
+        tracing::info!("session store: PostgreSQL");
+        Ok(Arc::new(
+            PostgresStore::connect(config.store.database_url.expose()).await?,
+        ))
+    }
+}
+
 /// Starts the service: binds both listeners, opens the store, resumes what a previous run left, and serves until a
 /// shutdown is requested through [`Running::shutdown`] or its handle.
 pub async fn start(config: Config) -> Result<Running, AppError> {
@@ -136,11 +152,9 @@ pub async fn start_with(
         None
     };
 
-    let store: Arc<dyn SessionStore> = Arc::new(
-        SqliteStore::open(&config.store.sqlite_path)
-            .await
-            .map_err(|e| AppError::Startup(format!("cannot open the session store: {e}")))?,
-    );
+    let store = open_store(&config)
+        .await
+        .map_err(|e| AppError::Startup(format!("cannot open the session store: {e}")))?;
     let public_base = config.public_base_url(loopback_of(http_addr));
     let vendors = Arc::new(Vendors {
         juhe: if config.juhe.key.is_empty() {

@@ -137,14 +137,18 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Path of the embedded SQLite database file (created when missing).
+    /// Path of the embedded SQLite database file (created when missing); unused when `database_url` is set.
     pub sqlite_path: PathBuf,
+    /// A PostgreSQL URL (`postgres://user:password@host:5432/db?sslmode=verify-full`) for a store several
+    /// replicas share. Empty means the SQLite file.
+    pub database_url: Secret,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             sqlite_path: PathBuf::from("facegate.db"),
+            database_url: Secret::default(),
         }
     }
 }
@@ -536,6 +540,16 @@ impl Config {
                 problems.push(format!("{name} must be an http(s) URL"));
             }
         }
+        let database_url = self.store.database_url.expose();
+        if !(database_url.is_empty()
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            problems.push(
+                "store.database_url must be a postgres:// or postgresql:// URL (or empty for SQLite)"
+                    .to_owned(),
+            );
+        }
         let public = &self.http.public_base_url;
         if !(public.is_empty() || public.starts_with("http://") || public.starts_with("https://")) {
             problems.push("http.public_base_url must be an http(s) URL".to_owned());
@@ -863,6 +877,37 @@ mod tests {
         assert!(
             Config::load_from(None, env(&[("FACEGATE__GRPC__MAX_MESSAGE_BYTES", "1000")])).is_err()
         );
+    }
+
+    #[test]
+    fn database_url_must_be_postgres_and_is_masked() {
+        let bad = Config::load_from(
+            None,
+            env(&[("FACEGATE__STORE__DATABASE_URL", "mysql://u:pw@db/x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("store.database_url"), "{bad}");
+        assert!(
+            !bad.contains("pw@db"),
+            "the URL itself is not echoed: {bad}"
+        );
+        for url in [
+            "postgres://facegate:pw-123@db:5432/facegate",
+            "postgresql://db/facegate?sslmode=verify-full",
+        ] {
+            let c =
+                Config::load_from(None, env(&[("FACEGATE__STORE__DATABASE_URL", url)])).unwrap();
+            assert_eq!(c.store.database_url.expose(), url);
+            let text = c.to_masked_toml();
+            assert!(
+                !text.contains(url) && text.contains("database_url = \"***\""),
+                "{text}"
+            );
+        }
+        assert!(Config::default()
+            .to_masked_toml()
+            .contains("database_url = \"\""));
     }
 
     #[test]

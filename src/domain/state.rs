@@ -126,12 +126,13 @@ impl Session {
     }
 }
 
-/// Helpers for tests in this crate.
-#[cfg(test)]
+/// Helpers for tests: this crate's and the integration tests' (the store contract builds its sessions here).
+#[doc(hidden)]
 pub mod tests_support {
     use crate::domain::session::*;
     use crate::domain::validation::IdType;
 
+    /// A Juhe session waiting for input, version 1, expiring at 1000 ms, holding a synthetic identity.
     pub fn blank_session(id: &str) -> Session {
         Session {
             id: id.into(),

@@ -1,6 +1,10 @@
 //! Session persistence. [`SessionStore`] is what the domain sees; [`sqlite::SqliteStore`] is the embedded
-//! implementation. A PostgreSQL implementation plugs in behind the same trait.
+//! implementation and [`postgres::PostgresStore`] the one several replicas can share. Both are [`sql::SqlStore`]:
+//! one implementation of the contract over either database, which differ only in their statements, schema
+//! migrations and error handling.
 
+pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;

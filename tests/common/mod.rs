@@ -2,6 +2,8 @@
 //! file) and connects a generated gRPC client.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 
 use facegate::app::{self, Running};
@@ -155,6 +157,20 @@ impl Server {
     pub async fn start_ok(&mut self, req: pb::StartSessionRequest) -> pb::Session {
         self.client
             .start_session(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap()
+    }
+
+    /// GetResult of a session that must exist.
+    pub async fn result(&mut self, session_id: &str) -> pb::Session {
+        self.client
+            .get_result(pb::GetResultRequest {
+                session_id: session_id.into(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner()

@@ -1,0 +1,166 @@
+//! PostgreSQL store: the tables of the SQLite store in PostgreSQL types, shared by every replica that points at the
+//! same database. Schema migrations are numbered rows of `facegate_schema_migrations`, applied under a transaction
+//! advisory lock so that replicas starting together migrate once.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgQueryResult};
+use sqlx::{PgPool, Row};
+
+use super::sql::{pending_migrations, Dialect, SqlStore, Statements};
+use super::StoreError;
+
+/// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
+///
+/// `record` is TEXT, not JSONB: JSONB refuses `\u0000` in strings, and its errors quote the document.
+const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        version BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        vendor TEXT NOT NULL,
+        is_final BOOLEAN NOT NULL,
+        in_flight BOOLEAN NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        record TEXT NOT NULL,
+        personal_data_until_ms BIGINT
+    )",
+    "CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)",
+    "CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight",
+    "CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
+     WHERE personal_data_until_ms IS NOT NULL",
+    "CREATE TABLE idempotency (
+        request_id TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        created_at_ms BIGINT NOT NULL
+    )",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+]];
+
+/// The advisory lock key replicas migrate under ("facegate" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6661_6365_6761_7465;
+
+/// PostgreSQL's statements.
+pub struct PostgresDialect;
+
+impl Dialect for PostgresDialect {
+    type Database = sqlx::Postgres;
+
+    const STATEMENTS: Statements = Statements {
+        insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
+             record, personal_data_until_ms, id, vendor, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        insert_idempotency: "INSERT INTO idempotency (request_id, fingerprint, session_id, created_at_ms)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (request_id) DO NOTHING",
+        select_record: "SELECT record FROM sessions WHERE id = $1",
+        update_session: "UPDATE sessions SET version = $1, state = $2, is_final = $3, in_flight = $4,
+             expires_at_ms = $5, updated_at_ms = $6, record = $7, personal_data_until_ms = $8
+             WHERE id = $9 AND version = $10",
+        session_exists: "SELECT 1 FROM sessions WHERE id = $1",
+        select_idempotency:
+            "SELECT request_id, fingerprint, session_id FROM idempotency WHERE request_id = $1",
+        expired: "SELECT id FROM sessions WHERE NOT is_final AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2",
+        personal_data_due: "SELECT id FROM sessions
+             WHERE personal_data_until_ms IS NOT NULL AND personal_data_until_ms <= $1 LIMIT $2",
+        in_flight: "SELECT id FROM sessions WHERE in_flight",
+        // 32 bytes from the server's strong random source (gen_random_uuid: 122 random bits each). The first
+        // replica to ask writes the key; every other one reads the same.
+        make_fingerprint_key: "INSERT INTO meta (key, value)
+             VALUES ('fingerprint_key', uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()))
+             ON CONFLICT (key) DO NOTHING",
+        select_fingerprint_key: "SELECT value FROM meta WHERE key = 'fingerprint_key'",
+    };
+
+    /// Migrates in one transaction under an advisory lock: replicas starting together wait for each other, and
+    /// the later ones find the schema migrated.
+    async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+        let mut tx = pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS facegate_schema_migrations (
+                version BIGINT PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let current: i64 =
+            sqlx::query("SELECT COALESCE(MAX(version), 0) FROM facegate_schema_migrations")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?
+                .try_get(0)
+                .map_err(db)?;
+        for i in pending_migrations(current, MIGRATIONS.len())? {
+            for step in MIGRATIONS[i] {
+                sqlx::query(*step).execute(&mut *tx).await.map_err(db)?;
+            }
+            sqlx::query("INSERT INTO facegate_schema_migrations (version) VALUES ($1)")
+                .bind(i64::try_from(i + 1).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    /// Errors of SQLSTATE class 22 (data exception) and 23 (integrity constraint violation) can quote the values a
+    /// statement carried, in their message or detail: they keep only their code, constraint and table. sqlx's text
+    /// of other errors is the server's primary message, which names objects, not values.
+    fn error(e: sqlx::Error) -> StoreError {
+        if let Some(pg) = database_error(&e) {
+            let code = pg.code();
+            if code.starts_with("22") || code.starts_with("23") {
+                return StoreError::Database(format!(
+                    "SQLSTATE {code} (constraint {}, table {})",
+                    pg.constraint().unwrap_or("-"),
+                    pg.table().unwrap_or("-")
+                ));
+            }
+        }
+        StoreError::Database(e.to_string())
+    }
+
+    /// The insert's `ON CONFLICT` absorbs the usual race; a unique violation, a serialization failure (under a
+    /// serializable default isolation) or a deadlock is a lost race too.
+    fn lost_race(e: &sqlx::Error) -> bool {
+        database_error(e).is_some_and(|pg| matches!(pg.code(), "23505" | "40001" | "40P01"))
+    }
+}
+
+fn database_error(e: &sqlx::Error) -> Option<&PgDatabaseError> {
+    match e {
+        sqlx::Error::Database(d) => d.try_downcast_ref::<PgDatabaseError>(),
+        _ => None,
+    }
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    PostgresDialect::error(e)
+}
+
+/// The shared store.
+pub type PostgresStore = SqlStore<PostgresDialect>;
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://` or `postgresql://`, libpq parameters such as `sslmode` in the query) and
+    /// migrates the schema.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Database(format!("invalid database URL: {e}")))?
+            .application_name("facegate");
+        Self::connect_with(options).await
+    }
+}

@@ -1,0 +1,334 @@
+//! The session store over a SQL database, written once for SQLite and PostgreSQL.
+//!
+//! Both keep the same tables: `sessions` holds each session as the JSON text of `record` plus the columns the
+//! queries read, `idempotency` maps request ids to the session they created, and `meta` holds the fingerprint key.
+//! A [`Dialect`] gives the statements in its database's SQL, its schema migrations and what differs in error
+//! handling.
+
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use sqlx::pool::PoolOptions;
+use sqlx::query::Query;
+use sqlx::{
+    ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
+};
+
+use super::{Created, IdempotencyRecord, SessionStore, StoreError};
+use crate::domain::Session;
+
+/// The statements of a store in one database's SQL, each with its parameters in the order they are bound.
+pub struct Statements {
+    /// Writes a session: `version, state, is_final, in_flight, expires_at_ms, updated_at_ms, record,
+    /// personal_data_until_ms, id, vendor, created_at_ms`.
+    pub insert_session: &'static str,
+    /// Writes an idempotency record unless its request id is taken (no row then): `request_id, fingerprint,
+    /// session_id, created_at_ms`.
+    pub insert_idempotency: &'static str,
+    /// The `record` of a session: `id`.
+    pub select_record: &'static str,
+    /// Rewrites a session if it is at the expected version: the first eight parameters of `insert_session`, then
+    /// `id, expected_version`.
+    pub update_session: &'static str,
+    /// A row when the session exists: `id`.
+    pub session_exists: &'static str,
+    /// `request_id, fingerprint, session_id` of a request id: `request_id`.
+    pub select_idempotency: &'static str,
+    /// Ids of sessions not final whose expiry is at or before a time, earliest first: `now_ms, limit`.
+    pub expired: &'static str,
+    /// Ids of sessions holding personal data due at or before a time: `now_ms, limit`.
+    pub personal_data_due: &'static str,
+    /// Ids of sessions with a vendor call under way.
+    pub in_flight: &'static str,
+    /// Writes 32 random bytes as the fingerprint key unless there is one.
+    pub make_fingerprint_key: &'static str,
+    /// The fingerprint key.
+    pub select_fingerprint_key: &'static str,
+}
+
+/// What a database brings to [`SqlStore`].
+pub trait Dialect: Send + Sync + 'static {
+    /// The sqlx database.
+    type Database: Database;
+    /// Its statements.
+    const STATEMENTS: Statements;
+    /// Brings the schema of a new or older database up to this build's; safe when several processes start at once.
+    fn migrate(
+        pool: &Pool<Self::Database>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    /// How many rows a statement changed.
+    fn rows_affected(result: &<Self::Database as Database>::QueryResult) -> u64;
+    /// A failure as a [`StoreError`]; its message must carry no personal data. sqlx's text of an error is the
+    /// server's message, without the values a statement bound.
+    fn error(e: sqlx::Error) -> StoreError {
+        StoreError::Database(e.to_string())
+    }
+    /// Whether a create lost the race for its request id with an error that a new try resolves.
+    fn lost_race(_e: &sqlx::Error) -> bool {
+        false
+    }
+}
+
+/// How often a create is tried when it lost the race for its request id and could not read the winner.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// A session store over a pool of one SQL database.
+pub struct SqlStore<D: Dialect> {
+    pub(super) pool: Pool<D::Database>,
+    dialect: PhantomData<D>,
+}
+
+impl<D: Dialect> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            dialect: PhantomData,
+        }
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// A store over a pool of up to eight connections made with `options`, its schema migrated.
+    pub(super) async fn connect_with(
+        options: <<D::Database as Database>::Connection as Connection>::Options,
+    ) -> Result<Self, StoreError> {
+        let pool = PoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(D::error)?;
+        D::migrate(&pool).await?;
+        Ok(Self {
+            pool,
+            dialect: PhantomData,
+        })
+    }
+}
+
+/// The migrations a schema at version `current` still needs, as indexes into a list of `known` migrations (entry
+/// `i` takes the schema from version `i` to `i + 1`); an error when the schema is newer than this build.
+pub(super) fn pending_migrations(current: i64, known: usize) -> Result<Range<usize>, StoreError> {
+    let current = usize::try_from(current).unwrap_or(0);
+    if current > known {
+        return Err(StoreError::Database(format!(
+            "database schema version {current} is newer than this build knows ({known})"
+        )));
+    }
+    Ok(current..known)
+}
+
+/// Until when a session keeps vendor personal data (the index the wipe sweep reads).
+fn personal_data_until(session: &Session) -> Option<i64> {
+    session
+        .outcome
+        .revealable_identity
+        .as_ref()
+        .and(session.outcome.revealable_until_ms)
+}
+
+fn encode(session: &Session) -> Result<String, StoreError> {
+    serde_json::to_string(session).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode(text: &str) -> Result<Session, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("session record: {e}")))
+}
+
+/// Binds the columns an update rewrites (the first eight parameters of both `insert_session` and
+/// `update_session`).
+fn bind_changing<'q, DB>(
+    query: Query<'q, DB, <DB as Database>::Arguments>,
+    session: &Session,
+    record: &str,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+{
+    query
+        .bind(session.version)
+        .bind(session.state.as_str())
+        .bind(session.state.is_final())
+        .bind(session.attempt_started_at_ms.is_some())
+        .bind(session.expires_at_ms)
+        .bind(session.updated_at_ms)
+        .bind(record)
+        .bind(personal_data_until(session))
+}
+
+#[async_trait]
+impl<D: Dialect> SessionStore for SqlStore<D>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+    for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
+    usize: ColumnIndex<<D::Database as Database>::Row>,
+{
+    async fn create(
+        &self,
+        session: &Session,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<Created, StoreError> {
+        let sql = &D::STATEMENTS;
+        let record = encode(session)?;
+        for _ in 0..CREATE_ATTEMPTS {
+            let mut tx = self.pool.begin().await.map_err(D::error)?;
+            bind_changing(sqlx::query(sql.insert_session), session, &record)
+                .bind(session.id.as_str())
+                .bind(session.vendor.as_str())
+                .bind(session.created_at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::error)?;
+            if let Some(idem) = idempotency {
+                // A concurrent create of the same request id holds this insert until it ends; when it committed,
+                // the insert writes nothing and its record is read below.
+                let inserted = sqlx::query(sql.insert_idempotency)
+                    .bind(idem.request_id.as_str())
+                    .bind(idem.fingerprint.as_str())
+                    .bind(idem.session_id.as_str())
+                    .bind(session.created_at_ms)
+                    .execute(&mut *tx)
+                    .await;
+                let taken = match inserted {
+                    Ok(result) => D::rows_affected(&result) == 0,
+                    Err(e) if D::lost_race(&e) => true,
+                    Err(e) => return Err(D::error(e)),
+                };
+                if taken {
+                    tx.rollback().await.map_err(D::error)?;
+                    match self.idempotency(&idem.request_id).await? {
+                        Some(existing) => return Ok(Created::Existing(existing)),
+                        None => continue,
+                    }
+                }
+            }
+            match tx.commit().await {
+                Ok(()) => return Ok(Created::New),
+                Err(e) if idempotency.is_some() && D::lost_race(&e) => continue,
+                Err(e) => return Err(D::error(e)),
+            }
+        }
+        Err(StoreError::Database(
+            "idempotency record vanished during insert".into(),
+        ))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(D::STATEMENTS.select_record)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(D::error)?;
+        match row {
+            Some(row) => {
+                let text: String = row.try_get(0).map_err(D::error)?;
+                decode(&text).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn update(&self, session: &Session, expected_version: i64) -> Result<(), StoreError> {
+        let record = encode(session)?;
+        let result = bind_changing(sqlx::query(D::STATEMENTS.update_session), session, &record)
+            .bind(session.id.as_str())
+            .bind(expected_version)
+            .execute(&self.pool)
+            .await
+            .map_err(D::error)?;
+        if D::rows_affected(&result) == 1 {
+            return Ok(());
+        }
+        let exists = sqlx::query(D::STATEMENTS.session_exists)
+            .bind(session.id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(D::error)?
+            .is_some();
+        Err(if exists {
+            StoreError::Conflict
+        } else {
+            StoreError::NotFound
+        })
+    }
+
+    async fn idempotency(&self, request_id: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(D::STATEMENTS.select_idempotency)
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(D::error)?;
+        row.map(|r| {
+            Ok(IdempotencyRecord {
+                request_id: r.try_get(0).map_err(D::error)?,
+                fingerprint: r.try_get(1).map_err(D::error)?,
+                session_id: r.try_get(2).map_err(D::error)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.ids(
+            sqlx::query(D::STATEMENTS.expired)
+                .bind(now_ms)
+                .bind(i64::from(limit)),
+        )
+        .await
+    }
+
+    async fn personal_data_due(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.ids(
+            sqlx::query(D::STATEMENTS.personal_data_due)
+                .bind(now_ms)
+                .bind(i64::from(limit)),
+        )
+        .await
+    }
+
+    async fn in_flight(&self) -> Result<Vec<String>, StoreError> {
+        self.ids(sqlx::query(D::STATEMENTS.in_flight)).await
+    }
+
+    async fn fingerprint_key(&self) -> Result<Vec<u8>, StoreError> {
+        sqlx::query(D::STATEMENTS.make_fingerprint_key)
+            .execute(&self.pool)
+            .await
+            .map_err(D::error)?;
+        sqlx::query(D::STATEMENTS.select_fingerprint_key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(D::error)?
+            .try_get::<Vec<u8>, _>(0)
+            .map_err(D::error)
+    }
+}
+
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
+    usize: ColumnIndex<<D::Database as Database>::Row>,
+{
+    /// The first column of every row of `query`, as text.
+    async fn ids(
+        &self,
+        query: Query<'_, D::Database, <D::Database as Database>::Arguments>,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = query.fetch_all(&self.pool).await.map_err(D::error)?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(D::error))
+            .collect()
+    }
+}
