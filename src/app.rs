@@ -198,6 +198,8 @@ pub async fn start_with(
             max_interval: Duration::from_millis(config.status.poll_max_interval_ms),
             jitter: config.status.poll_jitter,
         },
+        watch_refresh: (!config.store.database_url.is_empty())
+            .then(|| Duration::from_millis(config.session.watch_refresh_ms.max(100))),
         final_check_grace_ms: i64::try_from(
             config.status.final_check_grace_secs.saturating_mul(1000),
         )
@@ -216,7 +218,7 @@ pub async fn start_with(
     );
     service.enable_polling();
     let recovered = service
-        .recover()
+        .recover(config.store.database_url.is_empty())
         .await
         .map_err(|e| AppError::Startup(format!("cannot recover sessions: {e}")))?;
     if recovered > 0 {

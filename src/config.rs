@@ -163,6 +163,9 @@ pub struct SessionConfig {
     pub default_target_false_accept_rate: f64,
     /// How often the expiry sweeper runs, in seconds.
     pub sweep_interval_secs: u64,
+    /// With a shared database (several replicas), how often a StatusStream re-reads its session for changes made
+    /// by another replica, in ms.
+    pub watch_refresh_ms: u64,
 }
 
 impl Default for SessionConfig {
@@ -171,6 +174,7 @@ impl Default for SessionConfig {
             ttl_secs: 24 * 3600,
             default_target_false_accept_rate: 1e-3,
             sweep_interval_secs: 30,
+            watch_refresh_ms: 2000,
         }
     }
 }

@@ -7,7 +7,9 @@ mod common;
 use std::sync::Arc;
 
 use common::pg::PgCluster;
-use common::{juhe_inline, sandbox_config, state, Server};
+use common::{
+    identity, juhe_empty, juhe_inline, probe, sandbox_config, state, stream_to_end, Server,
+};
 use facegate::config::Secret;
 use facegate::domain::state::tests_support::blank_session;
 use facegate::domain::{IdentityDocument, State};
@@ -342,4 +344,50 @@ async fn server_on_postgres_keeps_a_juhe_session_across_a_restart() {
         "no new vendor call"
     );
     again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl); .ci/run installs it"]
+async fn a_stream_on_one_replica_hears_a_decision_made_on_another() {
+    let cluster = PgCluster::start();
+    let replica = |_: u8| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = sandbox_config(&dir.path().join("facegate.db"));
+        config.store.database_url = Secret::new(cluster.url("postgres"));
+        config.session.watch_refresh_ms = 100;
+        (dir, config)
+    };
+    let (dir_a, config_a) = replica(1);
+    let (dir_b, config_b) = replica(2);
+    let mut a = Server::start_with(dir_a, config_a).await;
+    let b = Server::start_with(dir_b, config_b).await;
+    let s = a.start_ok(juhe_empty("two-replicas")).await;
+    let mut on_b = b.client.clone();
+    let id = s.id.clone();
+    let watcher = tokio::spawn(async move { stream_to_end(&mut on_b, &id).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    a.client
+        .submit_identity(pb::SubmitIdentityRequest {
+            session_id: s.id.clone(),
+            identity: Some(identity(1)),
+        })
+        .await
+        .unwrap();
+    a.client
+        .upload_reference(pb::UploadReferenceRequest {
+            session_id: s.id.clone(),
+            image: Some(probe()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), watcher)
+        .await
+        .expect("the stream on the other replica ended")
+        .unwrap();
+    assert_eq!(
+        state(seen.first().unwrap()),
+        pb::SessionState::RequiresInput
+    );
+    assert_eq!(state(seen.last().unwrap()), pb::SessionState::Verified);
 }

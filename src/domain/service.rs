@@ -43,6 +43,9 @@ pub struct ServiceConfig {
     pub poll: PollConfig,
     /// After a vendor token's expiry, how long the last answer is waited for before EXPIRED, in ms.
     pub final_check_grace_ms: i64,
+    /// With a store shared by several processes, how often a watcher re-reads the session for changes made
+    /// elsewhere; `None` when this process is the only writer.
+    pub watch_refresh: Option<Duration>,
 }
 
 /// Vendor options as requested, before the adapter resolves them.
@@ -998,13 +1001,23 @@ impl SessionService {
         .await
     }
 
-    /// After a restart: vendor calls that were under way when the process stopped have unknown outcomes. They are
-    /// released (never repeated automatically) and recorded as possibly billed.
-    pub async fn recover(&self) -> Result<usize, Error> {
+    /// Vendor calls whose process stopped have unknown outcomes: they are released (never repeated automatically)
+    /// and recorded as possibly billed. With `all` (at start-up over a store no other process uses) every claimed
+    /// call is taken; otherwise only claims older than any call can run, so another replica's live call is never
+    /// disturbed.
+    pub async fn recover(&self, all: bool) -> Result<usize, Error> {
         let ids = self.store.in_flight().await.map_err(store_err)?;
+        let stale_before = now_ms().saturating_sub(self.cfg.attempt_stale_ms);
         let mut n = 0;
         for id in ids {
             let session = self.load(&id).await?;
+            if !all
+                && session
+                    .attempt_started_at_ms
+                    .is_none_or(|t| t > stale_before)
+            {
+                continue;
+            }
             let err = VendorError {
                 kind: super::error::VendorErrorKind::Timeout,
                 vendor: session.vendor,
@@ -1070,6 +1083,14 @@ impl SessionService {
                         },
                         Err(broadcast::error::RecvError::Closed) => None,
                     },
+                    // Changes another replica made reach this stream through the store.
+                    _ = refresh_after(this.cfg.watch_refresh) => match this.load(&id).await {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            break;
+                        }
+                    },
                 };
                 let Some(session) = next else {
                     // The channel went away (the session became final): send the stored final state if newer.
@@ -1094,6 +1115,14 @@ impl SessionService {
             this.hub.release(&id);
         });
         Ok(out)
+    }
+}
+
+/// Sleeps for `every`, or forever when there is nothing to refresh.
+async fn refresh_after(every: Option<Duration>) {
+    match every {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -1239,6 +1268,7 @@ mod tests {
                 jitter: 0.0,
             },
             final_check_grace_ms: 60_000,
+            watch_refresh: None,
         };
         let svc = SessionService::new(Arc::clone(&store), vendors, Arc::new(Hub::new()), cfg, rx)
             .await
@@ -1317,7 +1347,12 @@ mod tests {
         store.update(&stuck, s.version).await.unwrap();
         assert_eq!(store.in_flight().await.unwrap(), vec![s.id.clone()]);
 
-        assert_eq!(svc.recover().await.unwrap(), 1);
+        assert_eq!(
+            svc.recover(false).await.unwrap(),
+            0,
+            "a fresh claim may be another replica's live call"
+        );
+        assert_eq!(svc.recover(true).await.unwrap(), 1);
         let after = svc.get(&s.id).await.unwrap();
         assert_eq!(after.state, State::RequiresInput);
         assert!(after.attempt_started_at_ms.is_none());

@@ -24,6 +24,11 @@ pub async fn run(
                     Ok(n) => tracing::info!(expired = n, "expired sessions"),
                     Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
                 }
+                match service.recover(false).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(sessions = n, "vendor calls lost with their process; marked outcome unknown"),
+                    Err(e) => tracing::warn!(error = %e, "recovery sweep failed"),
+                }
                 match service.wipe_due().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(sessions = n, "vendor personal data wiped after retention"),
