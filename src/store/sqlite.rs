@@ -41,6 +41,7 @@ const MIGRATIONS: &[&[&str]] = &[
         "CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
      WHERE personal_data_until_ms IS NOT NULL",
     ],
+    &["CREATE INDEX sessions_by_state ON sessions (state)"],
 ];
 
 /// Until when a session keeps vendor personal data (the index the wipe sweep reads).
@@ -306,6 +307,20 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(db)?;
         rows.iter().map(|r| r.try_get(0).map_err(db)).collect()
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM sessions GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get(0).map_err(db)?;
+                let n: i64 = r.try_get(1).map_err(db)?;
+                Ok((state, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
     }
 
     async fn fingerprint_key(&self) -> Result<Vec<u8>, StoreError> {
