@@ -122,7 +122,7 @@ pub async fn send(
             .await
             .map_err(|e| transport_error(vendor, &e))?;
         let status = response.status();
-        tracing::Span::current().record("http.response.status_code", status.as_u16());
+        tracing::Span::current().record("http.response.status_code", i64::from(status.as_u16()));
         let body = read_bounded(vendor, response, max).await?;
         Ok::<_, VendorError>(Reply { status, body })
     }
