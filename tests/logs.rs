@@ -67,13 +67,7 @@ async fn every_line_of_an_rpc_carries_its_request_id_and_trace_id() {
     srv.client.start_session(baidu).await.unwrap();
     let baidu_end = logs.text().len();
     // Neither: both are made up.
-    let missing = srv
-        .client
-        .get_result(pb::GetResultRequest {
-            session_id: "ses_00000000000000000000000000000000".into(),
-            ..Default::default()
-        })
-        .await;
+    let missing = srv.client.get_result(missing_session()).await;
     assert!(missing.is_err());
     let all = logs.text();
     let end = all.len();

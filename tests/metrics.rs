@@ -321,20 +321,11 @@ async fn counts_equal_the_calls_made() {
         })
         .await
         .unwrap();
-    let missing = srv
-        .client
-        .get_result(pb::GetResultRequest {
-            session_id: "ses_00000000000000000000000000000000".into(),
-            ..Default::default()
-        })
-        .await;
+    let missing = srv.client.get_result(missing_session()).await;
     assert_eq!(missing.unwrap_err().code(), tonic::Code::NotFound);
     // Megvii: get_token, a signed callback, and a forged one.
     let m = srv.start_ok(megvii_inline("m-megvii", 1)).await;
-    srv.megvii()
-        .complete(&token_of(&m.user_url), PageOutcome::Pass)
-        .await
-        .unwrap();
+    srv.megvii_page(&m.user_url, PageOutcome::Pass).await;
     let forged = reqwest::Client::new()
         .post(format!(
             "http://{}/v1/callbacks/megvii/notify",

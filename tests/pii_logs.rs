@@ -115,13 +115,8 @@ async fn flows_and_errors_log_no_personal_data_or_secrets() {
             ids.push(id.id_number.clone());
         }
         let m = srv.start_ok(req).await;
-        srv.megvii()
-            .complete(
-                &token_of(&m.user_url),
-                facegate::sandbox::megvii::PageOutcome::Pass,
-            )
-            .await
-            .unwrap();
+        srv.megvii_page(&m.user_url, facegate::sandbox::megvii::PageOutcome::Pass)
+            .await;
         let _ = srv
             .client
             .get_result(pb::GetResultRequest {

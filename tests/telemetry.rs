@@ -167,32 +167,19 @@ async fn spans_continue_the_callers_trace_and_carry_no_personal_data() {
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
     fast_polling(&mut config);
     // A Megvii flow left unfinished ends within seconds through its one get_result (api_secret in the query).
-    config.megvii.max_flow_secs = 1;
-    config.megvii.result_wait_secs = 0;
-    config.session.sweep_interval_secs = 1;
-    config.status.final_check_grace_secs = 1;
+    quick_megvii_flows(&mut config, 0);
     let mut srv = Server::start_with(dir, config).await;
     // Juhe: the identity and the face inline, decided within the call.
     let juhe = Caller::new(1);
     let s = srv
-        .client
-        .start_session(juhe.request("req-juhe", juhe_inline("otel-juhe", 1)))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+        .start_ok(juhe.request("req-juhe", juhe_inline("otel-juhe", 1)))
+        .await;
     assert_eq!(state(&s), pb::SessionState::Verified);
     // Baidu: access_token, verify_token and the identity within StartSession; then the page and the decision.
     let baidu = Caller::new(2);
     let b = srv
-        .client
-        .start_session(baidu.request("req-baidu", baidu_inline("otel-baidu", "", 1)))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+        .start_ok(baidu.request("req-baidu", baidu_inline("otel-baidu", "", 1)))
+        .await;
     let browser = Browser::new();
     let relay = browser.choose(&b.user_url, "pass").await;
     browser.follow(&relay).await;
@@ -215,20 +202,10 @@ async fn spans_continue_the_callers_trace_and_carry_no_personal_data() {
     // Megvii: get_token with the identity, then a signed callback.
     let megvii = Caller::new(4);
     let m = srv
-        .client
-        .start_session(megvii.request("req-megvii", megvii_inline("otel-megvii", 1)))
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
-    srv.megvii()
-        .complete(
-            &token_of(&m.user_url),
-            facegate::sandbox::megvii::PageOutcome::Pass,
-        )
-        .await
-        .unwrap();
+        .start_ok(megvii.request("req-megvii", megvii_inline("otel-megvii", 1)))
+        .await;
+    srv.megvii_page(&m.user_url, facegate::sandbox::megvii::PageOutcome::Pass)
+        .await;
     let unused = srv.start_ok(megvii_inline("otel-megvii-unused", 2)).await;
     let end = stream_to_end(&mut client, &unused.id).await;
     assert_eq!(state(end.last().unwrap()), pb::SessionState::Expired);
@@ -236,13 +213,7 @@ async fn spans_continue_the_callers_trace_and_carry_no_personal_data() {
     let missing = Caller::new(5);
     let err = srv
         .client
-        .get_result(missing.request(
-            "req-missing",
-            pb::GetResultRequest {
-                session_id: "ses_00000000000000000000000000000000".into(),
-                ..Default::default()
-            },
-        ))
+        .get_result(missing.request("req-missing", missing_session()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);

@@ -135,6 +135,23 @@ pub fn state(s: &pb::Session) -> pb::SessionState {
     pb::SessionState::try_from(s.state).unwrap()
 }
 
+/// Megvii flows that must be over a second after get_token, asked about with their one get_result
+/// `result_wait_secs` later, and expiry checked every second.
+pub fn quick_megvii_flows(c: &mut Config, result_wait_secs: u64) {
+    c.megvii.max_flow_secs = 1;
+    c.megvii.result_wait_secs = result_wait_secs;
+    c.session.sweep_interval_secs = 1;
+    c.status.final_check_grace_secs = 1;
+}
+
+/// A GetResult for a session that does not exist.
+pub fn missing_session() -> pb::GetResultRequest {
+    pb::GetResultRequest {
+        session_id: "ses_00000000000000000000000000000000".into(),
+        ..Default::default()
+    }
+}
+
 /// Polling fast enough for tests (the defaults poll every second at first).
 pub fn fast_polling(c: &mut Config) {
     c.status.poll_min_interval_ms = 40;
@@ -151,8 +168,11 @@ impl Server {
         Self::start_with(dir, config).await
     }
 
-    /// Starts a session that must succeed.
-    pub async fn start_ok(&mut self, req: pb::StartSessionRequest) -> pb::Session {
+    /// Starts a session that must succeed (a bare request, or one with metadata).
+    pub async fn start_ok(
+        &mut self,
+        req: impl tonic::IntoRequest<pb::StartSessionRequest>,
+    ) -> pb::Session {
         self.client
             .start_session(req)
             .await
@@ -272,6 +292,18 @@ impl Server {
     /// The Megvii simulator.
     pub fn megvii(&self) -> std::sync::Arc<facegate::sandbox::megvii::MegviiSimulator> {
         std::sync::Arc::clone(&self.running().sandbox.as_ref().unwrap().megvii)
+    }
+
+    /// Completes a Megvii session's page (by its user_url) with an outcome; the simulator calls back.
+    pub async fn megvii_page(
+        &self,
+        user_url: &str,
+        outcome: facegate::sandbox::megvii::PageOutcome,
+    ) {
+        self.megvii()
+            .complete(&token_of(user_url), outcome)
+            .await
+            .unwrap();
     }
 }
 
