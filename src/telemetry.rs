@@ -340,6 +340,86 @@ mod tests {
         }
     }
 
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Logs one event inside two nested spans shaped like an RPC and a vendor call.
+    fn log_in_spans() {
+        let rpc = tracing::info_span!(
+            "rpc",
+            otel.name = "facegate.v1.VerificationService/StartSession",
+            otel.kind = "server",
+            rpc.method = "StartSession",
+            request_id = "req-1",
+            trace_id = tracing::field::Empty,
+        );
+        rpc.record("trace_id", "0af7651916cd43dd8448eb211c80319c");
+        let _rpc = rpc.enter();
+        let _call = tracing::info_span!(
+            "vendor_call",
+            otel.kind = "client",
+            facegate.vendor = "juhe"
+        )
+        .entered();
+        tracing::info!(http_status = 200u64, elapsed_ms = 3, "vendor reply");
+    }
+
+    #[test]
+    fn text_lines_show_span_fields_without_otel_directives() {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(TextFields)
+            .with_ansi(false)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log_in_spans);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("rpc{rpc.method=\"StartSession\" request_id=\"req-1\" trace_id=\"0af7651916cd43dd8448eb211c80319c\"}:vendor_call{facegate.vendor=\"juhe\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vendor reply http_status=200 elapsed_ms=3"),
+            "{text}"
+        );
+        assert!(!text.contains("otel."), "{text}");
+    }
+
+    #[test]
+    fn json_lines_carry_the_fields_of_every_span() {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatJson)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log_in_spans);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line["message"], "vendor reply");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["request_id"], "req-1");
+        assert_eq!(line["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(line["rpc.method"], "StartSession");
+        assert_eq!(line["facegate.vendor"], "juhe");
+        assert_eq!(line["http_status"], 200);
+        assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(!text.contains("otel."), "{text}");
+        assert_eq!(text.lines().count(), 1);
+    }
+
     #[test]
     fn the_endpoint_comes_from_the_standard_variables() {
         assert_eq!(endpoint_from(env(&[])), None, "off without an endpoint");
