@@ -177,88 +177,79 @@ impl Metrics {
     /// The text exposition (format 0.0.4). `sessions` are the session counts by state, read by the caller.
     pub fn render(&self, sessions: &[(&'static str, u64)]) -> String {
         let mut out = String::new();
-        counter(
-            &mut out,
-            "facegate_rpc_requests_total",
-            "RPCs of facegate.v1.VerificationService handled, by method and gRPC status code.",
-            &["method", "code"],
-            &self.rpc_requests.snapshot(),
-        );
-        histogram(
-            &mut out,
-            "facegate_rpc_duration_seconds",
-            "Time from an RPC's request to its final status (a status stream's whole life), by method and code.",
-            &["method", "code"],
-            &self.rpc_duration.snapshot(),
-        );
-        counter(
-            &mut out,
-            "facegate_vendor_requests_total",
-            "HTTP calls to vendors, by vendor, endpoint and outcome (ok, http_4xx, http_5xx, http_other, timeout, \
-             unreachable, error).",
-            &["vendor", "endpoint", "outcome"],
-            &self.vendor_requests.snapshot(),
-        );
-        histogram(
-            &mut out,
-            "facegate_vendor_request_duration_seconds",
-            "Duration of vendor HTTP calls including reading the reply, by vendor and endpoint.",
-            &["vendor", "endpoint"],
-            &self.vendor_duration.snapshot(),
-        );
-        counter(
-            &mut out,
-            "facegate_vendor_billed_total",
-            "Billed vendor calls recorded in session outcomes, by vendor.",
-            &["vendor"],
-            &self.vendor_billed.snapshot(),
-        );
-        family_header(
-            &mut out,
-            "facegate_sessions",
-            "Sessions in the store by state, counted at scrape time.",
-            "gauge",
-        );
-        for (state, n) in sessions {
-            sample(&mut out, "facegate_sessions", &["state"], &[state], "", n);
-        }
-        family_header(
-            &mut out,
-            "facegate_status_streams_open",
-            "StreamStatus streams open now.",
-            "gauge",
-        );
-        let open = self.streams_open.load(Ordering::Relaxed).max(0);
-        sample(
-            &mut out,
-            "facegate_status_streams_open",
-            &[],
-            &[],
-            "",
-            &open,
-        );
-        counter(
-            &mut out,
-            "facegate_status_polls_total",
-            "Result queries to vendors for sessions waiting for the end user (pollers, on-demand refreshes, last \
-             checks), by vendor.",
-            &["vendor"],
-            &self.status_polls.snapshot(),
-        );
-        counter(
-            &mut out,
-            "facegate_callbacks_total",
-            "Vendor callbacks received, by vendor and result (verified or rejected).",
-            &["vendor", "result"],
-            &self.callbacks.snapshot(),
-        );
+        counter(&mut out, &RPC_REQUESTS, &self.rpc_requests.snapshot());
+        histogram(&mut out, &RPC_DURATION, &self.rpc_duration.snapshot());
+        counter(&mut out, &VENDOR_REQUESTS, &self.vendor_requests.snapshot());
+        histogram(&mut out, &VENDOR_DURATION, &self.vendor_duration.snapshot());
+        counter(&mut out, &VENDOR_BILLED, &self.vendor_billed.snapshot());
+        let sessions: Vec<([&str; 1], u64)> = sessions.iter().map(|(s, n)| ([*s], *n)).collect();
+        gauge(&mut out, &SESSIONS, &sessions);
+        let open = u64::try_from(self.streams_open.load(Ordering::Relaxed)).unwrap_or(0);
+        gauge(&mut out, &STREAMS_OPEN, &[([], open)]);
+        counter(&mut out, &STATUS_POLLS, &self.status_polls.snapshot());
+        counter(&mut out, &CALLBACKS, &self.callbacks.snapshot());
         out
     }
 }
 
-fn family_header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {}", help.replace('\\', "\\\\"));
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// A metric family: name, help text and label names.
+struct Family<const N: usize> {
+    name: &'static str,
+    help: &'static str,
+    keys: [&'static str; N],
+}
+
+const RPC_REQUESTS: Family<2> = Family {
+    name: "facegate_rpc_requests_total",
+    help: "RPCs of facegate.v1.VerificationService handled, by method and gRPC status code.",
+    keys: ["method", "code"],
+};
+const RPC_DURATION: Family<2> = Family {
+    name: "facegate_rpc_duration_seconds",
+    help: "Time from an RPC's request to its final status (a status stream's whole life), by method and code.",
+    keys: ["method", "code"],
+};
+const VENDOR_REQUESTS: Family<3> = Family {
+    name: "facegate_vendor_requests_total",
+    help: "HTTP calls to vendors, by vendor, endpoint and outcome (ok, http_4xx, http_5xx, http_other, timeout, \
+           unreachable, error).",
+    keys: ["vendor", "endpoint", "outcome"],
+};
+const VENDOR_DURATION: Family<2> = Family {
+    name: "facegate_vendor_request_duration_seconds",
+    help: "Duration of vendor HTTP calls including reading the reply, by vendor and endpoint.",
+    keys: ["vendor", "endpoint"],
+};
+const VENDOR_BILLED: Family<1> = Family {
+    name: "facegate_vendor_billed_total",
+    help: "Billed vendor calls recorded in session outcomes, by vendor.",
+    keys: ["vendor"],
+};
+const SESSIONS: Family<1> = Family {
+    name: "facegate_sessions",
+    help: "Sessions in the store by state, counted at scrape time.",
+    keys: ["state"],
+};
+const STREAMS_OPEN: Family<0> = Family {
+    name: "facegate_status_streams_open",
+    help: "StreamStatus streams open now.",
+    keys: [],
+};
+const STATUS_POLLS: Family<1> = Family {
+    name: "facegate_status_polls_total",
+    help: "Result queries to vendors for sessions waiting for the end user (pollers, on-demand refreshes, last \
+           checks), by vendor.",
+    keys: ["vendor"],
+};
+const CALLBACKS: Family<2> = Family {
+    name: "facegate_callbacks_total",
+    help: "Vendor callbacks received, by vendor and result (verified or rejected).",
+    keys: ["vendor", "result"],
+};
+
+fn family_header<const N: usize>(out: &mut String, f: &Family<N>, kind: &str) {
+    let _ = writeln!(out, "# HELP {} {}", f.name, f.help.replace('\\', "\\\\"));
+    let _ = writeln!(out, "# TYPE {} {kind}", f.name);
 }
 
 fn escape(value: &str) -> String {
@@ -292,27 +283,25 @@ fn sample(
     let _ = writeln!(out, " {value}");
 }
 
-fn counter<const N: usize>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    keys: &[&str; N],
-    series: &[([&'static str; N], u64)],
-) {
-    family_header(out, name, help, "counter");
+fn counter<const N: usize>(out: &mut String, f: &Family<N>, series: &[([&str; N], u64)]) {
+    family_header(out, f, "counter");
+    simple_samples(out, f, series);
+}
+
+fn gauge<const N: usize>(out: &mut String, f: &Family<N>, series: &[([&str; N], u64)]) {
+    family_header(out, f, "gauge");
+    simple_samples(out, f, series);
+}
+
+fn simple_samples<const N: usize>(out: &mut String, f: &Family<N>, series: &[([&str; N], u64)]) {
     for (labels, n) in series {
-        sample(out, name, keys, labels, "", n);
+        sample(out, f.name, &f.keys, labels, "", n);
     }
 }
 
-fn histogram<const N: usize>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    keys: &[&str; N],
-    series: &[([&'static str; N], Histogram)],
-) {
-    family_header(out, name, help, "histogram");
+fn histogram<const N: usize>(out: &mut String, f: &Family<N>, series: &[([&str; N], Histogram)]) {
+    family_header(out, f, "histogram");
+    let name = f.name;
     let bucket = format!("{name}_bucket");
     for (labels, h) in series {
         let mut cumulative = 0;
@@ -321,15 +310,15 @@ fn histogram<const N: usize>(
             sample(
                 out,
                 &bucket,
-                keys,
+                &f.keys,
                 labels,
                 &format!("le=\"{le}\""),
                 &cumulative,
             );
         }
-        sample(out, &bucket, keys, labels, "le=\"+Inf\"", &h.count);
-        sample(out, &format!("{name}_sum"), keys, labels, "", &h.sum);
-        sample(out, &format!("{name}_count"), keys, labels, "", &h.count);
+        sample(out, &bucket, &f.keys, labels, "le=\"+Inf\"", &h.count);
+        sample(out, &format!("{name}_sum"), &f.keys, labels, "", &h.sum);
+        sample(out, &format!("{name}_count"), &f.keys, labels, "", &h.count);
     }
 }
 

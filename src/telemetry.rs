@@ -340,17 +340,19 @@ mod tests {
         }
     }
 
-    #[derive(Clone, Default)]
-    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+    /// What `log_in_spans` writes through a subscriber built on a log file.
+    fn logged<S>(subscriber: impl FnOnce(std::fs::File) -> S) -> String
+    where
+        S: Subscriber + Send + Sync + 'static,
+    {
+        use std::io::{Read, Seek};
+        let mut file = tempfile::tempfile().unwrap();
+        let subscriber = subscriber(file.try_clone().unwrap());
+        tracing::subscriber::with_default(subscriber, log_in_spans);
+        let mut text = String::new();
+        file.rewind().unwrap();
+        file.read_to_string(&mut text).unwrap();
+        text
     }
 
     /// Logs one event inside two nested spans shaped like an RPC and a vendor call.
@@ -376,15 +378,13 @@ mod tests {
 
     #[test]
     fn text_lines_show_span_fields_without_otel_directives() {
-        let buffer = Buffer::default();
-        let out = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(TextFields)
-            .with_ansi(false)
-            .with_writer(move || out.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, log_in_spans);
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let text = logged(|file| {
+            tracing_subscriber::fmt()
+                .fmt_fields(TextFields)
+                .with_ansi(false)
+                .with_writer(file)
+                .finish()
+        });
         assert!(
             text.contains("rpc{rpc.method=\"StartSession\" request_id=\"req-1\" trace_id=\"0af7651916cd43dd8448eb211c80319c\"}:vendor_call{facegate.vendor=\"juhe\"}"),
             "{text}"
@@ -398,15 +398,13 @@ mod tests {
 
     #[test]
     fn json_lines_carry_the_fields_of_every_span() {
-        let buffer = Buffer::default();
-        let out = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(JsonFields::new())
-            .event_format(FlatJson)
-            .with_writer(move || out.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, log_in_spans);
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let text = logged(|file| {
+            tracing_subscriber::fmt()
+                .fmt_fields(JsonFields::new())
+                .event_format(FlatJson)
+                .with_writer(file)
+                .finish()
+        });
         let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(line["message"], "vendor reply");
         assert_eq!(line["level"], "INFO");

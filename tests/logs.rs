@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use facegate::config::LogFormat;
-use facegate::proto::v1 as pb;
 use facegate::telemetry::{self, TelemetryConfig};
 use serde_json::Value;
 
