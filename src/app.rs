@@ -11,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{Config, Secret};
 use crate::domain::service::{ServiceConfig, SessionService};
+use crate::grpc::observe::Observed;
 use crate::grpc::VerificationApi;
 use crate::proto::v1::verification_service_server::VerificationServiceServer;
 use crate::sandbox::{self, Sandbox};
@@ -254,9 +255,12 @@ pub async fn start_with(
         Duration::from_secs(config.grpc.request_timeout_secs),
     );
     let max = config.grpc.max_message_bytes;
-    let grpc_service = VerificationServiceServer::new(api)
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    // Spans, request ids, trace context and RPC metrics wrap the service; handlers know nothing of them.
+    let grpc_service = Observed::new(
+        VerificationServiceServer::new(api)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    );
 
     let mut requested = shutdown_rx.clone();
     let reporter = health_reporter.clone();

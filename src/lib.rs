@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod proto;
 pub mod sandbox;
 pub mod status;

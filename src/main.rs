@@ -69,7 +69,6 @@ fn main() -> ExitCode {
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    facegate::telemetry::init(config.log.format, &config.log.filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -81,16 +80,26 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        // Inside the runtime: the span exporter runs on it.
+        let telemetry = facegate::telemetry::init(&facegate::telemetry::TelemetryConfig::from_env(
+            config.log.format,
+            &config.log.filter,
+        ));
+        let result = match cli.command {
             Command::Serve { sandbox } => serve(config, sandbox).await,
             Command::Sandbox { listen } => simulators(listen).await,
             Command::CheckConfig => Ok(()),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "facegate stopped with an error");
         }
+        // The servers are down: export the spans still buffered.
+        telemetry.shutdown().await;
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "facegate stopped with an error");
             eprintln!("facegate: {e}");
             ExitCode::FAILURE
         }

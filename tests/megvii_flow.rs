@@ -407,10 +407,7 @@ async fn a_callback_that_never_comes_ends_through_exactly_one_get_result() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
     fast_polling(&mut config);
-    config.megvii.max_flow_secs = 1;
-    config.megvii.result_wait_secs = 1;
-    config.session.sweep_interval_secs = 1;
-    config.status.final_check_grace_secs = 1;
+    quick_megvii_flows(&mut config, 1);
     let mut srv = Server::start_with(dir, config).await;
     let s = srv.start_ok(megvii_inline("mg-never", 6)).await;
     let mut client = srv.client.clone();
@@ -437,10 +434,7 @@ async fn a_callback_that_never_comes_ends_through_exactly_one_get_result() {
 async fn a_flow_never_finished_expires_after_its_one_get_result() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.megvii.max_flow_secs = 1;
-    config.megvii.result_wait_secs = 0;
-    config.session.sweep_interval_secs = 1;
-    config.status.final_check_grace_secs = 1;
+    quick_megvii_flows(&mut config, 0);
     let mut srv = Server::start_with(dir, config).await;
     let s = srv.start_ok(megvii_inline("mg-unused", 7)).await;
     let mut client = srv.client.clone();

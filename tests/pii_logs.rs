@@ -3,32 +3,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::*;
 use facegate::proto::v1 as pb;
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn flows_and_errors_log_no_personal_data_or_secrets() {
@@ -139,13 +115,8 @@ async fn flows_and_errors_log_no_personal_data_or_secrets() {
             ids.push(id.id_number.clone());
         }
         let m = srv.start_ok(req).await;
-        srv.megvii()
-            .complete(
-                &token_of(&m.user_url),
-                facegate::sandbox::megvii::PageOutcome::Pass,
-            )
-            .await
-            .unwrap();
+        srv.megvii_page(&m.user_url, facegate::sandbox::megvii::PageOutcome::Pass)
+            .await;
         let _ = srv
             .client
             .get_result(pb::GetResultRequest {
@@ -157,7 +128,7 @@ async fn flows_and_errors_log_no_personal_data_or_secrets() {
     }
     srv.stop().await;
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("vendor call") && text.contains("session started"),
         "logging was captured"

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use sha1::{Digest, Sha1};
 use tokio::sync::{broadcast, mpsc, watch};
+use tracing::Instrument;
 
 use super::error::{Error, VendorError};
 use super::far::{describe, threshold_for};
@@ -218,6 +219,7 @@ impl SessionService {
             session.updated_at_ms = now_ms().max(original.updated_at_ms);
             match self.store.update(&session, original.version).await {
                 Ok(()) => {
+                    count_new_billing(&original, &session);
                     if publish {
                         self.hub.publish(&session);
                     }
@@ -420,7 +422,8 @@ impl SessionService {
     /// Makes a claimed vendor call in a task of its own and waits for its stored outcome.
     async fn spawn_attempt(self: &Arc<Self>, claimed: Session) -> Result<Session, Error> {
         let this = Arc::clone(self);
-        let task = tokio::spawn(async move { this.run_attempt(claimed).await });
+        // The call belongs to the RPC that claimed it (its span and log fields), though it outlives a timed-out caller.
+        let task = tokio::spawn(async move { this.run_attempt(claimed).await }.in_current_span());
         match task.await {
             Ok(result) => result,
             Err(e) => Err(Error::Internal(format!("vendor call task failed: {e}"))),
@@ -566,6 +569,7 @@ impl SessionService {
                 }
             }
         };
+        crate::metrics::global().status_poll(session.vendor.as_str());
         let polled = adapter.poll(&session, final_check).await;
         let result = match polled {
             Ok(outcome) => self.apply_vendor_outcome(&session, outcome).await,
@@ -681,6 +685,7 @@ impl SessionService {
             Err(_) => &self.callbacks.rejected,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::global().callback(vendor.as_str(), result.is_ok());
         if let Err(r) = &result {
             tracing::warn!(
                 vendor = vendor.as_str(),
@@ -722,6 +727,23 @@ impl SessionService {
         self.load(&session.id)
             .await
             .map_err(|_| CallbackRejection::UnknownSession)
+    }
+
+    /// Sessions in the store by state (every state, zero included), read at metrics scrape time.
+    pub async fn sessions_by_state(&self) -> Result<Vec<(&'static str, u64)>, Error> {
+        let counted = self.store.count_by_state().await.map_err(store_err)?;
+        Ok(State::ALL
+            .iter()
+            .map(|state| {
+                let name = state.as_str();
+                let n = counted
+                    .iter()
+                    .filter(|(stored, _)| stored == name)
+                    .map(|(_, n)| n)
+                    .sum();
+                (name, n)
+            })
+            .collect())
     }
 
     /// Callbacks accepted and rejected so far.
@@ -1052,7 +1074,9 @@ impl SessionService {
         let this = Arc::clone(self);
         let id = id.to_owned();
         let mut shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
+        tokio::spawn(
+            async move {
+            let _open = crate::metrics::global().stream_opened();
             let mut last = snapshot.version;
             let done = snapshot.state.is_final();
             if tx.send(Ok(snapshot)).await.is_err() || done {
@@ -1113,7 +1137,9 @@ impl SessionService {
             this.pollers.unwatch(&id);
             drop(rx);
             this.hub.release(&id);
-        });
+        }
+            .in_current_span(),
+        );
         Ok(out)
     }
 }
@@ -1123,6 +1149,16 @@ async fn refresh_after(every: Option<Duration>) {
     match every {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending::<()>().await,
+    }
+}
+
+/// Counts the billed vendor calls a stored change added to a session's outcome (`facegate_vendor_billed_total`). Each
+/// record is counted by the one write that added it, whichever path (call, poll, callback) brought it.
+fn count_new_billing(before: &Session, after: &Session) {
+    let billed = |s: &Session| s.outcome.billing.iter().filter(|b| b.billed).count();
+    let added = billed(after).saturating_sub(billed(before));
+    if added > 0 {
+        crate::metrics::global().billed(after.vendor.as_str(), added as u64);
     }
 }
 

@@ -52,6 +52,17 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in flow order.
+    pub const ALL: [State; 7] = [
+        State::RequiresInput,
+        State::AwaitingUser,
+        State::Processing,
+        State::Verified,
+        State::Failed,
+        State::Expired,
+        State::Canceled,
+    ];
+
     /// Whether the state never changes again.
     pub fn is_final(self) -> bool {
         self.rank() == 3

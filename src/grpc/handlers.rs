@@ -52,9 +52,7 @@ impl VerificationApi {
                 vec![],
             )),
         };
-        if let Err(st) = &result {
-            tracing::info!(rpc = method, code = ?st.code(), "rpc failed");
-        }
+        // The outcome of every call is logged, traced and counted around the service (`super::observe`).
         result.map(Response::new)
     }
 }

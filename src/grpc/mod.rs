@@ -3,5 +3,6 @@
 pub mod convert;
 pub mod error;
 pub mod handlers;
+pub mod observe;
 
 pub use handlers::VerificationApi;

@@ -70,6 +70,8 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn personal_data_due(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
     /// Ids of sessions with a vendor call marked as under way (for recovery after a restart).
     async fn in_flight(&self) -> Result<Vec<String>, StoreError>;
+    /// Number of sessions in each state (the state's stored name), for the `facegate_sessions` gauge.
+    async fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// A random key made once per store, used to fingerprint idempotent requests without storing their content.
     async fn fingerprint_key(&self) -> Result<Vec<u8>, StoreError>;
 }

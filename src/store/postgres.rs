@@ -13,8 +13,9 @@ use super::StoreError;
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
 ///
 /// `record` is TEXT, not JSONB: JSONB refuses `\u0000` in strings, and its errors quote the document.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE sessions (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
         version BIGINT NOT NULL,
         state TEXT NOT NULL,
@@ -27,18 +28,20 @@ const MIGRATIONS: &[&[&str]] = &[&[
         record TEXT NOT NULL,
         personal_data_until_ms BIGINT
     )",
-    "CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)",
-    "CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight",
-    "CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
+        "CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)",
+        "CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight",
+        "CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
      WHERE personal_data_until_ms IS NOT NULL",
-    "CREATE TABLE idempotency (
+        "CREATE TABLE idempotency (
         request_id TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL,
         session_id TEXT NOT NULL REFERENCES sessions (id),
         created_at_ms BIGINT NOT NULL
     )",
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL)",
-]];
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+    ],
+    &["CREATE INDEX sessions_by_state ON sessions (state)"],
+];
 
 /// The advisory lock key replicas migrate under ("facegate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6661_6365_6761_7465;
@@ -66,6 +69,7 @@ impl Dialect for PostgresDialect {
         personal_data_due: "SELECT id FROM sessions
              WHERE personal_data_until_ms IS NOT NULL AND personal_data_until_ms <= $1 LIMIT $2",
         in_flight: "SELECT id FROM sessions WHERE in_flight",
+        count_by_state: "SELECT state, COUNT(*) FROM sessions GROUP BY state",
         // 32 bytes from the server's strong random source (gen_random_uuid: 122 random bits each). The first
         // replica to ask writes the key; every other one reads the same.
         make_fingerprint_key: "INSERT INTO meta (key, value)

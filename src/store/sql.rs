@@ -41,6 +41,8 @@ pub struct Statements {
     pub personal_data_due: &'static str,
     /// Ids of sessions with a vendor call under way.
     pub in_flight: &'static str,
+    /// Sessions counted by state: rows `state, count`.
+    pub count_by_state: &'static str,
     /// Writes 32 random bytes as the fingerprint key unless there is one.
     pub make_fingerprint_key: &'static str,
     /// The fingerprint key.
@@ -171,6 +173,7 @@ where
     for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
     for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
     for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> i64: Decode<'r, D::Database>,
     usize: ColumnIndex<<D::Database as Database>::Row>,
 {
     async fn create(
@@ -298,6 +301,20 @@ where
 
     async fn in_flight(&self) -> Result<Vec<String>, StoreError> {
         self.ids(sqlx::query(D::STATEMENTS.in_flight)).await
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(D::STATEMENTS.count_by_state)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::error)?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get(0).map_err(D::error)?;
+                let n: i64 = r.try_get(1).map_err(D::error)?;
+                Ok((state, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
     }
 
     async fn fingerprint_key(&self) -> Result<Vec<u8>, StoreError> {

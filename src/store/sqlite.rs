@@ -40,6 +40,7 @@ const MIGRATIONS: &[&[&str]] = &[
         "CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
      WHERE personal_data_until_ms IS NOT NULL",
     ],
+    &["CREATE INDEX sessions_by_state ON sessions (state)"],
 ];
 
 /// SQLite's statements (booleans are 0 and 1).
@@ -64,6 +65,7 @@ impl Dialect for SqliteDialect {
         personal_data_due: "SELECT id FROM sessions
              WHERE personal_data_until_ms IS NOT NULL AND personal_data_until_ms <= ? LIMIT ?",
         in_flight: "SELECT id FROM sessions WHERE in_flight = 1",
+        count_by_state: "SELECT state, COUNT(*) FROM sessions GROUP BY state",
         make_fingerprint_key: "INSERT INTO meta (key, value) VALUES ('fingerprint_key', randomblob(32))
              ON CONFLICT (key) DO NOTHING",
         select_fingerprint_key: "SELECT value FROM meta WHERE key = 'fingerprint_key'",

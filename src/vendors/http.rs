@@ -1,7 +1,13 @@
-//! Shared HTTP plumbing for adapters: one client per vendor with timeouts, bounded body reads, and classification
-//! of transport failures by whether the request may have reached the vendor.
+//! Shared HTTP plumbing for adapters: one client per vendor with timeouts, bounded body reads, classification of
+//! transport failures by whether the request may have reached the vendor, and [`send`], the one place a vendor call
+//! is made, traced (a CLIENT span) and counted (the `facegate_vendor_*` metrics).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::Status as SpanStatus;
+use tracing::field::Empty;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::domain::{Vendor, VendorError, VendorErrorKind};
 
@@ -73,4 +79,74 @@ fn too_large(vendor: Vendor, max: usize) -> VendorError {
         possibly_billed: true,
         retry_after: None,
     }
+}
+
+/// A vendor's HTTP reply: status and body.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: reqwest::StatusCode,
+    /// Body, at most the `max` given to [`send`].
+    pub body: Vec<u8>,
+}
+
+/// Makes one vendor call and reads its reply (at most `max` bytes). The call gets a CLIENT span named after the
+/// method and `endpoint` (a fixed label such as `verifyface/verify` or `get_token`) with the HTTP method, vendor,
+/// endpoint, server address and response status, and is counted in `facegate_vendor_requests_total` and
+/// `facegate_vendor_request_duration_seconds`. Neither ever sees the URL's path or query (which can carry an
+/// access_token or api_secret), the body, or any header.
+pub async fn send(
+    vendor: Vendor,
+    endpoint: &'static str,
+    request: reqwest::RequestBuilder,
+    max: usize,
+) -> Result<Reply, VendorError> {
+    let (client, request) = request.build_split();
+    let request = request.map_err(|e| transport_error(vendor, &e))?;
+    let method = request.method().clone();
+    let span = tracing::info_span!(
+        "vendor_call",
+        otel.name = %format_args!("{method} {endpoint}"),
+        otel.kind = "client",
+        http.request.method = %method,
+        facegate.vendor = vendor.as_str(),
+        facegate.vendor.endpoint = endpoint,
+        server.address = request.url().host_str().unwrap_or(""),
+        http.response.status_code = Empty,
+        error.type = Empty,
+    );
+    let started = Instant::now();
+    let result = async {
+        let response = client
+            .execute(request)
+            .await
+            .map_err(|e| transport_error(vendor, &e))?;
+        let status = response.status();
+        tracing::Span::current().record("http.response.status_code", i64::from(status.as_u16()));
+        let body = read_bounded(vendor, response, max).await?;
+        Ok::<_, VendorError>(Reply { status, body })
+    }
+    .instrument(span.clone())
+    .await;
+    let outcome = match &result {
+        Ok(reply) if reply.status.is_success() => "ok",
+        Ok(reply) if reply.status.is_client_error() => "http_4xx",
+        Ok(reply) if reply.status.is_server_error() => "http_5xx",
+        Ok(_) => "http_other",
+        Err(e) => match e.kind {
+            VendorErrorKind::Timeout => "timeout",
+            VendorErrorKind::Unreachable => "unreachable",
+            _ => "error",
+        },
+    };
+    if outcome != "ok" {
+        let error_type = match &result {
+            Ok(reply) => reply.status.as_str().to_owned(),
+            Err(_) => outcome.to_owned(),
+        };
+        span.record("error.type", error_type.as_str());
+        span.set_status(SpanStatus::error(error_type));
+    }
+    crate::metrics::global().vendor_request(vendor.as_str(), endpoint, outcome, started.elapsed());
+    result
 }

@@ -137,6 +137,23 @@ pub fn state(s: &pb::Session) -> pb::SessionState {
     pb::SessionState::try_from(s.state).unwrap()
 }
 
+/// Megvii flows that must be over a second after get_token, asked about with their one get_result
+/// `result_wait_secs` later, and expiry checked every second.
+pub fn quick_megvii_flows(c: &mut Config, result_wait_secs: u64) {
+    c.megvii.max_flow_secs = 1;
+    c.megvii.result_wait_secs = result_wait_secs;
+    c.session.sweep_interval_secs = 1;
+    c.status.final_check_grace_secs = 1;
+}
+
+/// A GetResult for a session that does not exist.
+pub fn missing_session() -> pb::GetResultRequest {
+    pb::GetResultRequest {
+        session_id: "ses_00000000000000000000000000000000".into(),
+        ..Default::default()
+    }
+}
+
 /// Polling fast enough for tests (the defaults poll every second at first).
 pub fn fast_polling(c: &mut Config) {
     c.status.poll_min_interval_ms = 40;
@@ -153,8 +170,11 @@ impl Server {
         Self::start_with(dir, config).await
     }
 
-    /// Starts a session that must succeed.
-    pub async fn start_ok(&mut self, req: pb::StartSessionRequest) -> pb::Session {
+    /// Starts a session that must succeed (a bare request, or one with metadata).
+    pub async fn start_ok(
+        &mut self,
+        req: impl tonic::IntoRequest<pb::StartSessionRequest>,
+    ) -> pb::Session {
         self.client
             .start_session(req)
             .await
@@ -289,6 +309,18 @@ impl Server {
     pub fn megvii(&self) -> std::sync::Arc<facegate::sandbox::megvii::MegviiSimulator> {
         std::sync::Arc::clone(&self.running().sandbox.as_ref().unwrap().megvii)
     }
+
+    /// Completes a Megvii session's page (by its user_url) with an outcome; the simulator calls back.
+    pub async fn megvii_page(
+        &self,
+        user_url: &str,
+        outcome: facegate::sandbox::megvii::PageOutcome,
+    ) {
+        self.megvii()
+            .complete(&token_of(user_url), outcome)
+            .await
+            .unwrap();
+    }
 }
 
 /// A Megvii StartSession against the authority source with the identity inline (idcard_mode 0).
@@ -314,4 +346,32 @@ pub fn token_of(user_url: &str) -> String {
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
         .unwrap()
+}
+
+/// A log writer that keeps what is written, for tests that read the logs.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }

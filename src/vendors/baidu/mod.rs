@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use self::token::TokenCache;
-use self::wire::{BaiduError, Reply};
+use self::wire::{BaiduError, Reply as ApiReply};
 use crate::config::{BaiduConfig, BaiduPlanConfig};
 use crate::domain::error::sanitize_vendor_text;
 use crate::domain::far::threshold_for;
@@ -39,7 +39,7 @@ use crate::domain::{
     VendorError, VendorErrorKind, VendorOptions,
 };
 use crate::vendors::budget::Budget;
-use crate::vendors::http::{read_bounded, transport_error};
+use crate::vendors::http::{send, Reply};
 use crate::vendors::{PollOutcome, Progress, ResultQuery, VendorAdapter};
 
 /// How long a verify_token can be used for a verification (baidu-faceprint-h5-api.txt §1.1).
@@ -188,17 +188,13 @@ impl BaiduAdapter {
         loop {
             let token = self.tokens.get().await?;
             tracing::info!(vendor = "baidu", endpoint = path, session_id, "vendor call");
-            let response = self
+            let request = self
                 .http
                 .post(format!("{}/{path}", self.api))
                 .query(&[("access_token", token.expose())])
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes.clone())
-                .send()
-                .await
-                .map_err(|e| unbilled(transport_error(Vendor::Baidu, &e)))?;
-            let status = response.status();
-            let body = read_bounded(Vendor::Baidu, response, self.max_response)
+                .body(bytes.clone());
+            let Reply { status, body } = send(Vendor::Baidu, path, request, self.max_response)
                 .await
                 .map_err(unbilled)?;
             let reply = match wire::parse_reply::<T>(&body) {
@@ -221,8 +217,8 @@ impl BaiduAdapter {
                 }
             };
             match reply {
-                Reply::Ok { result, log_id } => return Ok(Answer::Ok(result, log_id)),
-                Reply::Err(e) if e.is_access_token_error() && !refreshed => {
+                ApiReply::Ok { result, log_id } => return Ok(Answer::Ok(result, log_id)),
+                ApiReply::Err(e) if e.is_access_token_error() && !refreshed => {
                     tracing::info!(
                         vendor = "baidu",
                         code = e.code,
@@ -231,7 +227,7 @@ impl BaiduAdapter {
                     self.tokens.invalidate(&token).await;
                     refreshed = true;
                 }
-                Reply::Err(e) => return Ok(Answer::Err(e)),
+                ApiReply::Err(e) => return Ok(Answer::Err(e)),
             }
         }
     }
@@ -763,18 +759,18 @@ impl VendorAdapter for BaiduAdapter {
                     "result/simple named an image host outside baidu.media_hosts",
                 ));
             }
-            let response = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| unbilled(transport_error(Vendor::Baidu, &e)))?;
-            if !response.status().is_success() {
+            let reply = send(
+                Vendor::Baidu,
+                "face_image",
+                self.http.get(&url),
+                MAX_FACE_IMAGE_BYTES,
+            )
+            .await
+            .map_err(unbilled)?;
+            if !reply.status.is_success() {
                 return Err(protocol("the captured face image could not be read"));
             }
-            let data = read_bounded(Vendor::Baidu, response, MAX_FACE_IMAGE_BYTES)
-                .await
-                .map_err(unbilled)?;
+            let data = reply.body;
             if crate::domain::validation::validate_image("face_image", &data, MAX_FACE_IMAGE_BYTES)
                 .is_err()
             {

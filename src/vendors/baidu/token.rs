@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use crate::config::Secret;
 use crate::domain::error::sanitize_vendor_text;
 use crate::domain::{Vendor, VendorError, VendorErrorKind};
-use crate::vendors::http::{read_bounded, transport_error};
+use crate::vendors::http::send;
 
 /// Source of the current time in unix ms (injectable for tests and the sandbox clock).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -111,7 +111,7 @@ impl TokenCache {
 
     async fn fetch(&self) -> Result<Token, VendorError> {
         let requested_at = (self.clock)();
-        let response = self
+        let request = self
             .http
             .post(&self.url)
             .query(&[
@@ -119,22 +119,15 @@ impl TokenCache {
                 ("client_id", self.api_key.expose()),
                 ("client_secret", self.secret_key.expose()),
             ])
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                let mut err = transport_error(Vendor::Baidu, &e);
-                // A token request is never billed: whatever happened, it is safe to ask again later.
-                err.possibly_billed = false;
-                err
-            })?;
-        let status = response.status().as_u16();
-        let body = read_bounded(Vendor::Baidu, response, MAX_REPLY_BYTES)
+            .header(reqwest::header::ACCEPT, "application/json");
+        let reply = send(Vendor::Baidu, "oauth/2.0/token", request, MAX_REPLY_BYTES)
             .await
             .map_err(|mut e| {
+                // A token request is never billed: whatever happened, it is safe to ask again later.
                 e.possibly_billed = false;
                 e
             })?;
+        let (status, body) = (reply.status.as_u16(), reply.body);
         tracing::info!(
             vendor = "baidu",
             endpoint = "oauth/2.0/token",

@@ -371,7 +371,7 @@ impl VendorAdapter for JuheAdapter {
         };
         let started = now_ms();
         tracing::info!(vendor = "juhe", endpoint = path, session_id = %session.id, "vendor call");
-        let response = self
+        let request = self
             .http
             .post(format!("{}{}", self.base_url, path))
             .header(
@@ -379,13 +379,10 @@ impl VendorAdapter for JuheAdapter {
                 "application/x-www-form-urlencoded",
             )
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| super::http::transport_error(Vendor::Juhe, &e))?;
-        let status = response.status();
-        let body =
-            super::http::read_bounded(Vendor::Juhe, response, self.max_response_bytes).await?;
+            .body(body);
+        let endpoint = path.trim_start_matches('/');
+        let super::http::Reply { status, body } =
+            super::http::send(Vendor::Juhe, endpoint, request, self.max_response_bytes).await?;
         tracing::info!(vendor = "juhe", endpoint = path, http_status = status.as_u16(),
             elapsed_ms = now_ms() - started, session_id = %session.id, "vendor reply");
         if status.as_u16() == 429 {

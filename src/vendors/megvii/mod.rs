@@ -31,7 +31,7 @@ use crate::domain::{
     MegviiSettings, Outcome, RequiredInput, ScoreThreshold, Session, Vendor, VendorDetail,
     VendorError, VendorErrorKind, VendorOptions,
 };
-use crate::vendors::http::{read_bounded, transport_error};
+use crate::vendors::http::send;
 use crate::vendors::{
     CallbackRejection, PollOutcome, Progress, ResultQuery, VendorAdapter, VerifiedCallback,
 };
@@ -513,15 +513,11 @@ impl VendorAdapter for MegviiAdapter {
         };
         let started = now_ms();
         tracing::info!(vendor = "megvii", endpoint = "get_token", session_id = %session.id, "vendor call");
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unbilled(transport_error(Vendor::Megvii, &e)))?;
-        let status = response.status().as_u16();
-        let body = read_bounded(Vendor::Megvii, response, self.max_response)
+        let reply = send(Vendor::Megvii, "get_token", request, self.max_response)
             .await
             .map_err(unbilled)?;
-        let reply = wire::parse_get_token(status, &body).map_err(|e| protocol(&e))?;
+        let reply =
+            wire::parse_get_token(reply.status.as_u16(), &reply.body).map_err(|e| protocol(&e))?;
         let token = match reply {
             Reply::Ok(t) => t,
             Reply::Err { http_status, error } => return Err(self.error_of(http_status, &error)),
@@ -599,7 +595,7 @@ impl VendorAdapter for MegviiAdapter {
             return Err(protocol("the session has no biz_id"));
         };
         tracing::info!(vendor = "megvii", endpoint = "get_result", session_id = %session.id, "vendor call");
-        let response = self
+        let request = self
             .http
             .get(format!("{}/faceid/lite/get_result", self.base))
             .query(&[
@@ -607,15 +603,13 @@ impl VendorAdapter for MegviiAdapter {
                 ("api_secret", self.api_secret.expose()),
                 ("biz_id", biz_id.as_str()),
                 ("return_image", "0"),
-            ])
-            .send()
-            .await
-            .map_err(|e| unbilled(transport_error(Vendor::Megvii, &e)))?;
-        let status = response.status().as_u16();
-        let body = read_bounded(Vendor::Megvii, response, self.max_response)
+            ]);
+        let reply = send(Vendor::Megvii, "get_result", request, self.max_response)
             .await
             .map_err(unbilled)?;
-        let reply = match wire::parse_get_result(status, &body).map_err(|e| protocol(&e))? {
+        let reply = match wire::parse_get_result(reply.status.as_u16(), &reply.body)
+            .map_err(|e| protocol(&e))?
+        {
             Reply::Ok(r) => r,
             Reply::Err { http_status, error } => return Err(self.error_of(http_status, &error)),
         };

@@ -1,0 +1,334 @@
+//! Per-RPC observability around the gRPC service, so handlers stay free of it: a SERVER span named
+//! `facegate.v1.VerificationService/<Method>` with the RPC semantic-convention attributes, continuing the caller's W3C
+//! `traceparent`; `request_id` and `trace_id` fields that every log line inside the call inherits; and the RPC
+//! metrics. The span, the metrics and a closing log line are finished when the response's final gRPC status is
+//! known: from the headers of a trailers-only reply (an error), else from the trailers at the end of the body (a
+//! unary reply, or the end of a status stream), else CANCELLED when the client went away first.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body::{Frame, SizeHint};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{Status as SpanStatus, TraceContextExt};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::Code;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::app::SERVICE_NAME;
+
+/// The service's methods: the only values the `method` label and span names take.
+pub const METHODS: [&str; 6] = [
+    "StartSession",
+    "SubmitIdentity",
+    "UploadReference",
+    "GetResult",
+    "StreamStatus",
+    "CancelSession",
+];
+
+/// Metadata key of the caller's request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Wraps a gRPC service (see the module docs).
+#[derive(Clone)]
+pub struct Observed<S> {
+    inner: S,
+}
+
+impl<S> Observed<S> {
+    /// Observes `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S: NamedService> NamedService for Observed<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Observed<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = method_of(request.uri().path());
+        let span = rpc_span(method, request.headers());
+        let call = Call {
+            span: span.clone(),
+            method,
+            started: Instant::now(),
+        };
+        // The clone that was polled ready serves this request; a fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let response = inner.call(request).instrument(span);
+        Box::pin(async move {
+            let response = response.await?;
+            let (parts, body) = response.into_parts();
+            let body = match code_of(&parts.headers) {
+                Some(code) => {
+                    call.finish(code);
+                    body
+                }
+                None => Body::new(ObservedBody {
+                    inner: body,
+                    call: Some(call),
+                }),
+            };
+            Ok(http::Response::from_parts(parts, body))
+        })
+    }
+}
+
+/// The method named by a request path, if it is one of [`METHODS`] (else `other`, so a client cannot make up label
+/// values).
+fn method_of(path: &str) -> &'static str {
+    path.strip_prefix('/')
+        .and_then(|p| p.strip_prefix(SERVICE_NAME))
+        .and_then(|p| p.strip_prefix('/'))
+        .and_then(|name| METHODS.iter().find(|m| **m == name))
+        .copied()
+        .unwrap_or("other")
+}
+
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The caller's `x-request-id` when it is a plain token (at most 128 characters of `[A-Za-z0-9._:-]`), else a new
+/// one: it goes into every log line of the call, so it must not be able to carry anything else.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+fn rpc_span(method: &'static str, headers: &http::HeaderMap) -> Span {
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = %format_args!("{SERVICE_NAME}/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = SERVICE_NAME,
+        rpc.method = method,
+        rpc.grpc.status_code = Empty,
+        request_id = %request_id(headers),
+        trace_id = Empty,
+    );
+    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    // Without the OpenTelemetry layer (exporting off) this does nothing; the trace id below still follows the caller.
+    let _ = span.set_parent(parent.clone());
+    let own = span.context().span().span_context().trace_id();
+    let caller = parent.span().span_context().trace_id();
+    let trace_id = [own, caller]
+        .into_iter()
+        .find(|id| *id != opentelemetry::trace::TraceId::INVALID)
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| format!("{:032x}", uuid::Uuid::new_v4().as_u128()));
+    span.record("trace_id", trace_id.as_str());
+    span
+}
+
+/// The gRPC status in a header map (the headers of a trailers-only reply, or the trailers).
+fn code_of(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|v| Code::from_bytes(v.as_bytes()))
+}
+
+/// The canonical name of a gRPC code, as in the gRPC specification.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Codes that make a server span an error (RPC semantic conventions: the server's fault, not the caller's).
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
+/// One RPC until its final status.
+struct Call {
+    span: Span,
+    method: &'static str,
+    started: Instant,
+}
+
+impl Call {
+    fn finish(self, code: Code) {
+        let elapsed = self.started.elapsed();
+        let name = code_name(code);
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if is_server_error(code) {
+            self.span.set_status(SpanStatus::error(name));
+        }
+        crate::metrics::global().rpc(self.method, name, elapsed);
+        let _entered = self.span.enter();
+        tracing::info!(
+            code = name,
+            elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "rpc finished"
+        );
+    }
+}
+
+/// A response body that finishes its [`Call`] when the trailers pass (or the body ends or is dropped).
+struct ObservedBody {
+    inner: Body,
+    call: Option<Call>,
+}
+
+impl ObservedBody {
+    fn finish(&mut self, code: Code) {
+        if let Some(call) = self.call.take() {
+            call.finish(code);
+        }
+    }
+}
+
+impl http_body::Body for ObservedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = {
+            let _entered = self.call.as_ref().map(|c| c.span.clone().entered());
+            Pin::new(&mut self.inner).poll_frame(cx)
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(code_of) {
+                    self.finish(code);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => self.finish(status.code()),
+            Poll::Ready(None) => self.finish(Code::Unknown),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // The client went away (or the connection closed) before the final status.
+        self.finish(Code::Cancelled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_methods_become_labels() {
+        assert_eq!(
+            method_of("/facegate.v1.VerificationService/StartSession"),
+            "StartSession"
+        );
+        assert_eq!(
+            method_of("/facegate.v1.VerificationService/StreamStatus"),
+            "StreamStatus"
+        );
+        assert_eq!(
+            method_of("/facegate.v1.VerificationService/Made_Up"),
+            "other"
+        );
+        assert_eq!(method_of("/other.Service/StartSession"), "other");
+    }
+
+    #[test]
+    fn request_ids_are_plain_tokens_or_generated() {
+        let mut h = http::HeaderMap::new();
+        h.insert(REQUEST_ID_HEADER, "req-1.a:b_C".parse().unwrap());
+        assert_eq!(request_id(&h), "req-1.a:b_C");
+        for bad in ["has space", "a\"b", &"x".repeat(129)] {
+            h.insert(REQUEST_ID_HEADER, bad.parse().unwrap());
+            let id = request_id(&h);
+            assert_eq!(id.len(), 32, "{bad:?} is replaced");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_eq!(request_id(&http::HeaderMap::new()).len(), 32);
+    }
+
+    #[test]
+    fn code_names_follow_the_grpc_spec() {
+        assert_eq!(code_name(Code::Ok), "OK");
+        assert_eq!(code_name(Code::FailedPrecondition), "FAILED_PRECONDITION");
+        assert_eq!(code_name(Code::from(16)), "UNAUTHENTICATED");
+        assert!(is_server_error(Code::Unavailable) && !is_server_error(Code::NotFound));
+    }
+}

@@ -1,0 +1,35 @@
+//! `GET /metrics`: the Prometheus text exposition (format 0.0.4) of [`crate::metrics`], plus the session counts by
+//! state read from the store at scrape time.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::domain::service::SessionService;
+
+/// Path of the metrics endpoint.
+pub const PATH: &str = "/metrics";
+
+/// The metrics route.
+pub fn router(service: Arc<SessionService>) -> Router {
+    Router::new().route(PATH, get(scrape)).with_state(service)
+}
+
+async fn scrape(State(service): State<Arc<SessionService>>) -> impl IntoResponse {
+    // A store failure leaves the sessions gauge out of this scrape; everything else is still served.
+    let sessions = match service.sessions_by_state().await {
+        Ok(counts) => counts,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count sessions for /metrics");
+            Vec::new()
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::global().render(&sessions),
+    )
+}

@@ -1,0 +1,391 @@
+//! Prometheus metrics: a small process-wide registry, served at `GET /metrics` on the HTTP listener in the text
+//! exposition format 0.0.4.
+//!
+//! Hand-written rather than a crate: the handful of counters and histograms below need a map and a formatter, and
+//! the text format 0.0.4 is what Prometheus scrapes (`prometheus-client` writes OpenMetrics text instead). Every
+//! label value is a `&'static str` chosen by facegate's own code (method, gRPC code, vendor, endpoint, outcome,
+//! state), so a label can never carry personal data or a session id, and the number of series is bounded.
+//!
+//! The registry is process-wide, as Prometheus counters are: they start at zero when the process starts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the latency histograms, in seconds (vendor calls time out after 15 s by default, unary RPCs
+/// after 30 s; status streams last as long as their sessions wait).
+pub const BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+];
+
+const VENDORS: [&str; 3] = ["baidu", "megvii", "juhe"];
+
+/// Counters by label values.
+struct Counters<const N: usize> {
+    values: Mutex<BTreeMap<[&'static str; N], u64>>,
+}
+
+impl<const N: usize> Counters<N> {
+    fn new(initial: &[[&'static str; N]]) -> Self {
+        Self {
+            values: Mutex::new(initial.iter().map(|l| (*l, 0)).collect()),
+        }
+    }
+
+    fn add(&self, labels: [&'static str; N], n: u64) {
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        *values.entry(labels).or_insert(0) += n;
+    }
+
+    fn snapshot(&self) -> Vec<([&'static str; N], u64)> {
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        values.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+/// One histogram: per-bucket (not cumulative) counts, the sum and the count.
+#[derive(Clone, Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// Histograms by label values.
+struct Histograms<const N: usize> {
+    values: Mutex<BTreeMap<[&'static str; N], Histogram>>,
+}
+
+impl<const N: usize> Histograms<N> {
+    fn new() -> Self {
+        Self {
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn observe(&self, labels: [&'static str; N], value: Duration) {
+        let seconds = value.as_secs_f64();
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        let h = values.entry(labels).or_default();
+        if let Some(i) = BUCKETS.iter().position(|le| seconds <= *le) {
+            h.buckets[i] += 1;
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    fn snapshot(&self) -> Vec<([&'static str; N], Histogram)> {
+        let values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        values.iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+}
+
+/// facegate's metrics.
+pub struct Metrics {
+    rpc_requests: Counters<2>,
+    rpc_duration: Histograms<2>,
+    vendor_requests: Counters<3>,
+    vendor_duration: Histograms<2>,
+    vendor_billed: Counters<1>,
+    status_polls: Counters<1>,
+    callbacks: Counters<2>,
+    streams_open: AtomicI64,
+}
+
+/// Keeps `facegate_status_streams_open` raised while it lives.
+pub struct OpenStream<'a>(&'a Metrics);
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.0.streams_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    &GLOBAL
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// An empty registry (series that every deployment has start at zero).
+    pub fn new() -> Self {
+        Self {
+            rpc_requests: Counters::new(&[]),
+            rpc_duration: Histograms::new(),
+            vendor_requests: Counters::new(&[]),
+            vendor_duration: Histograms::new(),
+            vendor_billed: Counters::new(&VENDORS.map(|v| [v])),
+            status_polls: Counters::new(&VENDORS.map(|v| [v])),
+            callbacks: Counters::new(&[["megvii", "verified"], ["megvii", "rejected"]]),
+            streams_open: AtomicI64::new(0),
+        }
+    }
+
+    /// A finished RPC: its method, gRPC code name (`OK`, `NOT_FOUND`, ...) and duration.
+    pub fn rpc(&self, method: &'static str, code: &'static str, elapsed: Duration) {
+        self.rpc_requests.add([method, code], 1);
+        self.rpc_duration.observe([method, code], elapsed);
+    }
+
+    /// A finished vendor HTTP call.
+    pub fn vendor_request(
+        &self,
+        vendor: &'static str,
+        endpoint: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        self.vendor_requests.add([vendor, endpoint, outcome], 1);
+        self.vendor_duration.observe([vendor, endpoint], elapsed);
+    }
+
+    /// `n` billed vendor calls newly recorded in a session's outcome.
+    pub fn billed(&self, vendor: &'static str, n: u64) {
+        self.vendor_billed.add([vendor], n);
+    }
+
+    /// A result query to a vendor for a session that waits for the end user.
+    pub fn status_poll(&self, vendor: &'static str) {
+        self.status_polls.add([vendor], 1);
+    }
+
+    /// A vendor callback, accepted (`verified`) or rejected.
+    pub fn callback(&self, vendor: &'static str, verified: bool) {
+        let result = if verified { "verified" } else { "rejected" };
+        self.callbacks.add([vendor, result], 1);
+    }
+
+    /// A status stream opened; it counts as open until the returned guard drops.
+    pub fn stream_opened(&self) -> OpenStream<'_> {
+        self.streams_open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self)
+    }
+
+    /// The text exposition (format 0.0.4). `sessions` are the session counts by state, read by the caller.
+    pub fn render(&self, sessions: &[(&'static str, u64)]) -> String {
+        let mut out = String::new();
+        counter(&mut out, &RPC_REQUESTS, &self.rpc_requests.snapshot());
+        histogram(&mut out, &RPC_DURATION, &self.rpc_duration.snapshot());
+        counter(&mut out, &VENDOR_REQUESTS, &self.vendor_requests.snapshot());
+        histogram(&mut out, &VENDOR_DURATION, &self.vendor_duration.snapshot());
+        counter(&mut out, &VENDOR_BILLED, &self.vendor_billed.snapshot());
+        let sessions: Vec<([&str; 1], u64)> = sessions.iter().map(|(s, n)| ([*s], *n)).collect();
+        gauge(&mut out, &SESSIONS, &sessions);
+        let open = u64::try_from(self.streams_open.load(Ordering::Relaxed)).unwrap_or(0);
+        gauge(&mut out, &STREAMS_OPEN, &[([], open)]);
+        counter(&mut out, &STATUS_POLLS, &self.status_polls.snapshot());
+        counter(&mut out, &CALLBACKS, &self.callbacks.snapshot());
+        out
+    }
+}
+
+/// A metric family: name, help text and label names.
+struct Family<const N: usize> {
+    name: &'static str,
+    help: &'static str,
+    keys: [&'static str; N],
+}
+
+const RPC_REQUESTS: Family<2> = Family {
+    name: "facegate_rpc_requests_total",
+    help: "RPCs of facegate.v1.VerificationService handled, by method and gRPC status code.",
+    keys: ["method", "code"],
+};
+const RPC_DURATION: Family<2> = Family {
+    name: "facegate_rpc_duration_seconds",
+    help: "Time from an RPC's request to its final status (a status stream's whole life), by method and code.",
+    keys: ["method", "code"],
+};
+const VENDOR_REQUESTS: Family<3> = Family {
+    name: "facegate_vendor_requests_total",
+    help: "HTTP calls to vendors, by vendor, endpoint and outcome (ok, http_4xx, http_5xx, http_other, timeout, \
+           unreachable, error).",
+    keys: ["vendor", "endpoint", "outcome"],
+};
+const VENDOR_DURATION: Family<2> = Family {
+    name: "facegate_vendor_request_duration_seconds",
+    help: "Duration of vendor HTTP calls including reading the reply, by vendor and endpoint.",
+    keys: ["vendor", "endpoint"],
+};
+const VENDOR_BILLED: Family<1> = Family {
+    name: "facegate_vendor_billed_total",
+    help: "Billed vendor calls recorded in session outcomes, by vendor.",
+    keys: ["vendor"],
+};
+const SESSIONS: Family<1> = Family {
+    name: "facegate_sessions",
+    help: "Sessions in the store by state, counted at scrape time.",
+    keys: ["state"],
+};
+const STREAMS_OPEN: Family<0> = Family {
+    name: "facegate_status_streams_open",
+    help: "StreamStatus streams open now.",
+    keys: [],
+};
+const STATUS_POLLS: Family<1> = Family {
+    name: "facegate_status_polls_total",
+    help: "Result queries to vendors for sessions waiting for the end user (pollers, on-demand refreshes, last \
+           checks), by vendor.",
+    keys: ["vendor"],
+};
+const CALLBACKS: Family<2> = Family {
+    name: "facegate_callbacks_total",
+    help: "Vendor callbacks received, by vendor and result (verified or rejected).",
+    keys: ["vendor", "result"],
+};
+
+fn family_header<const N: usize>(out: &mut String, f: &Family<N>, kind: &str) {
+    let _ = writeln!(out, "# HELP {} {}", f.name, f.help.replace('\\', "\\\\"));
+    let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One sample line; `extra` is an additional `le="..."` label or empty.
+fn sample(
+    out: &mut String,
+    name: &str,
+    keys: &[&str],
+    values: &[&str],
+    extra: &str,
+    value: &dyn std::fmt::Display,
+) {
+    out.push_str(name);
+    let mut labels: Vec<String> = keys
+        .iter()
+        .zip(values)
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if !extra.is_empty() {
+        labels.push(extra.to_owned());
+    }
+    if !labels.is_empty() {
+        let _ = write!(out, "{{{}}}", labels.join(","));
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+fn counter<const N: usize>(out: &mut String, f: &Family<N>, series: &[([&str; N], u64)]) {
+    family_header(out, f, "counter");
+    simple_samples(out, f, series);
+}
+
+fn gauge<const N: usize>(out: &mut String, f: &Family<N>, series: &[([&str; N], u64)]) {
+    family_header(out, f, "gauge");
+    simple_samples(out, f, series);
+}
+
+fn simple_samples<const N: usize>(out: &mut String, f: &Family<N>, series: &[([&str; N], u64)]) {
+    for (labels, n) in series {
+        sample(out, f.name, &f.keys, labels, "", n);
+    }
+}
+
+fn histogram<const N: usize>(out: &mut String, f: &Family<N>, series: &[([&str; N], Histogram)]) {
+    family_header(out, f, "histogram");
+    let name = f.name;
+    let bucket = format!("{name}_bucket");
+    for (labels, h) in series {
+        let mut cumulative = 0;
+        for (le, n) in BUCKETS.iter().zip(h.buckets) {
+            cumulative += n;
+            sample(
+                out,
+                &bucket,
+                &f.keys,
+                labels,
+                &format!("le=\"{le}\""),
+                &cumulative,
+            );
+        }
+        sample(out, &bucket, &f.keys, labels, "le=\"+Inf\"", &h.count);
+        sample(out, &format!("{name}_sum"), &f.keys, labels, "", &h.sum);
+        sample(out, &format!("{name}_count"), &f.keys, labels, "", &h.count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().collect()
+    }
+
+    #[test]
+    fn counters_and_gauges_render_in_text_format() {
+        let m = Metrics::new();
+        m.rpc("StartSession", "OK", Duration::from_millis(20));
+        m.rpc("StartSession", "OK", Duration::from_millis(30));
+        m.rpc("GetResult", "NOT_FOUND", Duration::from_millis(1));
+        m.billed("juhe", 1);
+        m.callback("megvii", false);
+        let guard = m.stream_opened();
+        let text = m.render(&[("VERIFIED", 2), ("FAILED", 0)]);
+        let l = lines(&text);
+        assert!(l.contains(&"# TYPE facegate_rpc_requests_total counter"));
+        assert!(l.contains(&"facegate_rpc_requests_total{method=\"StartSession\",code=\"OK\"} 2"));
+        assert!(
+            l.contains(&"facegate_rpc_requests_total{method=\"GetResult\",code=\"NOT_FOUND\"} 1")
+        );
+        assert!(l.contains(&"facegate_vendor_billed_total{vendor=\"juhe\"} 1"));
+        assert!(l.contains(&"facegate_vendor_billed_total{vendor=\"baidu\"} 0"));
+        assert!(l.contains(&"facegate_callbacks_total{vendor=\"megvii\",result=\"rejected\"} 1"));
+        assert!(l.contains(&"facegate_callbacks_total{vendor=\"megvii\",result=\"verified\"} 0"));
+        assert!(l.contains(&"facegate_sessions{state=\"VERIFIED\"} 2"));
+        assert!(l.contains(&"facegate_status_streams_open 1"));
+        drop(guard);
+        assert!(m.render(&[]).contains("\nfacegate_status_streams_open 0\n"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_the_count() {
+        let m = Metrics::new();
+        for ms in [3, 40, 40, 700, 4_000_000] {
+            m.vendor_request("juhe", "verifyface/verify", "ok", Duration::from_millis(ms));
+        }
+        let text = m.render(&[]);
+        let bucket = |le: &str| {
+            let prefix = format!(
+                "facegate_vendor_request_duration_seconds_bucket{{vendor=\"juhe\",endpoint=\"verifyface/verify\",le=\"{le}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        assert_eq!(bucket("0.005"), Some(1));
+        assert_eq!(bucket("0.05"), Some(3));
+        assert_eq!(bucket("1"), Some(4));
+        assert_eq!(bucket("1800"), Some(4), "4000 s is above every bound");
+        assert_eq!(bucket("+Inf"), Some(5));
+        assert!(text.contains(
+            "facegate_vendor_request_duration_seconds_count{vendor=\"juhe\",endpoint=\"verifyface/verify\"} 5\n"
+        ));
+        assert!(text.contains(
+            "facegate_vendor_requests_total{vendor=\"juhe\",endpoint=\"verifyface/verify\",outcome=\"ok\"} 5\n"
+        ));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
