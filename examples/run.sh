@@ -4,8 +4,9 @@
 # Usage: examples/run.sh PATH_TO_FACEGATE [PYTHON]
 set -euo pipefail
 BIN=$(realpath "$1")
-cd "$(dirname "$0")"
 PYTHON=${2:-python3}
+case "$PYTHON" in /*) ;; */*) PYTHON="$PWD/$PYTHON" ;; esac
+cd "$(dirname "$0")"
 WORK=$(mktemp -d)
 port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 GRPC_PORT=$(port)
