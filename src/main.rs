@@ -168,6 +168,10 @@ fn print_sandbox_help(running: &facegate::app::Running) {
          Baidu H5 (open the returned user_url in a browser and pick an outcome on the sandbox page):\n\n\
          grpcurl -plaintext -d '{{\"request_id\":\"{request_id}-baidu\",\"vendor\":\"VENDOR_BAIDU\",\
          \"identity\":{{\"name\":\"测试用户\",\"id_number\":\"{id}\"}}}}' \
+         {grpc} facegate.v1.VerificationService/StartSession\n\n\
+         Megvii FaceID Lite (open the user_url; the simulator signs and sends the callback to this server):\n\n\
+         grpcurl -plaintext -d '{{\"request_id\":\"{request_id}-megvii\",\"vendor\":\"VENDOR_MEGVII\",\
+         \"identity\":{{\"name\":\"测试用户\",\"id_number\":\"{id}\"}}}}' \
          {grpc} facegate.v1.VerificationService/StartSession\n",
         grpc = running.grpc_addr,
         http = running.http_addr,
