@@ -121,8 +121,29 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        Self::connect_with(options).await
+        // Processes opening a new file at the same moment can be told SQLITE_BUSY at once, without the busy
+        // handler (switching the file to WAL, recovering its index): opening is tried again for a few seconds.
+        let mut tries = 0u32;
+        loop {
+            match Self::connect_with(options.clone()).await {
+                Err(StoreError::Database(m)) if is_busy(&m) && tries < OPEN_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50) * tries).await;
+                }
+                other => return other,
+            }
+        }
     }
+}
+
+/// How often opening is tried again after SQLITE_BUSY (about 5 s in all).
+const OPEN_TRIES: u32 = 14;
+
+/// Whether a database error is SQLite's BUSY (code 5) or LOCKED (code 6).
+fn is_busy(message: &str) -> bool {
+    message.contains("(code: 5)")
+        || message.contains("(code: 6)")
+        || message.contains("database is locked")
 }
 
 async fn apply_migrations(conn: &mut SqliteConnection) -> Result<(), StoreError> {
