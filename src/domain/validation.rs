@@ -29,6 +29,24 @@ pub enum IdType {
     HmtResidencePermit,
 }
 
+impl IdType {
+    /// The document type an 18-character number (as a vendor reports it) belongs to, by its region prefix; `None`
+    /// for anything else. It does not validate the number.
+    #[must_use]
+    pub fn of_number(number: &str) -> Option<IdType> {
+        if number.len() != 18 {
+            None
+        } else if HMT_PREFIXES
+            .iter()
+            .any(|p| number.as_bytes().starts_with(*p))
+        {
+            Some(IdType::HmtResidencePermit)
+        } else {
+            Some(IdType::MainlandResidentIdCard)
+        }
+    }
+}
+
 /// A single invalid field, shaped like `google.rpc.BadRequest.FieldViolation`.
 ///
 /// `description` explains what is wrong without ever repeating the rejected
@@ -1433,5 +1451,18 @@ mod tests {
         assert_eq!(image_dimensions(&jpeg), Some((640, 480)));
         assert_eq!(image_dimensions(&[0xFF, 0xD8, 0xFF, 0xD9]), None);
         assert_eq!(image_dimensions(b"GIF89a......"), None);
+    }
+
+    #[test]
+    fn document_type_follows_the_region_prefix() {
+        assert_eq!(
+            IdType::of_number("810000199408230021"),
+            Some(IdType::HmtResidencePermit)
+        );
+        assert_eq!(
+            IdType::of_number("110101190001010014"),
+            Some(IdType::MainlandResidentIdCard)
+        );
+        assert_eq!(IdType::of_number("8100001994"), None);
     }
 }

@@ -46,6 +46,25 @@ pub fn transport_error(vendor: Vendor, e: &reqwest::Error) -> VendorError {
     }
 }
 
+/// A reply (or a request we could not make) outside the vendor's documented form. `message` is sanitised: it may
+/// quote a parser that saw vendor text.
+pub fn protocol_error(vendor: Vendor, message: &str, possibly_billed: bool) -> VendorError {
+    VendorError {
+        kind: VendorErrorKind::ProtocolError,
+        vendor,
+        vendor_code: String::new(),
+        vendor_message: crate::domain::error::sanitize_vendor_text(message),
+        possibly_billed,
+        retry_after: None,
+    }
+}
+
+/// An error of a call that is never billed, whatever its transport failure suggested.
+pub fn unbilled(mut e: VendorError) -> VendorError {
+    e.possibly_billed = false;
+    e
+}
+
 /// Reads a response body, refusing more than `max` bytes.
 pub async fn read_bounded(
     vendor: Vendor,

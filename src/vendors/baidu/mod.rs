@@ -39,7 +39,7 @@ use crate::domain::{
     VendorError, VendorErrorKind, VendorOptions,
 };
 use crate::vendors::budget::Budget;
-use crate::vendors::http::{send, Reply};
+use crate::vendors::http::{protocol_error, send, unbilled, Reply};
 use crate::vendors::{PollOutcome, Progress, ResultQuery, VendorAdapter};
 
 /// How long a verify_token can be used for a verification (baidu-faceprint-h5-api.txt §1.1).
@@ -295,6 +295,7 @@ impl BaiduAdapter {
     async fn decide_passed(
         &self,
         session: &Session,
+        plan: &Plan,
         mut detail: BaiduDetail,
         passed: &BaiduAttempt,
         billing: Vec<BillingRecord>,
@@ -363,7 +364,7 @@ impl BaiduAdapter {
             ),
             (None, None) => (0.0, session.target_false_accept_rate),
         };
-        let source = if self.plan(session)?.1.needs_reference {
+        let source = if plan.needs_reference {
             "reference_image"
         } else {
             "authority"
@@ -686,7 +687,9 @@ impl VendorAdapter for BaiduAdapter {
         detail.attempts = attempts.clone();
 
         if let Some(passed) = attempts.iter().find(|a| a.passed) {
-            return self.decide_passed(session, detail, passed, billing).await;
+            return self
+                .decide_passed(session, plan, detail, passed, billing)
+                .await;
         }
         let outcome = Outcome {
             billing,
@@ -811,20 +814,7 @@ impl VendorAdapter for BaiduAdapter {
 }
 
 fn protocol(message: &str) -> VendorError {
-    VendorError {
-        kind: VendorErrorKind::ProtocolError,
-        vendor: Vendor::Baidu,
-        vendor_code: String::new(),
-        vendor_message: sanitize_vendor_text(message),
-        possibly_billed: false,
-        retry_after: None,
-    }
-}
-
-/// None of the faceprint calls is billed.
-fn unbilled(mut e: VendorError) -> VendorError {
-    e.possibly_billed = false;
-    e
+    protocol_error(Vendor::Baidu, message, false)
 }
 
 /// Maps an error answer to a vendor error.
@@ -942,7 +932,7 @@ fn identity_of(d: &wire::DetailResult) -> Option<IdentityDocument> {
         };
         return Some(IdentityDocument {
             name: o.name.clone().unwrap_or_default(),
-            id_type: id_type_of(&number),
+            id_type: IdType::of_number(&number),
             id_number: number,
             address: o.address.clone().unwrap_or_default(),
             birth_date: o.birthday.clone().unwrap_or_default(),
@@ -956,24 +946,11 @@ fn identity_of(d: &wire::DetailResult) -> Option<IdentityDocument> {
         let number = c.idcard_number.clone().unwrap_or_default();
         IdentityDocument {
             name: c.name.clone().unwrap_or_default(),
-            id_type: id_type_of(&number),
+            id_type: IdType::of_number(&number),
             id_number: number,
             ..Default::default()
         }
     })
-}
-
-fn id_type_of(number: &str) -> Option<IdType> {
-    if number.len() != 18 {
-        None
-    } else if ["810000", "820000", "830000"]
-        .iter()
-        .any(|p| number.starts_with(p))
-    {
-        Some(IdType::HmtResidencePermit)
-    } else {
-        Some(IdType::MainlandResidentIdCard)
-    }
 }
 
 fn api_stats(stat: &wire::StatResult) -> Vec<BaiduApiStat> {

@@ -110,14 +110,7 @@ fn error(kind: VendorErrorKind, code: i64, reason: &str, retry_secs: Option<u64>
 }
 
 fn protocol(message: &str, possibly_billed: bool) -> VendorError {
-    VendorError {
-        kind: VendorErrorKind::ProtocolError,
-        vendor: Vendor::Juhe,
-        vendor_code: String::new(),
-        vendor_message: message.to_owned(),
-        possibly_billed,
-        retry_after: None,
-    }
+    crate::vendors::http::protocol_error(Vendor::Juhe, message, possibly_billed)
 }
 
 /// Maps a non-zero `error_code` (juhe-verifyface-api.txt, 错误码参照).

@@ -31,7 +31,7 @@ use crate::domain::{
     MegviiSettings, Outcome, RequiredInput, ScoreThreshold, Session, Vendor, VendorDetail,
     VendorError, VendorErrorKind, VendorOptions,
 };
-use crate::vendors::http::send;
+use crate::vendors::http::{protocol_error, send, unbilled};
 use crate::vendors::{
     CallbackRejection, PollOutcome, Progress, ResultQuery, VendorAdapter, VerifiedCallback,
 };
@@ -626,19 +626,7 @@ impl VendorAdapter for MegviiAdapter {
 }
 
 fn protocol(message: &str) -> VendorError {
-    VendorError {
-        kind: VendorErrorKind::ProtocolError,
-        vendor: Vendor::Megvii,
-        vendor_code: String::new(),
-        vendor_message: sanitize_vendor_text(message),
-        possibly_billed: false,
-        retry_after: None,
-    }
-}
-
-fn unbilled(mut e: VendorError) -> VendorError {
-    e.possibly_billed = false;
-    e
+    protocol_error(Vendor::Megvii, message, false)
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -825,16 +813,7 @@ fn identity_of(r: &LiteResult) -> Option<IdentityDocument> {
             .clone()
             .or_else(|| front.and_then(|f| f.name.clone()))
             .unwrap_or_default(),
-        id_type: (number.len() == 18).then(|| {
-            if ["810000", "820000", "830000"]
-                .iter()
-                .any(|p| number.starts_with(p))
-            {
-                IdType::HmtResidencePermit
-            } else {
-                IdType::MainlandResidentIdCard
-            }
-        }),
+        id_type: IdType::of_number(&number),
         id_number: number,
         address: front.and_then(|f| f.address.clone()).unwrap_or_default(),
         birth_date: birth,
