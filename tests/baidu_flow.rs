@@ -16,25 +16,6 @@ fn baidu_detail(o: &pb::Outcome) -> &pb::BaiduDetail {
     }
 }
 
-async fn result(
-    srv: &mut Server,
-    id: &str,
-    reveal: bool,
-    face: bool,
-    media: bool,
-) -> pb::GetResultResponse {
-    srv.client
-        .get_result(pb::GetResultRequest {
-            session_id: id.into(),
-            reveal_personal_data: reveal,
-            include_face_image: face,
-            include_media: media,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 #[tokio::test]
 async fn pass_flow_through_the_page_ends_verified_with_every_result() {
     let mut srv = Server::start_fast().await;
@@ -56,9 +37,7 @@ async fn pass_flow_through_the_page_ends_verified_with_every_result() {
         "verify_token lives 2 hours"
     );
 
-    let mut client = srv.client.clone();
-    let id = s.id.clone();
-    let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
+    let watcher = watch_in_background(&srv.client, &s.id);
 
     let browser = Browser::new();
     let relay = browser.choose(&s.user_url, "pass").await;
@@ -78,7 +57,7 @@ async fn pass_flow_through_the_page_ends_verified_with_every_result() {
     assert_eq!(state(seen.first().unwrap()), pb::SessionState::AwaitingUser);
     assert_eq!(state(seen.last().unwrap()), pb::SessionState::Verified);
 
-    let r = result(&mut srv, &s.id, false, false, false).await;
+    let r = srv.result_with(&s.id, false, false, false).await;
     let o = r.outcome.unwrap();
     let fm = o.face_match.as_ref().unwrap();
     assert!(fm.passed && fm.score >= 80.0, "{fm:?}");
@@ -104,7 +83,8 @@ async fn pass_flow_through_the_page_ends_verified_with_every_result() {
     assert_eq!(o.billing.len(), 1);
     assert!(o.billing[0].billed);
 
-    let full = result(&mut srv, &s.id, true, true, true)
+    let full = srv
+        .result_with(&s.id, true, true, true)
         .await
         .outcome
         .unwrap();
@@ -149,7 +129,8 @@ async fn each_page_failure_maps_to_its_neutral_code() {
         let f = last.failure.as_ref().unwrap();
         assert_eq!(f.code, code as i32, "{outcome}: {f:?}");
         assert!(!f.vendor_code.is_empty());
-        let o = result(&mut srv, &s.id, false, false, false)
+        let o = srv
+            .result_with(&s.id, false, false, false)
             .await
             .outcome
             .unwrap();
@@ -159,7 +140,8 @@ async fn each_page_failure_maps_to_its_neutral_code() {
         let billed = matches!(outcome, "face_mismatch" | "liveness_failed");
         assert_eq!(b.attempts[0].charged, billed, "{outcome}");
         // Baidu keeps no face or media of a failed verification: asking for them is not an error.
-        let all = result(&mut srv, &s.id, true, true, true)
+        let all = srv
+            .result_with(&s.id, true, true, true)
             .await
             .outcome
             .unwrap();
@@ -258,7 +240,8 @@ async fn reference_plan_uploads_the_face_with_controls_and_bills_a_match() {
     let mut client = srv.client.clone();
     let seen = stream_to_end(&mut client, &s.id).await;
     assert_eq!(state(seen.last().unwrap()), pb::SessionState::Verified);
-    let o = result(&mut srv, &s.id, false, false, false)
+    let o = srv
+        .result_with(&s.id, false, false, false)
         .await
         .outcome
         .unwrap();
@@ -272,15 +255,13 @@ async fn reference_plan_uploads_the_face_with_controls_and_bills_a_match() {
 async fn a_plan_that_keeps_the_url_lets_the_user_retry() {
     let mut srv = Server::start_fast().await;
     let s = srv.start_ok(baidu_inline("retry", "kyc_retry", 4)).await;
-    let mut client = srv.client.clone();
-    let id = s.id.clone();
-    let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
+    let watcher = watch_in_background(&srv.client, &s.id);
     let browser = Browser::new();
     browser.choose(&s.user_url, "liveness_failed").await;
     // The failed attempt shows on the session while the user may still retry.
     let mut seen_retry = false;
     for _ in 0..100 {
-        let r = result(&mut srv, &s.id, false, false, false).await;
+        let r = srv.result_with(&s.id, false, false, false).await;
         let sess = r.session.unwrap();
         if let Some(e) = sess.last_attempt_error.as_ref() {
             assert_eq!(e.reason, "USER_ATTEMPT_FAILED");
@@ -294,7 +275,8 @@ async fn a_plan_that_keeps_the_url_lets_the_user_retry() {
     browser.choose(&s.user_url, "pass").await;
     let seen = watcher.await.unwrap();
     assert_eq!(state(seen.last().unwrap()), pb::SessionState::Verified);
-    let o = result(&mut srv, &s.id, false, false, false)
+    let o = srv
+        .result_with(&s.id, false, false, false)
         .await
         .outcome
         .unwrap();
@@ -345,9 +327,7 @@ async fn one_token_request_under_concurrency_and_one_refresh_after_expiry() {
 async fn an_unused_verify_token_expires_after_two_hours() {
     let mut srv = Server::start_fast().await;
     let s = srv.start_ok(baidu_inline("expiry", "", 5)).await;
-    let mut client = srv.client.clone();
-    let id = s.id.clone();
-    let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
+    let watcher = watch_in_background(&srv.client, &s.id);
     tokio::time::sleep(Duration::from_millis(300)).await;
     srv.baidu()
         .clock()
@@ -367,9 +347,7 @@ async fn qps_limits_back_off_without_failing_the_stream() {
     let mut srv = Server::start_fast().await;
     let s = srv.start_ok(baidu_inline("qps", "", 6)).await;
     srv.baidu().inject_qps_limit(4);
-    let mut client = srv.client.clone();
-    let id = s.id.clone();
-    let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
+    let watcher = watch_in_background(&srv.client, &s.id);
     for _ in 0..200 {
         if srv.baidu().stats().qps_limited >= 4 {
             break;
@@ -554,9 +532,7 @@ async fn unknown_plans_are_invalid_arguments() {
 async fn vendor_data_past_retention_is_a_clear_error_and_the_stored_result_stays() {
     let mut srv = Server::start_fast().await;
     let s = srv.start_ok(baidu_inline("retention", "", 13)).await;
-    let mut client = srv.client.clone();
-    let id = s.id.clone();
-    let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
+    let watcher = watch_in_background(&srv.client, &s.id);
     Browser::new().choose(&s.user_url, "pass").await;
     assert_eq!(
         state(watcher.await.unwrap().last().unwrap()),
@@ -567,7 +543,8 @@ async fn vendor_data_past_retention_is_a_clear_error_and_the_stored_result_stays
     srv.baidu()
         .clock()
         .advance(Duration::from_secs(2 * 24 * 3600));
-    let face = result(&mut srv, &s.id, false, true, false)
+    let face = srv
+        .result_with(&s.id, false, true, false)
         .await
         .outcome
         .unwrap();
@@ -597,7 +574,7 @@ async fn vendor_data_past_retention_is_a_clear_error_and_the_stored_result_stays
         .await
         .unwrap_err();
     assert_eq!(reason(&err).0, "VENDOR_RESULT_EXPIRED");
-    let stored = result(&mut srv, &s.id, false, false, false).await;
+    let stored = srv.result_with(&s.id, false, false, false).await;
     assert_eq!(state(&stored.session.unwrap()), pb::SessionState::Verified);
     assert!(stored.outcome.unwrap().face_match.unwrap().passed);
     srv.stop().await;

@@ -12,23 +12,15 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Router;
+use common::recorder::{serve, Recorder, Seen};
 use common::*;
 use facegate::config::{BaiduPlanConfig, Secret};
 use facegate::proto::v1 as pb;
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    query: Vec<(String, String)>,
-    content_type: String,
-    body: Value,
-}
-
 #[derive(Default)]
 struct Fake {
-    seen: Mutex<Vec<Seen>>,
+    seen: Recorder,
     tokens_issued: Mutex<u32>,
     refuse_first_generate: Mutex<bool>,
     host: Mutex<String>,
@@ -47,21 +39,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let query: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let path = uri.path().to_owned();
-    fake.seen.lock().unwrap().push(Seen {
-        method: method.to_string(),
-        path: path.clone(),
-        query: query.clone(),
-        content_type: headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned(),
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    });
+    let path = fake.seen.record(&method, &uri, &headers, &body).path;
     if path == "/face.jpg" {
         return ([("content-type", "image/jpeg")], JPEG_FACE.to_vec()).into_response();
     }
@@ -122,10 +100,8 @@ async fn handle(
 async fn fake_baidu() -> (Arc<Fake>, String) {
     let fake = Arc::new(Fake::default());
     let app = Router::new().fallback(handle).with_state(Arc::clone(&fake));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = serve(app).await;
     *fake.host.lock().unwrap() = addr.to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (fake, format!("http://{addr}"))
 }
 
@@ -188,7 +164,7 @@ async fn requests_have_the_documented_shape() {
     assert_eq!(o.identity_document.unwrap().name, "张三");
     assert_eq!(o.media.len(), 1);
 
-    let seen = fake.seen.lock().unwrap().clone();
+    let seen = fake.seen.seen();
     let tokens: Vec<&Seen> = seen
         .iter()
         .filter(|x| x.path == "/oauth/2.0/token")
@@ -231,21 +207,21 @@ async fn requests_have_the_documented_shape() {
         2,
         "the refused generate was sent once more, with the new token"
     );
-    assert_eq!(keys(&generate[1].body), ["plan_id", "redirect_config"]);
-    assert_eq!(generate[1].body["plan_id"], "plan-kyc");
+    assert_eq!(keys(&generate[1].json()), ["plan_id", "redirect_config"]);
+    assert_eq!(generate[1].json()["plan_id"], "plan-kyc");
     assert_eq!(
-        keys(&generate[1].body["redirect_config"]),
+        keys(&generate[1].json()["redirect_config"]),
         ["failed_url", "success_url"]
     );
     let submit = by_path("idcard/submit");
     assert_eq!(submit.len(), 1);
     assert_eq!(
-        keys(&submit[0].body),
+        keys(&submit[0].json()),
         ["certificate_type", "id_name", "id_no", "verify_token"]
     );
-    assert_eq!(submit[0].body["certificate_type"], 0);
-    assert_eq!(submit[0].body["id_no"], id_number(1));
-    assert_eq!(submit[0].body["verify_token"], "Yz9rWITm4vak16PBAh5x8oG7");
+    assert_eq!(submit[0].json()["certificate_type"], 0);
+    assert_eq!(submit[0].json()["id_no"], id_number(1));
+    assert_eq!(submit[0].json()["verify_token"], "Yz9rWITm4vak16PBAh5x8oG7");
     for p in [
         "result/getall",
         "result/detail",
@@ -256,7 +232,7 @@ async fn requests_have_the_documented_shape() {
         let c = by_path(p);
         assert!(!c.is_empty(), "{p} called");
         for x in c {
-            assert_eq!(keys(&x.body), ["verify_token"], "{p}");
+            assert_eq!(keys(&x.json()), ["verify_token"], "{p}");
         }
     }
     assert!(by_path("uploadMatchImage").is_empty());
@@ -292,13 +268,13 @@ async fn upload_match_image_sends_base64_and_the_controls() {
         .unwrap();
     assert_eq!(state(&s), pb::SessionState::AwaitingUser);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let seen = fake.seen.lock().unwrap().clone();
+    let seen = fake.seen.seen();
     let upload: Vec<&Seen> = seen
         .iter()
         .filter(|x| x.path.ends_with("/uploadMatchImage"))
         .collect();
     assert_eq!(upload.len(), 1);
-    let body = &upload[0].body;
+    let body = &upload[0].json();
     assert_eq!(
         keys(body),
         [

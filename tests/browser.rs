@@ -79,9 +79,7 @@ async fn headless_chromium_completes_the_baidu_page() {
     let mut srv = Server::start_fast().await;
     let s = srv.start_ok(baidu_inline("browser", "", 1)).await;
     assert_eq!(state(&s), pb::SessionState::AwaitingUser);
-    let mut client = srv.client.clone();
-    let id = s.id.clone();
-    let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
+    let watcher = watch_in_background(&srv.client, &s.id);
 
     let driver = Driver::start().await;
     let binary = std::env::var("FACEGATE_CHROMIUM").unwrap_or("/usr/bin/chromium".into());

@@ -18,33 +18,6 @@ fn megvii_detail(o: &pb::Outcome) -> &pb::MegviiDetail {
     }
 }
 
-async fn outcome(srv: &mut Server, id: &str, reveal: bool) -> pb::Outcome {
-    srv.client
-        .get_result(pb::GetResultRequest {
-            session_id: id.into(),
-            reveal_personal_data: reveal,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .outcome
-        .unwrap()
-}
-
-async fn get(srv: &mut Server, id: &str) -> pb::Session {
-    srv.client
-        .get_result(pb::GetResultRequest {
-            session_id: id.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
-}
-
 /// Posts a callback form to facegate's notify intake; returns (status, body).
 async fn notify(srv: &Server, form: &[(String, String)]) -> (u16, String) {
     let r = Browser::new()
@@ -71,9 +44,7 @@ async fn a_callback_decides_and_wakes_the_stream_without_any_poll() {
         s.user_url
     );
     assert!(!s.user_url.contains(&id_number(1)));
-    let mut client = srv.client.clone();
-    let id = s.id.clone();
-    let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
+    let watcher = watch_in_background(&srv.client, &s.id);
     tokio::time::sleep(Duration::from_millis(200)).await;
     srv.megvii()
         .complete(&token_of(&s.user_url), PageOutcome::Pass)
@@ -84,7 +55,11 @@ async fn a_callback_decides_and_wakes_the_stream_without_any_poll() {
     let stats = srv.megvii().stats();
     assert_eq!(stats.get_token, 1);
     assert_eq!(stats.get_result, 0, "the callback decided: no get_result");
-    let o = outcome(&mut srv, &s.id, false).await;
+    let o = srv
+        .result_with(&s.id, false, false, false)
+        .await
+        .outcome
+        .unwrap();
     let fm = o.face_match.as_ref().unwrap();
     assert!(fm.passed);
     assert_eq!(fm.source, "authority");
@@ -129,7 +104,7 @@ async fn each_page_outcome_maps_to_its_neutral_code() {
             .complete(&token_of(&s.user_url), page)
             .await
             .unwrap();
-        let after = get(&mut srv, &s.id).await;
+        let after = srv.result(&s.id).await;
         assert_eq!(state(&after), pb::SessionState::Failed, "{page:?}");
         assert_eq!(after.failure.unwrap().code, code as i32, "{page:?}");
     }
@@ -181,7 +156,11 @@ async fn reference_images_go_up_front_as_multipart() {
         .complete(&token_of(&s.user_url), PageOutcome::Pass)
         .await
         .unwrap();
-    let o = outcome(&mut srv, &s.id, false).await;
+    let o = srv
+        .result_with(&s.id, false, false, false)
+        .await
+        .outcome
+        .unwrap();
     assert_eq!(o.face_match.unwrap().source, "ref1");
     srv.stop().await;
 }
@@ -197,7 +176,7 @@ async fn forged_tampered_and_replayed_callbacks_change_nothing() {
         let s = srv
             .start_ok(megvii_inline(&format!("mg-forged-{i}"), 2 + i as u16))
             .await;
-        let before = get(&mut srv, &s.id).await;
+        let before = srv.result(&s.id).await;
         srv.megvii().set_fault(fault);
         srv.megvii()
             .complete(&token_of(&s.user_url), PageOutcome::Pass)
@@ -207,7 +186,7 @@ async fn forged_tampered_and_replayed_callbacks_change_nothing() {
             srv.megvii().stats().notify_failed > i as u64,
             "facegate refused the {fault:?} notify"
         );
-        let after = get(&mut srv, &s.id).await;
+        let after = srv.result(&s.id).await;
         assert_eq!(
             after.version, before.version,
             "{fault:?} changed the session"
@@ -230,7 +209,7 @@ async fn forged_tampered_and_replayed_callbacks_change_nothing() {
     let (code, _) = notify(&srv, &[("sign".into(), "0".repeat(40))]).await;
     assert_eq!(code, 400);
     assert_eq!(
-        state(&get(&mut srv, &last).await),
+        state(&srv.result(&last).await),
         pb::SessionState::AwaitingUser
     );
     assert_eq!(srv.running().service.callback_counts(), (0, 4));
@@ -257,12 +236,12 @@ async fn duplicates_replays_late_and_reordered_callbacks_change_nothing_after_th
             .complete(&token_of(&s.user_url), PageOutcome::Pass)
             .await
             .unwrap();
-        let decided = get(&mut srv, &s.id).await;
+        let decided = srv.result(&s.id).await;
         assert_eq!(state(&decided), pb::SessionState::Verified, "{fault:?}");
         // Replaying the signed form (as the browser's return POST carries it) changes nothing either.
         let (code, _) = notify(&srv, &flow.form).await;
         assert_eq!(code, 200, "a valid replay is acknowledged");
-        let later = get(&mut srv, &s.id).await;
+        let later = srv.result(&s.id).await;
         assert_eq!(later.version, decided.version, "{fault:?}");
         assert_eq!(state(&later), pb::SessionState::Verified);
     }
@@ -388,7 +367,7 @@ async fn a_sha1_length_extension_forgery_is_refused() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.text().await.unwrap(), "MALFORMED_CALLBACK");
-    let after = get(&mut srv, &s.id).await;
+    let after = srv.result(&s.id).await;
     assert_eq!(
         state(&after),
         pb::SessionState::AwaitingUser,
@@ -398,7 +377,7 @@ async fn a_sha1_length_extension_forgery_is_refused() {
     // The genuine form, as the browser carries it, is still accepted.
     let (code, _) = notify(&srv, &flow.form).await;
     assert_eq!(code, 200);
-    assert_eq!(state(&get(&mut srv, &s.id).await), pb::SessionState::Failed);
+    assert_eq!(state(&srv.result(&s.id).await), pb::SessionState::Failed);
     srv.stop().await;
 }
 
@@ -410,9 +389,7 @@ async fn a_callback_that_never_comes_ends_through_exactly_one_get_result() {
     quick_megvii_flows(&mut config, 1);
     let mut srv = Server::start_with(dir, config).await;
     let s = srv.start_ok(megvii_inline("mg-never", 6)).await;
-    let mut client = srv.client.clone();
-    let id = s.id.clone();
-    let watcher = tokio::spawn(async move { stream_to_end(&mut client, &id).await });
+    let watcher = watch_in_background(&srv.client, &s.id);
     srv.megvii().set_fault(CallbackFault::Never);
     srv.megvii()
         .complete(&token_of(&s.user_url), PageOutcome::Pass)
@@ -425,7 +402,11 @@ async fn a_callback_that_never_comes_ends_through_exactly_one_get_result() {
     assert_eq!(state(seen.last().unwrap()), pb::SessionState::Verified);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(srv.megvii().stats().get_result, 1, "exactly one get_result");
-    let o = outcome(&mut srv, &s.id, false).await;
+    let o = srv
+        .result_with(&s.id, false, false, false)
+        .await
+        .outcome
+        .unwrap();
     assert!(!megvii_detail(&o).from_callback);
     srv.stop().await;
 }
@@ -528,10 +509,7 @@ async fn the_browser_is_relayed_by_get_and_by_post_without_personal_data() {
             format!("https://app.example/kyc/done?session_id={}", s.id)
         );
         assert!(!to.contains(&id_number(9)));
-        assert_eq!(
-            state(&get(&mut srv, &s.id).await),
-            pb::SessionState::Verified
-        );
+        assert_eq!(state(&srv.result(&s.id).await), pb::SessionState::Verified);
     }
     srv.stop().await;
 }
@@ -560,7 +538,11 @@ async fn ocr_identity_is_masked_unless_asked_for() {
         .complete(&token_of(&s.user_url), PageOutcome::Pass)
         .await
         .unwrap();
-    let masked = outcome(&mut srv, &s.id, false).await;
+    let masked = srv
+        .result_with(&s.id, false, false, false)
+        .await
+        .outcome
+        .unwrap();
     let doc = masked.identity_document.clone().unwrap();
     assert!(doc.id_number.contains('*') && doc.address.is_empty());
     let m = megvii_detail(&masked);
@@ -568,8 +550,11 @@ async fn ocr_identity_is_masked_unless_asked_for() {
         !m.idcard_front_legality.is_empty(),
         "legality scores are kept"
     );
-    let revealed = outcome(&mut srv, &s.id, true)
+    let revealed = srv
+        .result_with(&s.id, true, false, false)
         .await
+        .outcome
+        .unwrap()
         .identity_document
         .unwrap();
     assert!(!revealed.id_number.contains('*'));

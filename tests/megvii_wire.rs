@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Router;
+use common::recorder::{serve, Recorder, Seen};
 use common::*;
 use facegate::config::Secret;
 use facegate::proto::v1 as pb;
@@ -21,18 +22,9 @@ use sha1::Digest;
 const SECRET: &str = "independent-megvii-secret";
 const BIZ_ID: &str = "1462259748,52b13fb5-8dfb-4537-a62b-a641d5e929f1";
 
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    query: Vec<(String, String)>,
-    content_type: String,
-    body: Vec<u8>,
-}
-
 #[derive(Default)]
 struct Fake {
-    seen: Mutex<Vec<Seen>>,
+    seen: Recorder,
 }
 
 async fn handle(
@@ -42,20 +34,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let query: Vec<(String, String)> = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    fake.seen.lock().unwrap().push(Seen {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        query: query.clone(),
-        content_type: headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned(),
-        body: body.to_vec(),
-    });
+    fake.seen.record(&method, &uri, &headers, &body);
     match uri.path() {
         "/faceid/lite/get_token" => axum::Json(json!({"request_id": "1,abc", "time_used": 5,
             "token": "0123456789abcdef0123456789abcdef", "biz_id": BIZ_ID,
@@ -79,20 +58,13 @@ impl Fake {
     /// The biz_no of the latest get_token.
     fn biz_no(&self) -> String {
         self.seen
-            .lock()
-            .unwrap()
+            .seen()
             .iter()
             .rev()
             .find(|s| s.path == "/faceid/lite/get_token")
-            .and_then(|s| field(s, "biz_no"))
+            .and_then(|s| s.field("biz_no"))
             .unwrap_or_default()
     }
-}
-
-fn field(s: &Seen, name: &str) -> Option<String> {
-    form_urlencoded::parse(&s.body)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 fn result_json(biz_no: &str) -> serde_json::Value {
@@ -116,9 +88,7 @@ fn signed(secret: &str, data: &str) -> Vec<(String, String)> {
 async fn fake_megvii() -> (Arc<Fake>, String) {
     let fake = Arc::new(Fake::default());
     let app = Router::new().fallback(handle).with_state(Arc::clone(&fake));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(app).await;
     (fake, format!("http://{addr}"))
 }
 
@@ -163,7 +133,7 @@ async fn get_token_is_the_documented_form_and_only_the_right_secret_decides() {
         s.user_url,
         format!("{base}/faceid/lite/do?token=0123456789abcdef0123456789abcdef")
     );
-    let seen = fake.seen.lock().unwrap().clone();
+    let seen = fake.seen.seen();
     assert_eq!(seen.len(), 1);
     let t = &seen[0];
     assert_eq!(t.method, "POST");
@@ -188,7 +158,7 @@ async fn get_token_is_the_documented_form_and_only_the_right_secret_decides() {
         ("action_http_method", "POST".into()),
         ("get_fail_reason", "1".into()),
     ] {
-        assert_eq!(field(t, name).as_deref(), Some(want.as_str()), "{name}");
+        assert_eq!(t.field(name).as_deref(), Some(want.as_str()), "{name}");
     }
 
     // Signed with another secret: refused, nothing changes.
@@ -220,8 +190,7 @@ async fn get_token_is_the_documented_form_and_only_the_right_secret_decides() {
     assert_eq!(state(seen.last().unwrap()), pb::SessionState::Verified);
     assert!(
         fake.seen
-            .lock()
-            .unwrap()
+            .seen()
             .iter()
             .all(|s| s.path != "/faceid/lite/get_result"),
         "no get_result when a callback decided"
@@ -257,7 +226,7 @@ async fn reference_images_are_sent_as_multipart_files() {
     };
     let s = srv.start_ok(req).await;
     assert_eq!(state(&s), pb::SessionState::AwaitingUser);
-    let seen = fake.seen.lock().unwrap().clone();
+    let seen = fake.seen.seen();
     let t = &seen[0];
     assert!(t.content_type.starts_with("multipart/form-data; boundary="));
     let body = String::from_utf8_lossy(&t.body);
@@ -286,8 +255,7 @@ async fn without_a_callback_the_one_get_result_is_a_documented_get() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let calls: Vec<Seen> = fake
         .seen
-        .lock()
-        .unwrap()
+        .seen()
         .iter()
         .filter(|s| s.path == "/faceid/lite/get_result")
         .cloned()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::pg::PgCluster;
 use common::{
-    identity, juhe_empty, juhe_inline, probe, sandbox_config, state, stream_to_end, Server,
+    identity, juhe_empty, juhe_inline, probe, sandbox_config, state, watch_in_background, Server,
 };
 use facegate::config::Secret;
 use facegate::domain::state::tests_support::blank_session;
@@ -362,9 +362,7 @@ async fn a_stream_on_one_replica_hears_a_decision_made_on_another() {
     let mut a = Server::start_with(dir_a, config_a).await;
     let b = Server::start_with(dir_b, config_b).await;
     let s = a.start_ok(juhe_empty("two-replicas")).await;
-    let mut on_b = b.client.clone();
-    let id = s.id.clone();
-    let watcher = tokio::spawn(async move { stream_to_end(&mut on_b, &id).await });
+    let watcher = watch_in_background(&b.client, &s.id);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     a.client
         .submit_identity(pb::SubmitIdentityRequest {

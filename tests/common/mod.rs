@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod recorder;
 
 use std::path::{Path, PathBuf};
 
@@ -184,6 +185,26 @@ impl Server {
             .unwrap()
     }
 
+    /// GetResult with the personal data, face image and media asked for or not.
+    pub async fn result_with(
+        &mut self,
+        session_id: &str,
+        reveal: bool,
+        face: bool,
+        media: bool,
+    ) -> pb::GetResultResponse {
+        self.client
+            .get_result(pb::GetResultRequest {
+                session_id: session_id.into(),
+                reveal_personal_data: reveal,
+                include_face_image: face,
+                include_media: media,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// GetResult of a session that must exist.
     pub async fn result(&mut self, session_id: &str) -> pb::Session {
         self.client
@@ -281,6 +302,16 @@ impl Browser {
     pub async fn follow(&self, location: &str) -> reqwest::Response {
         self.http.get(location).send().await.unwrap()
     }
+}
+
+/// Streams a session in the background until it is final (see [`stream_to_end`]).
+pub fn watch_in_background(
+    client: &VerificationServiceClient<Channel>,
+    id: &str,
+) -> tokio::task::JoinHandle<Vec<pb::Session>> {
+    let mut client = client.clone();
+    let id = id.to_owned();
+    tokio::spawn(async move { stream_to_end(&mut client, &id).await })
 }
 
 /// Streams a session until it is final; returns every message.
