@@ -342,7 +342,7 @@ impl MegviiAdapter {
             } else {
                 FailureCode::VendorError
             };
-            let vendor_code = r.fail_reason.clone().unwrap_or(status);
+            let vendor_code = sanitize_vendor_text(r.fail_reason.as_deref().unwrap_or(&status));
             return fail(code, &vendor_code, outcome);
         }
         if !verify_error.is_empty() {
