@@ -56,6 +56,8 @@ impl<'de> Deserialize<'de> for Secret {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Who may call the gRPC API: callers, their tenants and scopes, per-tenant quotas.
+    pub auth: AuthConfig,
     /// The gRPC listener.
     pub grpc: GrpcConfig,
     /// The HTTP listener (vendor callbacks, sandbox pages and simulators).
@@ -97,6 +99,8 @@ pub struct GrpcConfig {
     /// On SIGTERM, how long health reports NOT_SERVING while calls are still served, before listeners close (lets
     /// load balancers and Kubernetes readiness notice first), in seconds.
     pub drain_delay_secs: u64,
+    /// TLS (and mTLS) of the gRPC listener; off while `cert_file` is empty.
+    pub tls: TlsConfig,
 }
 
 impl Default for GrpcConfig {
@@ -109,6 +113,7 @@ impl Default for GrpcConfig {
             concurrency_limit_per_connection: 256,
             shutdown_grace_secs: 20,
             drain_delay_secs: 0,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -122,6 +127,9 @@ pub struct HttpConfig {
     /// The address vendors and browsers use to reach this listener; notify and return URLs are built from it.
     /// Empty means `http://<listen>`.
     pub public_base_url: String,
+    /// TLS of the HTTP listener; off while `cert_file` is empty (a TLS-terminating ingress in front is the usual
+    /// alternative).
+    pub tls: TlsConfig,
 }
 
 impl Default for HttpConfig {
@@ -129,8 +137,123 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_base_url: String::new(),
+            tls: TlsConfig::default(),
         }
     }
+}
+
+/// TLS of a listener, from PEM files that are re-read when they change (Kubernetes Secret rotation).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain (PEM). Empty: the listener speaks plaintext.
+    pub cert_file: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates are verified against (mTLS). Empty: no client certificates.
+    pub client_ca_file: PathBuf,
+    /// With `client_ca_file`: refuse a connection without a valid client certificate. When false, a client may
+    /// still authenticate with a bearer key instead.
+    pub require_client_cert: bool,
+    /// How often the files are checked for changes, in ms.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
+            require_client_cert: false,
+            reload_interval_ms: 5000,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
+}
+
+/// How callers authenticate.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Callers from `auth.callers` authenticate with a bearer key or a client certificate (the default).
+    #[default]
+    Keys,
+    /// No authentication: every request acts as caller `anonymous` of the default tenant with all scopes. Set on
+    /// purpose only; warned about at every start.
+    None,
+}
+
+/// Who may call the gRPC API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `keys` (default) or `none`.
+    pub mode: AuthMode,
+    /// The callers (`[[auth.callers]]`).
+    pub callers: Vec<CallerConfig>,
+    /// The tenant of the anonymous caller and of sessions stored before tenants existed.
+    pub default_tenant: String,
+    /// Whether `grpc.health.v1.Health` answers without credentials (for probes and load balancers).
+    pub health_open: bool,
+    /// Whether server reflection answers without credentials (for grpcurl and buf curl).
+    pub reflection_open: bool,
+    /// Quotas of tenants without an entry in `quotas`.
+    pub default_quota: QuotaConfig,
+    /// Quotas by tenant (`[auth.quotas.<tenant>]`).
+    pub quotas: BTreeMap<String, QuotaConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Keys,
+            callers: Vec::new(),
+            default_tenant: crate::domain::caller::DEFAULT_TENANT.to_owned(),
+            health_open: true,
+            reflection_open: true,
+            default_quota: QuotaConfig::default(),
+            quotas: BTreeMap::new(),
+        }
+    }
+}
+
+/// A caller of the gRPC API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallerConfig {
+    /// The caller's id: in logs, traces, metrics and the audit trail.
+    pub id: String,
+    /// The tenant its sessions belong to.
+    pub tenant: String,
+    /// What it may do: `sessions:create`, `sessions:read`, `sessions:cancel`, `personal_data:reveal`, `media:read`.
+    pub scopes: Vec<String>,
+    /// Lowercase hex SHA-256 of the caller's bearer key.
+    pub api_key_sha256: String,
+    /// A file holding the key itself (a mounted Secret); hashed when read. Alternative to `api_key_sha256`.
+    pub api_key_file: PathBuf,
+    /// The subject of a client certificate verified by `grpc.tls.client_ca_file` (`CN=orders-service`).
+    pub mtls_subject: String,
+}
+
+/// Limits of one tenant. 0 means no limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// RPCs per second (token bucket refill rate), per replica.
+    pub rpc_per_second: f64,
+    /// Largest burst of RPCs (token bucket size); 0 with a rate means one second's worth.
+    pub rpc_burst: u32,
+    /// Most StatusStreams open at once, per replica.
+    pub max_open_streams: u32,
+    /// Most vendor calls that may be billed per UTC day, counted in the store (across restarts and replicas).
+    pub billed_calls_per_day: u64,
 }
 
 /// Session store settings.

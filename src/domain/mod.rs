@@ -1,5 +1,6 @@
 //! The vendor-neutral domain: sessions, states, transitions, validation and the service that runs flows.
 
+pub mod caller;
 pub mod error;
 pub mod far;
 pub mod service;
@@ -7,6 +8,7 @@ pub mod session;
 pub mod state;
 pub mod validation;
 
+pub use caller::{Caller, Scope};
 pub use error::{Error, VendorError, VendorErrorKind};
 pub use session::*;
 pub use state::{Applied, Event, TransitionError};
