@@ -3,6 +3,7 @@
 // @grpc/grpc-js talks to `facegate serve --sandbox`.
 //
 // Usage: node flow.js [GRPC_TARGET]   (default 127.0.0.1:50051)
+//        FACEGATE_API_KEY=<key> node flow.js ...   authenticates as a configured caller (`authorization: Bearer`)
 //
 // 1. Juhe: one StartSession with the identity and the face inline; the reply is final.
 // 2. Baidu: StartSession -> AWAITING_USER with a user_url; StreamStatus watches while this script plays the end
@@ -24,7 +25,19 @@ const definition = protoLoader.loadSync('facegate/v1/verification_service.proto'
   oneofs: true,
 });
 const { VerificationService } = grpc.loadPackageDefinition(definition).facegate.v1;
-const client = new VerificationService(target, grpc.credentials.createInsecure());
+// The caller's key travels as `authorization: Bearer <key>` on every call. An interceptor adds it, because a
+// plaintext loopback channel cannot carry call credentials; over TLS use grpc.credentials.combineChannelCredentials.
+const apiKey = process.env.FACEGATE_API_KEY;
+const bearer = (options, nextCall) =>
+  new grpc.InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set('authorization', `Bearer ${apiKey}`);
+      next(metadata, listener);
+    },
+  });
+const client = new VerificationService(target, grpc.credentials.createInsecure(), {
+  interceptors: apiKey ? [bearer] : [],
+});
 
 // A synthetic sandbox identity (born 1900-01-01, sequence 001, GB 11643 check character) and a tiny JPEG.
 const ID_NUMBER = '110101190001010014';

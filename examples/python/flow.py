@@ -2,6 +2,7 @@
 """A complete facegate sandbox flow from Python, with stubs generated from proto/ by grpcio-tools.
 
 Usage: python flow.py [GRPC_TARGET]   (default 127.0.0.1:50051; the server runs `facegate serve --sandbox`)
+       FACEGATE_API_KEY=<key> python flow.py ...   authenticates as a configured caller (`authorization: Bearer`)
 
 1. Juhe: one StartSession with the identity and the face inline; the reply is final.
 2. Baidu: StartSession -> AWAITING_USER with a user_url; StreamStatus watches while this script plays the end user
@@ -42,8 +43,39 @@ JPEG = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + bytes(range(32)) + bytes([0xFF, 0xD9])
 STATE = common.SessionState.Name
 
 
+class BearerKey(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <key>` to every call (a plaintext loopback channel cannot carry call
+    credentials, so the key travels as metadata; over TLS use grpc.access_token_call_credentials instead)."""
+
+    def __init__(self, key):
+        self.metadata = (("authorization", f"Bearer {key}"),)
+
+    def _with_key(self, details):
+        metadata = tuple(details.metadata or ()) + self.metadata
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_key(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_key(details), request)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, details, metadata):
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
 def main():
     channel = grpc.insecure_channel(TARGET)
+    key = os.environ.get("FACEGATE_API_KEY")
+    if key:
+        channel = grpc.intercept_channel(channel, BearerKey(key))
     grpc.channel_ready_future(channel).result(timeout=30)
     stub = api_grpc.VerificationServiceStub(channel)
     run = os.urandom(4).hex()
