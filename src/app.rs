@@ -7,12 +7,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{Config, Secret};
 use crate::domain::service::{ServiceConfig, SessionService};
 use crate::grpc::observe::Observed;
 use crate::grpc::VerificationApi;
+use crate::net::{self, tls, TlsSource};
 use crate::proto::v1::verification_service_server::VerificationServiceServer;
 use crate::sandbox::{self, Sandbox};
 use crate::status::poller::PollConfig;
@@ -122,6 +122,20 @@ pub async fn start_with(
     sandbox: Option<Arc<Sandbox>>,
 ) -> Result<Running, AppError> {
     install_crypto_provider();
+    // The operator's wire settings, before sandbox mode rewrites the vendor URLs to its loopback simulators.
+    let transport = config.transport_problems();
+    for w in &transport.warnings {
+        tracing::warn!("{w}");
+    }
+    if !transport.errors.is_empty() {
+        return Err(AppError::Startup(transport.errors.join("; ")));
+    }
+    let grpc_tls = TlsSource::load("grpc.tls", &config.grpc.tls, tls::GRPC_ALPN)
+        .await
+        .map_err(AppError::Startup)?;
+    let http_tls = TlsSource::load("http.tls", &config.http.tls, tls::HTTP_ALPN)
+        .await
+        .map_err(AppError::Startup)?;
     let http_listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| AppError::Bind {
@@ -286,19 +300,23 @@ pub async fn start_with(
     let grpc_signal = async move {
         let _ = grpc_stop.wait_for(|v| *v).await;
     };
+    // Both listeners accept through `net`: TCP_NODELAY on every socket (tonic's `tcp_nodelay` does not apply to
+    // an incoming stream), TLS when configured, and for gRPC a PeerInfo in every request's extensions.
+    let grpc_incoming = net::incoming("grpc", grpc_listener, grpc_tls, stopping_rx.clone());
     let grpc_server = tonic::transport::Server::builder()
         .max_concurrent_streams(config.grpc.max_concurrent_streams)
         .concurrency_limit_per_connection(config.grpc.concurrency_limit_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(grpc_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_signal);
+        .serve_with_incoming_shutdown(grpc_incoming, grpc_signal);
 
     let mut http_stop = stopping_rx.clone();
+    let http_listener = net::HttpListener::new(http_listener, http_tls, stopping_rx.clone())
+        .map_err(|e| AppError::Startup(format!("cannot read HTTP address: {e}")))?;
     let http_server = axum::serve(
         http_listener,
         crate::http::router(Arc::clone(&service), sandbox.as_deref()),
@@ -337,7 +355,14 @@ pub async fn start_with(
         result
     });
 
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, sandbox = config.sandbox.enabled, "facegate serving");
+    tracing::info!(
+        grpc = %grpc_addr,
+        http = %http_addr,
+        grpc_tls = config.grpc.tls.enabled(),
+        http_tls = config.http.tls.enabled(),
+        sandbox = config.sandbox.enabled,
+        "facegate serving"
+    );
     Ok(Running {
         grpc_addr,
         http_addr,

@@ -176,6 +176,37 @@ impl TlsConfig {
     pub fn enabled(&self) -> bool {
         !self.cert_file.as_os_str().is_empty()
     }
+
+    /// Settings of the section at `prefix` (`grpc.tls`) that do not go together.
+    fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let key = !self.key_file.as_os_str().is_empty();
+        let ca = !self.client_ca_file.as_os_str().is_empty();
+        if self.enabled() && !key {
+            out.push(format!(
+                "{prefix}.key_file is required with {prefix}.cert_file"
+            ));
+        }
+        if !self.enabled() && key {
+            out.push(format!(
+                "{prefix}.cert_file is required with {prefix}.key_file"
+            ));
+        }
+        if !self.enabled() && ca {
+            out.push(format!(
+                "{prefix}.client_ca_file needs {prefix}.cert_file (client certificates need TLS)"
+            ));
+        }
+        if self.require_client_cert && !ca {
+            out.push(format!(
+                "{prefix}.require_client_cert needs {prefix}.client_ca_file and {prefix}.cert_file"
+            ));
+        }
+        if self.reload_interval_ms < 100 {
+            out.push(format!("{prefix}.reload_interval_ms must be at least 100"));
+        }
+        out
+    }
 }
 
 /// How callers authenticate.
@@ -307,6 +338,10 @@ impl Default for SessionConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct JuheConfig {
     /// Base URL; the adapter posts to `<base_url>/verifyface/verify` and `/verifyface/verifyEncry`.
+    ///
+    /// The default is `https://apis.juhe.cn`. Juhe's verifyface document shows only `http://apis.juhe.cn`; HTTPS on
+    /// the same host is inferred from the many public clients that call other Juhe APIs on `https://apis.juhe.cn`
+    /// (WeChat mini programs, which may only use HTTPS), not from the verifyface document itself.
     pub base_url: String,
     /// The API key (个人中心 -> 我的数据).
     pub key: Secret,
@@ -320,18 +355,22 @@ pub struct JuheConfig {
     pub max_response_bytes: usize,
     /// Largest probe image accepted, in bytes (Juhe recommends under 100 KB).
     pub max_image_bytes: usize,
+    /// Allow an `http://` base_url: name, ID number, face image and key then cross the network in clear. Off by
+    /// default; warned about at every start and by `check-config`.
+    pub allow_plaintext_http: bool,
 }
 
 impl Default for JuheConfig {
     fn default() -> Self {
         Self {
-            base_url: "http://apis.juhe.cn".into(),
+            base_url: "https://apis.juhe.cn".into(),
             key: Secret::default(),
             openid: Secret::default(),
             timeout_secs: 15,
             connect_timeout_secs: 3,
             max_response_bytes: 64 * 1024,
             max_image_bytes: 5 * 1024 * 1024,
+            allow_plaintext_http: false,
         }
     }
 }
@@ -369,6 +408,9 @@ pub struct BaiduConfig {
     pub score_thresholds: Vec<ThresholdConfig>,
     /// Hosts facegate downloads captured face images from (result/simple); the base URL's host is always allowed.
     pub media_hosts: Vec<String>,
+    /// Allow `http://` in base_url and page_url (personal data and credentials in clear). Off by default; warned
+    /// about at every start and by `check-config`.
+    pub allow_plaintext_http: bool,
 }
 
 /// A Baidu plan (方案) as created at the Baidu console.
@@ -445,6 +487,7 @@ impl Default for BaiduConfig {
                 "aip.baidubce.com".into(),
                 "bj.bcebos.com".into(),
             ],
+            allow_plaintext_http: false,
         }
     }
 }
@@ -497,6 +540,9 @@ pub struct MegviiConfig {
     pub max_flow_secs: u64,
     /// After the flow must be over, how long a late callback is waited for before the one get_result, in seconds.
     pub result_wait_secs: u64,
+    /// Allow `http://` in base_url and page_url (personal data and credentials in clear). Off by default; warned
+    /// about at every start and by `check-config`.
+    pub allow_plaintext_http: bool,
 }
 
 impl Default for MegviiConfig {
@@ -511,6 +557,7 @@ impl Default for MegviiConfig {
             max_response_bytes: 8 * 1024 * 1024,
             max_flow_secs: 3600,
             result_wait_secs: 120,
+            allow_plaintext_http: false,
         }
     }
 }
@@ -586,6 +633,15 @@ pub enum ConfigError {
     /// The merged values do not form a valid configuration.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+/// Findings of a check over the configuration: errors refuse the start, warnings are logged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigProblems {
+    /// Settings that must change before the service may start; each message names its key.
+    pub errors: Vec<String>,
+    /// Settings that work but deserve a warning at every start.
+    pub warnings: Vec<String>,
 }
 
 /// Prefix of configuration environment variables.
@@ -751,6 +807,9 @@ impl Config {
                     .to_owned(),
             );
         }
+        for (prefix, tls) in [("grpc.tls", &self.grpc.tls), ("http.tls", &self.http.tls)] {
+            problems.extend(tls.problems(prefix));
+        }
         if self.juhe.max_response_bytes < 1024 {
             problems.push("juhe.max_response_bytes must be at least 1024".to_owned());
         }
@@ -761,10 +820,73 @@ impl Config {
         }
     }
 
+    /// What the wire settings of this configuration need: `errors` stop `serve` and `check-config` (each names its
+    /// key), `warnings` are logged at every start and printed by `check-config`. Checks the operator's own values,
+    /// before sandbox mode points the adapters at its loopback simulators.
+    pub fn transport_problems(&self) -> ConfigProblems {
+        let mut out = ConfigProblems::default();
+        // Sandbox mode replaces every vendor URL with its simulators' (loopback), so the operator's are unused.
+        if !self.sandbox.enabled {
+            for (section, allowed, urls) in [
+                (
+                    "juhe",
+                    self.juhe.allow_plaintext_http,
+                    vec![("base_url", &self.juhe.base_url)],
+                ),
+                (
+                    "baidu",
+                    self.baidu.allow_plaintext_http,
+                    vec![
+                        ("base_url", &self.baidu.base_url),
+                        ("page_url", &self.baidu.page_url),
+                    ],
+                ),
+                (
+                    "megvii",
+                    self.megvii.allow_plaintext_http,
+                    vec![
+                        ("base_url", &self.megvii.base_url),
+                        ("page_url", &self.megvii.page_url),
+                    ],
+                ),
+            ] {
+                for (key, url) in urls {
+                    if !url.trim_start().to_ascii_lowercase().starts_with("http://") {
+                        continue;
+                    }
+                    if allowed {
+                        out.warnings.push(format!(
+                            "{section}.{key} is plaintext http:// ({section}.allow_plaintext_http = true): \
+                             personal data and vendor credentials cross the network unencrypted"
+                        ));
+                    } else {
+                        out.errors.push(format!(
+                            "{section}.{key} must be https:// (personal data and vendor credentials would cross \
+                             the network in clear); set {section}.allow_plaintext_http = true to accept that"
+                        ));
+                    }
+                }
+            }
+        }
+        if self.sandbox.enabled && self.http.tls.enabled() {
+            out.errors.push(
+                "http.tls cannot be used in sandbox mode: the adapters reach the simulators on the HTTP listener \
+                 over loopback plaintext"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+
     /// The public base URL without a trailing slash.
     pub fn public_base_url(&self, bound_http: SocketAddr) -> String {
         if self.http.public_base_url.is_empty() {
-            format!("http://{bound_http}")
+            let scheme = if self.http.tls.enabled() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{bound_http}")
         } else {
             self.http.public_base_url.trim_end_matches('/').to_owned()
         }
@@ -1035,6 +1157,92 @@ mod tests {
         assert!(Config::default()
             .to_masked_toml()
             .contains("database_url = \"\""));
+    }
+
+    #[test]
+    fn tls_settings_must_go_together() {
+        let problems = |pairs: &[(&str, &str)]| match Config::load_from(None, env(pairs)) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        assert!(problems(&[("FACEGATE__GRPC__TLS__CERT_FILE", "/c.pem")])
+            .contains("grpc.tls.key_file is required with grpc.tls.cert_file"));
+        assert!(problems(&[("FACEGATE__HTTP__TLS__KEY_FILE", "/k.pem")])
+            .contains("http.tls.cert_file is required with http.tls.key_file"));
+        assert!(
+            problems(&[("FACEGATE__GRPC__TLS__CLIENT_CA_FILE", "/ca.pem")])
+                .contains("grpc.tls.client_ca_file needs grpc.tls.cert_file")
+        );
+        assert!(problems(&[
+            ("FACEGATE__GRPC__TLS__CERT_FILE", "/c.pem"),
+            ("FACEGATE__GRPC__TLS__KEY_FILE", "/k.pem"),
+            ("FACEGATE__GRPC__TLS__REQUIRE_CLIENT_CERT", "true"),
+        ])
+        .contains("grpc.tls.require_client_cert needs grpc.tls.client_ca_file"));
+        assert!(
+            problems(&[("FACEGATE__HTTP__TLS__RELOAD_INTERVAL_MS", "99")])
+                .contains("http.tls.reload_interval_ms must be at least 100")
+        );
+        assert_eq!(
+            problems(&[
+                ("FACEGATE__GRPC__TLS__CERT_FILE", "/c.pem"),
+                ("FACEGATE__GRPC__TLS__KEY_FILE", "/k.pem"),
+                ("FACEGATE__GRPC__TLS__CLIENT_CA_FILE", "/ca.pem"),
+                ("FACEGATE__GRPC__TLS__REQUIRE_CLIENT_CERT", "true"),
+                ("FACEGATE__GRPC__TLS__RELOAD_INTERVAL_MS", "100"),
+            ]),
+            ""
+        );
+    }
+
+    #[test]
+    fn plaintext_vendor_urls_need_the_opt_in_and_are_warned_about() {
+        let c = Config::default();
+        assert_eq!(c.juhe.base_url, "https://apis.juhe.cn");
+        assert_eq!(c.transport_problems(), ConfigProblems::default());
+
+        let mut c = Config::default();
+        c.juhe.base_url = "http://apis.juhe.cn".into();
+        c.baidu.page_url = "HTTP://brain.baidu.com/face/print/".into();
+        c.megvii.base_url = "http://api.megvii.com".into();
+        c.megvii.page_url = "http://api.megvii.com/faceid/lite/do".into();
+        let p = c.transport_problems();
+        assert!(p.warnings.is_empty(), "{p:?}");
+        for key in [
+            "juhe.base_url",
+            "baidu.page_url",
+            "megvii.base_url",
+            "megvii.page_url",
+        ] {
+            assert!(p.errors.iter().any(|e| e.starts_with(key)), "{key}: {p:?}");
+        }
+        assert_eq!(p.errors.len(), 4, "{p:?}");
+
+        c.juhe.allow_plaintext_http = true;
+        c.megvii.allow_plaintext_http = true;
+        let p = c.transport_problems();
+        assert_eq!(p.errors.len(), 1, "{p:?}");
+        assert!(p.errors[0].starts_with("baidu.page_url"), "{p:?}");
+        assert_eq!(p.warnings.len(), 3, "{p:?}");
+        assert!(
+            p.warnings.iter().all(|w| w.contains("unencrypted")),
+            "{p:?}"
+        );
+
+        // Sandbox mode replaces the vendor URLs; its simulators are plaintext on loopback.
+        c.sandbox.enabled = true;
+        assert_eq!(c.transport_problems(), ConfigProblems::default());
+        c.http.tls.cert_file = "/c.pem".into();
+        assert!(c.transport_problems().errors[0].starts_with("http.tls"));
+    }
+
+    #[test]
+    fn the_public_base_url_follows_http_tls() {
+        let bound: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        let mut c = Config::default();
+        assert_eq!(c.public_base_url(bound), "http://127.0.0.1:8443");
+        c.http.tls.cert_file = "/c.pem".into();
+        assert_eq!(c.public_base_url(bound), "https://127.0.0.1:8443");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod proto;
 pub mod sandbox;
 pub mod status;

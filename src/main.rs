@@ -63,8 +63,16 @@ fn main() -> ExitCode {
     }
     if let Command::CheckConfig = cli.command {
         print!("{}", config.to_masked_toml());
-        for w in config.warnings() {
+        let transport = config.transport_problems();
+        for w in config.warnings().iter().chain(&transport.warnings) {
             eprintln!("warning: {w}");
+        }
+        if !transport.errors.is_empty() {
+            for e in &transport.errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("facegate: the configuration is refused for production");
+            return ExitCode::from(2);
         }
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;

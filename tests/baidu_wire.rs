@@ -112,6 +112,8 @@ async fn server_against(base: &str) -> Server {
     fast_polling(&mut config);
     config.baidu.base_url = base.into();
     config.baidu.page_url = format!("{base}/face/print/");
+    // The fake is plaintext on loopback.
+    config.baidu.allow_plaintext_http = true;
     config.baidu.api_key = Secret::new("independent-api-key");
     config.baidu.secret_key = Secret::new("independent-secret-key");
     for (name, needs_identity, needs_reference) in [("kyc", true, false), ("ref", false, true)] {

@@ -63,3 +63,61 @@ fn check_config_rejects_unknown_keys_and_bad_values() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("juhe.base_url"));
 }
+
+#[test]
+fn check_config_refuses_plaintext_vendor_urls_unless_opted_in_and_then_warns() {
+    let out = facegate()
+        .args(["check-config"])
+        .env("FACEGATE__JUHE__BASE_URL", "http://apis.juhe.cn")
+        .env(
+            "FACEGATE__BAIDU__PAGE_URL",
+            "http://brain.baidu.com/face/print/",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: juhe.base_url must be https://"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: baidu.page_url must be https://"),
+        "{err}"
+    );
+
+    let out = facegate()
+        .args(["check-config"])
+        .env("FACEGATE__JUHE__BASE_URL", "http://apis.juhe.cn")
+        .env("FACEGATE__JUHE__ALLOW_PLAINTEXT_HTTP", "true")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: juhe.base_url is plaintext http://"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("base_url = \"http://apis.juhe.cn\""),
+        "the effective value is printed"
+    );
+
+    // The defaults are https, Juhe's included.
+    let out = facegate().args(["check-config"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("base_url = \"https://apis.juhe.cn\""));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("plaintext"));
+}
+
+#[test]
+fn check_config_names_tls_keys_that_do_not_go_together() {
+    let out = facegate()
+        .args(["check-config"])
+        .env("FACEGATE__GRPC__TLS__CERT_FILE", "/run/secrets/tls.crt")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("grpc.tls.key_file is required"), "{err}");
+}

@@ -98,6 +98,8 @@ async fn server_against(base: &str, quick_end: bool) -> Server {
     config.sandbox.enabled = false;
     config.megvii.base_url = base.into();
     config.megvii.page_url = format!("{base}/faceid/lite/do");
+    // The fake is plaintext on loopback.
+    config.megvii.allow_plaintext_http = true;
     config.megvii.api_key = Secret::new("independent-key");
     config.megvii.api_secret = Secret::new(SECRET);
     if quick_end {

@@ -286,6 +286,8 @@ async fn an_independent_juhe_endpoint_receives_the_documented_form() {
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
     config.sandbox.enabled = false;
     config.juhe.base_url = base;
+    // The fake is plaintext on loopback.
+    config.juhe.allow_plaintext_http = true;
     config.juhe.key = Secret::new("independent-key");
     config.juhe.openid = Secret::new("independent-openid");
     let mut srv = Server::start_with(dir, config).await;
