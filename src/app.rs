@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{Config, Secret};
+use crate::domain::quota::Quotas;
 use crate::domain::service::{ServiceConfig, SessionService};
 use crate::grpc::observe::Observed;
 use crate::grpc::VerificationApi;
@@ -215,7 +216,8 @@ pub async fn start_with(
             shutdown_rx.clone(),
         )
         .await
-        .map_err(|e| AppError::Startup(format!("cannot start the session service: {e}")))?,
+        .map_err(|e| AppError::Startup(format!("cannot start the session service: {e}")))?
+        .with_quotas(Arc::new(Quotas::new(&config.auth))),
     );
     service.enable_polling();
     let recovered = service

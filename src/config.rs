@@ -224,6 +224,30 @@ impl Default for AuthConfig {
     }
 }
 
+impl AuthConfig {
+    /// What is wrong with the quotas (`auth.default_quota`, `auth.quotas.<tenant>`).
+    fn quota_problems(&self) -> Vec<String> {
+        let named = std::iter::once(("auth.default_quota".to_owned(), &self.default_quota)).chain(
+            self.quotas
+                .iter()
+                .map(|(tenant, q)| (format!("auth.quotas.{tenant}"), q)),
+        );
+        let mut problems = Vec::new();
+        for (name, q) in named {
+            if !(q.rpc_per_second.is_finite() && q.rpc_per_second >= 0.0) {
+                problems.push(format!(
+                    "{name}.rpc_per_second must be 0 (no limit) or above"
+                ));
+            } else if q.rpc_burst > 0 && q.rpc_per_second == 0.0 {
+                problems.push(format!(
+                    "{name}.rpc_burst needs {name}.rpc_per_second (the bucket's refill rate)"
+                ));
+            }
+        }
+        problems
+    }
+}
+
 /// A caller of the gRPC API.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -648,6 +672,7 @@ impl Config {
         if self.grpc.concurrency_limit_per_connection == 0 {
             problems.push("grpc.concurrency_limit_per_connection must be at least 1".to_owned());
         }
+        problems.extend(self.auth.quota_problems());
         if !(self.session.default_target_false_accept_rate > 0.0
             && self.session.default_target_false_accept_rate < 1.0)
         {

@@ -15,6 +15,7 @@ use tracing::Instrument;
 use super::error::{Error, VendorError};
 use super::far::{describe, threshold_for};
 use super::now_ms;
+use super::quota::{BilledCall, Quotas};
 use super::session::*;
 use super::state::{Applied, Event, TransitionError};
 use crate::status::poller::{PollConfig, PollStep, Pollers};
@@ -130,6 +131,16 @@ pub struct SessionService {
     callbacks: CallbackCounts,
     /// Single-flight on-demand refreshes: per session, the time of the last one.
     refreshes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
+    /// Per-tenant quotas; the daily billed-call cap is reserved before a vendor call is claimed.
+    quotas: Arc<Quotas>,
+}
+
+/// The tenant whose daily billed-call cap a session's vendor calls count against.
+///
+/// Stand-in until sessions carry their tenant: every session is the default tenant's. (Merging tenants: return
+/// `&session.tenant`.)
+fn billing_tenant(_session: &Session) -> &str {
+    super::caller::DEFAULT_TENANT
 }
 
 fn store_err(e: StoreError) -> Error {
@@ -158,7 +169,31 @@ impl SessionService {
             pollers,
             callbacks: CallbackCounts::default(),
             refreshes: std::sync::Mutex::new(HashMap::new()),
+            quotas: Arc::new(Quotas::unlimited()),
         })
+    }
+
+    /// Uses `quotas` (the default is no limits, billed calls still counted). Call before wrapping in an `Arc`.
+    pub fn with_quotas(mut self, quotas: Arc<Quotas>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// The quotas (for the gRPC handlers and metrics).
+    pub fn quotas(&self) -> &Arc<Quotas> {
+        &self.quotas
+    }
+
+    /// Limits, usage and refusals of every tenant's quotas, for `/metrics`.
+    pub async fn quota_usage(&self) -> Vec<super::quota::QuotaUsage> {
+        self.quotas.usage(&*self.store, now_ms()).await
+    }
+
+    /// Reserves the billed call a session is about to claim, under its tenant's daily cap.
+    async fn reserve_billed_call(&self, session: &Session) -> Result<BilledCall, Error> {
+        self.quotas
+            .reserve_billed_call(&*self.store, billing_tenant(session), now_ms())
+            .await
     }
 
     /// Connects the status engine to this service: pollers call [`SessionService::refresh`]. Call once after
@@ -303,22 +338,29 @@ impl SessionService {
             })?;
         }
         session.required_inputs = adapter.required_inputs(&session);
-        if session.required_inputs.is_empty() {
-            // Inputs complete at creation: the same write claims the vendor call, so a concurrent repeat of this
-            // request waits for its outcome instead of seeing a half-started session.
+        // Inputs complete at creation: the daily cap is reserved first (refused: nothing is written, so a retry of
+        // this request once the cap allows starts afresh), then the same write claims the vendor call, so a
+        // concurrent repeat of this request waits for its outcome instead of seeing a half-started session.
+        let reservation = if session.required_inputs.is_empty() {
+            let reserved = self.reserve_billed_call(&session).await?;
             session.attempt_started_at_ms = Some(now);
-        }
+            Some(reserved)
+        } else {
+            None
+        };
         let idem = IdempotencyRecord {
             request_id: req.request_id,
             fingerprint: fingerprint.clone(),
             session_id: session.id.clone(),
         };
-        match self
-            .store
-            .create(&session, Some(&idem))
-            .await
-            .map_err(store_err)?
-        {
+        let created = self.store.create(&session, Some(&idem)).await;
+        if !matches!(created, Ok(Created::New)) {
+            // Not written (a failure, or a concurrent repeat of this request won): no call was claimed.
+            if let Some(reserved) = reservation {
+                reserved.release(&*self.store).await;
+            }
+        }
+        match created.map_err(store_err)? {
             Created::New => {}
             Created::Existing(existing) => return self.replay(existing, &fingerprint).await,
         }
@@ -398,20 +440,55 @@ impl SessionService {
     where
         F: FnMut(&mut Session) -> Result<(), Error>,
     {
-        let updated = self
-            .mutate(id, false, |s| {
-                accepting_input(s)?;
-                put(s)?;
-                s.last_attempt_error = None;
-                let required = adapter.required_inputs(s);
-                if required.is_empty() {
-                    s.attempt_started_at_ms = Some(now_ms());
+        // An input that completes the inputs claims a billed call, which is reserved under the daily cap before
+        // the claim is written. The first pass finds out whether it does without writing; a refusal leaves the
+        // session as it was. A reservation not used in the end (another request changed the session meanwhile)
+        // is given back.
+        let mut reservation: Option<BilledCall> = None;
+        let (updated, claimed) = loop {
+            let reserved = reservation.is_some();
+            let mut needs_reservation = false;
+            let mut claimed = false;
+            let result = self
+                .mutate(id, false, |s| {
+                    needs_reservation = false;
+                    claimed = false;
+                    accepting_input(s)?;
+                    put(s)?;
+                    s.last_attempt_error = None;
+                    let required = adapter.required_inputs(s);
+                    if required.is_empty() {
+                        if !reserved {
+                            needs_reservation = true;
+                            return Ok(false);
+                        }
+                        s.attempt_started_at_ms = Some(now_ms());
+                        claimed = true;
+                    }
+                    let _ = s.apply(Event::InputsChanged { required }, now_ms());
+                    Ok(true)
+                })
+                .await;
+            match result {
+                // Only a pass without a reservation asks for one, so this happens once.
+                Ok(current) if needs_reservation => {
+                    reservation = Some(self.reserve_billed_call(&current).await?);
                 }
-                let _ = s.apply(Event::InputsChanged { required }, now_ms());
-                Ok(true)
-            })
-            .await?;
-        if updated.attempt_started_at_ms.is_some() {
+                Ok(updated) => break (updated, claimed),
+                Err(e) => {
+                    if let Some(unused) = reservation.take() {
+                        unused.release(&*self.store).await;
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        if !claimed {
+            if let Some(unused) = reservation.take() {
+                unused.release(&*self.store).await;
+            }
+        }
+        if claimed {
             self.spawn_attempt(updated).await
         } else {
             self.hub.publish(&updated);

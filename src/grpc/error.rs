@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tonic::Code;
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, QuotaViolation, StatusExt};
 
 use crate::domain::{Error, VendorErrorKind};
 
@@ -45,6 +45,18 @@ pub fn vendor_code(kind: VendorErrorKind) -> Code {
         VendorErrorKind::RejectedInput => Code::InvalidArgument,
         VendorErrorKind::Timeout => Code::DeadlineExceeded,
         VendorErrorKind::ProtocolError => Code::Unknown,
+    }
+}
+
+/// What a quota refusal's `QuotaFailure` violation says.
+fn quota_description(quota: &str, limit: &str) -> String {
+    match quota {
+        crate::domain::quota::RPC_RATE => format!("RPC rate limit of {limit} per second reached"),
+        crate::domain::quota::OPEN_STREAMS => format!("{limit} StatusStreams open already"),
+        crate::domain::quota::BILLED_CALLS_PER_DAY => {
+            format!("{limit} billed vendor calls today (UTC) already")
+        }
+        other => format!("quota {other} ({limit}) reached"),
     }
 }
 
@@ -147,6 +159,31 @@ pub fn to_status(err: &Error) -> tonic::Status {
                 err.retry_after,
                 vec![],
             )
+        }
+        Error::QuotaExceeded {
+            tenant,
+            quota,
+            limit,
+            retry_after,
+        } => {
+            let mut details = ErrorDetails::new();
+            details.set_error_info(
+                "QUOTA_EXCEEDED",
+                DOMAIN,
+                HashMap::from([
+                    ("tenant".to_owned(), tenant.clone()),
+                    ("quota".to_owned(), (*quota).to_owned()),
+                    ("limit".to_owned(), limit.clone()),
+                ]),
+            );
+            details.set_quota_failure(vec![QuotaViolation {
+                quota_id: (*quota).to_owned(),
+                ..QuotaViolation::new(format!("tenant:{tenant}"), quota_description(quota, limit))
+            }]);
+            if let Some(delay) = retry_after {
+                details.set_retry_info(Some(*delay));
+            }
+            tonic::Status::with_error_details(Code::ResourceExhausted, msg, details)
         }
         Error::Store => status(
             Code::Unavailable,
