@@ -1032,6 +1032,32 @@ mod tests {
     }
 
     #[test]
+    fn quotas_are_read_per_tenant_and_checked() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FACEGATE__AUTH__DEFAULT_QUOTA__BILLED_CALLS_PER_DAY", "100"),
+                ("FACEGATE__AUTH__DEFAULT_QUOTA__RPC_PER_SECOND", "2.5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.auth.default_quota.billed_calls_per_day, 100);
+        assert_eq!(c.auth.default_quota.rpc_per_second, 2.5);
+        let mut c = Config::default();
+        c.auth.quotas.insert(
+            "shop".into(),
+            QuotaConfig {
+                rpc_per_second: -1.0,
+                ..QuotaConfig::default()
+            },
+        );
+        c.auth.default_quota.rpc_burst = 10;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.quotas.shop.rpc_per_second"), "{e}");
+        assert!(e.contains("auth.default_quota.rpc_burst needs"), "{e}");
+    }
+
+    #[test]
     fn database_url_must_be_postgres_and_is_masked() {
         let bad = Config::load_from(
             None,

@@ -448,6 +448,42 @@ mod tests {
     }
 
     #[test]
+    fn quotas_render_limits_where_set_usage_and_rejections() {
+        use crate::domain::quota::QuotaUsage;
+        let rows = [
+            QuotaUsage {
+                tenant: "shop".into(),
+                quota: "rpc_rate",
+                limit: Some(2.5),
+                usage: Some(1.0),
+                rejections: 3,
+            },
+            QuotaUsage {
+                tenant: "shop".into(),
+                quota: "billed_calls_per_day",
+                limit: None,
+                usage: None,
+                rejections: 0,
+            },
+        ];
+        let text = render_quotas(&rows);
+        let l = lines(&text);
+        assert!(l.contains(&"# TYPE facegate_quota_limit gauge"));
+        assert!(l.contains(&"facegate_quota_limit{tenant=\"shop\",quota=\"rpc_rate\"} 2.5"));
+        assert!(l.contains(&"facegate_quota_usage{tenant=\"shop\",quota=\"rpc_rate\"} 1"));
+        assert!(l.contains(
+            &"facegate_quota_rejections_total{tenant=\"shop\",quota=\"billed_calls_per_day\"} 0"
+        ));
+        assert!(
+            !text.contains("facegate_quota_limit{tenant=\"shop\",quota=\"billed_calls_per_day\"}"),
+            "no limit series without a limit"
+        );
+        assert!(
+            !text.contains("facegate_quota_usage{tenant=\"shop\",quota=\"billed_calls_per_day\"}")
+        );
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }

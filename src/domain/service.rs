@@ -1442,6 +1442,125 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
+    /// The service with a daily cap of `cap` billed calls for every tenant.
+    async fn capped(
+        dir: &tempfile::TempDir,
+        cap: u64,
+    ) -> (
+        Arc<SessionService>,
+        Arc<AtomicU64>,
+        Arc<dyn SessionStore>,
+        watch::Sender<bool>,
+    ) {
+        let (svc, calls, store, tx) = service(dir, 60_000, Duration::ZERO).await;
+        let auth = crate::config::AuthConfig {
+            default_quota: crate::config::QuotaConfig {
+                billed_calls_per_day: cap,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let svc = Arc::into_inner(svc)
+            .unwrap()
+            .with_quotas(Arc::new(Quotas::new(&auth)));
+        (Arc::new(svc), calls, store, tx)
+    }
+
+    fn billed_today(rows: Vec<(String, u64)>) -> u64 {
+        rows.into_iter()
+            .find(|(t, _)| t == crate::domain::caller::DEFAULT_TENANT)
+            .map_or(0, |(_, n)| n)
+    }
+
+    fn is_cap_refusal(e: &Error) -> bool {
+        matches!(
+            e,
+            Error::QuotaExceeded { quota, retry_after: Some(_), .. }
+                if *quota == crate::domain::quota::BILLED_CALLS_PER_DAY
+        )
+    }
+
+    #[tokio::test]
+    async fn the_daily_cap_refuses_before_anything_is_written_or_called() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, calls, store, _tx) = capped(&dir, 2).await;
+        let today = crate::domain::quota::utc_day(now_ms());
+        for i in 0..2 {
+            let s = svc.start(start_req(&format!("ok{i}"), true)).await.unwrap();
+            assert_eq!(s.state, State::Verified);
+        }
+        // A repeated request replays its session: no second reservation, no second call.
+        svc.start(start_req("ok0", true)).await.unwrap();
+        assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 2);
+
+        let e = svc.start(start_req("over", true)).await.unwrap_err();
+        assert!(is_cap_refusal(&e), "{e:?}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "no vendor call over the cap"
+        );
+        assert!(
+            store.idempotency("over").await.unwrap().is_none(),
+            "nothing written: a retry once the cap allows starts afresh"
+        );
+        assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 2);
+
+        // Inputs given one by one: the one that completes them is refused, and the session stays as it was.
+        let s = svc.start(start_req("later", false)).await.unwrap();
+        let full = start_req("x", true);
+        let s = svc
+            .submit_identity(&s.id, full.identity.clone().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(s.required_inputs, vec![RequiredInput::ProbeImage]);
+        let image = full.images[0].clone();
+        let e = svc.upload_image(&s.id, image.clone()).await.unwrap_err();
+        assert!(is_cap_refusal(&e), "{e:?}");
+        let after = store.get(&s.id).await.unwrap().unwrap();
+        assert_eq!(after.state, State::RequiresInput);
+        assert_eq!(after.version, s.version, "nothing stored");
+        assert!(after.attempt_started_at_ms.is_none());
+        assert!(after.inputs.probe.is_none());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn without_a_cap_calls_are_counted_and_inputs_claim_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, calls, store, _tx) = capped(&dir, 0).await;
+        let today = crate::domain::quota::utc_day(now_ms());
+        let s = svc.start(start_req("parts", false)).await.unwrap();
+        let full = start_req("x", true);
+        svc.submit_identity(&s.id, full.identity.clone().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            billed_today(store.billed_calls(today).await.unwrap()),
+            0,
+            "an input that does not complete the inputs reserves nothing"
+        );
+        let done = svc
+            .upload_image(&s.id, full.images[0].clone())
+            .await
+            .unwrap();
+        assert_eq!(done.state, State::Verified);
+        for i in 0..3 {
+            svc.start(start_req(&format!("inline{i}"), true))
+                .await
+                .unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 4);
+        // An input the session refuses (final already) reserves nothing.
+        let e = svc
+            .upload_image(&s.id, full.images[0].clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::SessionFinal(_)), "{e:?}");
+        assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 4);
+    }
+
     #[tokio::test]
     async fn recovery_releases_calls_that_were_under_way_at_a_stop() {
         let dir = tempfile::tempdir().unwrap();

@@ -275,4 +275,40 @@ mod tests {
         );
         assert_eq!(d.error_info().unwrap().metadata["vendor_code"], "10012");
     }
+
+    #[test]
+    fn quota_refusals_carry_quota_failure_and_retry_only_where_waiting_helps() {
+        let refuse = |quota: &'static str, retry_after| Error::QuotaExceeded {
+            tenant: "shop".into(),
+            quota,
+            limit: "5".into(),
+            retry_after,
+        };
+        let st = to_status(&refuse(
+            "billed_calls_per_day",
+            Some(Duration::from_secs(60)),
+        ));
+        assert_eq!(st.code(), Code::ResourceExhausted);
+        let d = st.get_error_details();
+        let info = d.error_info().unwrap();
+        assert_eq!(info.reason, "QUOTA_EXCEEDED");
+        assert_eq!(info.metadata["tenant"], "shop");
+        assert_eq!(info.metadata["quota"], "billed_calls_per_day");
+        assert_eq!(info.metadata["limit"], "5");
+        let violations = &d.quota_failure().unwrap().violations;
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].subject, "tenant:shop");
+        assert_eq!(violations[0].quota_id, "billed_calls_per_day");
+        assert!(violations[0].description.contains("billed vendor calls"));
+        assert_eq!(
+            d.retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(60))
+        );
+        let st = to_status(&refuse("open_streams", None));
+        let d = st.get_error_details();
+        assert!(d.retry_info().is_none(), "waiting does not close a stream");
+        assert!(d.quota_failure().unwrap().violations[0]
+            .description
+            .contains("StatusStreams"));
+    }
 }
