@@ -170,7 +170,7 @@ impl Tenant {
         }
     }
 
-    fn refuse(&self, quota: &'static str, limit: f64, retry_after: Option<Duration>) -> Error {
+    fn refuse(&self, quota: &'static str, limit: String, retry_after: Option<Duration>) -> Error {
         if let Some(i) = QUOTAS.iter().position(|q| *q == quota) {
             self.rejections[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -178,7 +178,7 @@ impl Tenant {
         Error::QuotaExceeded {
             tenant: self.name.clone(),
             quota,
-            limit: format_limit(limit),
+            limit,
             retry_after,
         }
     }
@@ -322,7 +322,7 @@ impl Quotas {
             return Ok(());
         };
         let taken = bucket.lock().unwrap_or_else(|p| p.into_inner()).take(now);
-        taken.map_err(|wait| t.refuse(RPC_RATE, t.limits.rpc_per_second, Some(wait)))
+        taken.map_err(|wait| t.refuse(RPC_RATE, format_limit(t.limits.rpc_per_second), Some(wait)))
     }
 
     /// Opens a StatusStream of `tenant`: refused with [`Error::QuotaExceeded`] (`open_streams`, no RetryInfo) when
@@ -337,7 +337,7 @@ impl Quotas {
             });
         match opened {
             Ok(_) => Ok(StreamGuard { tenant: t }),
-            Err(_) => Err(t.refuse(OPEN_STREAMS, f64::from(max), None)),
+            Err(_) => Err(t.refuse(OPEN_STREAMS, max.to_string(), None)),
         }
     }
 
@@ -368,7 +368,7 @@ impl Quotas {
         } else {
             Err(t.refuse(
                 BILLED_CALLS_PER_DAY,
-                cap as f64,
+                cap.to_string(),
                 Some(until_next_utc_day(now_ms)),
             ))
         }
