@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Secret};
+use crate::domain::quota::Quotas;
 use crate::domain::service::{ServiceConfig, SessionService};
 use crate::grpc::observe::Observed;
 use crate::grpc::VerificationApi;
@@ -229,7 +230,8 @@ pub async fn start_with(
             shutdown_rx.clone(),
         )
         .await
-        .map_err(|e| AppError::Startup(format!("cannot start the session service: {e}")))?,
+        .map_err(|e| AppError::Startup(format!("cannot start the session service: {e}")))?
+        .with_quotas(Arc::new(Quotas::new(&config.auth))),
     );
     service.enable_polling();
     let recovered = service

@@ -255,6 +255,30 @@ impl Default for AuthConfig {
     }
 }
 
+impl AuthConfig {
+    /// What is wrong with the quotas (`auth.default_quota`, `auth.quotas.<tenant>`).
+    fn quota_problems(&self) -> Vec<String> {
+        let named = std::iter::once(("auth.default_quota".to_owned(), &self.default_quota)).chain(
+            self.quotas
+                .iter()
+                .map(|(tenant, q)| (format!("auth.quotas.{tenant}"), q)),
+        );
+        let mut problems = Vec::new();
+        for (name, q) in named {
+            if !(q.rpc_per_second.is_finite() && q.rpc_per_second >= 0.0) {
+                problems.push(format!(
+                    "{name}.rpc_per_second must be 0 (no limit) or above"
+                ));
+            } else if q.rpc_burst > 0 && q.rpc_per_second == 0.0 {
+                problems.push(format!(
+                    "{name}.rpc_burst needs {name}.rpc_per_second (the bucket's refill rate)"
+                ));
+            }
+        }
+        problems
+    }
+}
+
 /// A caller of the gRPC API.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -704,6 +728,7 @@ impl Config {
         if self.grpc.concurrency_limit_per_connection == 0 {
             problems.push("grpc.concurrency_limit_per_connection must be at least 1".to_owned());
         }
+        problems.extend(self.auth.quota_problems());
         if !(self.session.default_target_false_accept_rate > 0.0
             && self.session.default_target_false_accept_rate < 1.0)
         {
@@ -1126,6 +1151,32 @@ mod tests {
         assert!(
             Config::load_from(None, env(&[("FACEGATE__GRPC__MAX_MESSAGE_BYTES", "1000")])).is_err()
         );
+    }
+
+    #[test]
+    fn quotas_are_read_per_tenant_and_checked() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FACEGATE__AUTH__DEFAULT_QUOTA__BILLED_CALLS_PER_DAY", "100"),
+                ("FACEGATE__AUTH__DEFAULT_QUOTA__RPC_PER_SECOND", "2.5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.auth.default_quota.billed_calls_per_day, 100);
+        assert_eq!(c.auth.default_quota.rpc_per_second, 2.5);
+        let mut c = Config::default();
+        c.auth.quotas.insert(
+            "shop".into(),
+            QuotaConfig {
+                rpc_per_second: -1.0,
+                ..QuotaConfig::default()
+            },
+        );
+        c.auth.default_quota.rpc_burst = 10;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.quotas.shop.rpc_per_second"), "{e}");
+        assert!(e.contains("auth.default_quota.rpc_burst needs"), "{e}");
     }
 
     #[test]

@@ -192,6 +192,50 @@ impl Metrics {
     }
 }
 
+/// The text exposition of the per-tenant quotas: limits (where one is set), usage now and refusals. Tenant label
+/// values come from config, so these series are bounded too.
+pub fn render_quotas(quotas: &[crate::domain::quota::QuotaUsage]) -> String {
+    let mut out = String::new();
+    family_header(&mut out, &QUOTA_LIMIT, "gauge");
+    for q in quotas {
+        if let Some(limit) = q.limit {
+            sample(
+                &mut out,
+                QUOTA_LIMIT.name,
+                &QUOTA_LIMIT.keys,
+                &[&q.tenant, q.quota],
+                "",
+                &limit,
+            );
+        }
+    }
+    family_header(&mut out, &QUOTA_USAGE, "gauge");
+    for q in quotas {
+        if let Some(usage) = q.usage {
+            sample(
+                &mut out,
+                QUOTA_USAGE.name,
+                &QUOTA_USAGE.keys,
+                &[&q.tenant, q.quota],
+                "",
+                &usage,
+            );
+        }
+    }
+    family_header(&mut out, &QUOTA_REJECTIONS, "counter");
+    for q in quotas {
+        sample(
+            &mut out,
+            QUOTA_REJECTIONS.name,
+            &QUOTA_REJECTIONS.keys,
+            &[&q.tenant, q.quota],
+            "",
+            &q.rejections,
+        );
+    }
+    out
+}
+
 /// A metric family: name, help text and label names.
 struct Family<const N: usize> {
     name: &'static str,
@@ -245,6 +289,25 @@ const CALLBACKS: Family<2> = Family {
     name: "facegate_callbacks_total",
     help: "Vendor callbacks received, by vendor and result (verified or rejected).",
     keys: ["vendor", "result"],
+};
+
+const QUOTA_LIMIT: Family<2> = Family {
+    name: "facegate_quota_limit",
+    help: "Configured per-tenant limits, by tenant and quota: rpc_rate (RPCs per second, per replica), open_streams \
+           (per replica), billed_calls_per_day (UTC day, all replicas). Absent where there is no limit.",
+    keys: ["tenant", "quota"],
+};
+const QUOTA_USAGE: Family<2> = Family {
+    name: "facegate_quota_usage",
+    help: "Use of each per-tenant quota now, by tenant and quota: rpc_rate (token bucket tokens taken and not yet \
+           refilled), open_streams (StatusStreams open), billed_calls_per_day (vendor calls counted today, UTC, read \
+           from the store at scrape time).",
+    keys: ["tenant", "quota"],
+};
+const QUOTA_REJECTIONS: Family<2> = Family {
+    name: "facegate_quota_rejections_total",
+    help: "Requests refused with QUOTA_EXCEEDED, by tenant and quota.",
+    keys: ["tenant", "quota"],
 };
 
 fn family_header<const N: usize>(out: &mut String, f: &Family<N>, kind: &str) {
@@ -382,6 +445,42 @@ mod tests {
         assert!(text.contains(
             "facegate_vendor_requests_total{vendor=\"juhe\",endpoint=\"verifyface/verify\",outcome=\"ok\"} 5\n"
         ));
+    }
+
+    #[test]
+    fn quotas_render_limits_where_set_usage_and_rejections() {
+        use crate::domain::quota::QuotaUsage;
+        let rows = [
+            QuotaUsage {
+                tenant: "shop".into(),
+                quota: "rpc_rate",
+                limit: Some(2.5),
+                usage: Some(1.0),
+                rejections: 3,
+            },
+            QuotaUsage {
+                tenant: "shop".into(),
+                quota: "billed_calls_per_day",
+                limit: None,
+                usage: None,
+                rejections: 0,
+            },
+        ];
+        let text = render_quotas(&rows);
+        let l = lines(&text);
+        assert!(l.contains(&"# TYPE facegate_quota_limit gauge"));
+        assert!(l.contains(&"facegate_quota_limit{tenant=\"shop\",quota=\"rpc_rate\"} 2.5"));
+        assert!(l.contains(&"facegate_quota_usage{tenant=\"shop\",quota=\"rpc_rate\"} 1"));
+        assert!(l.contains(
+            &"facegate_quota_rejections_total{tenant=\"shop\",quota=\"billed_calls_per_day\"} 0"
+        ));
+        assert!(
+            !text.contains("facegate_quota_limit{tenant=\"shop\",quota=\"billed_calls_per_day\"}"),
+            "no limit series without a limit"
+        );
+        assert!(
+            !text.contains("facegate_quota_usage{tenant=\"shop\",quota=\"billed_calls_per_day\"}")
+        );
     }
 
     #[test]

@@ -235,6 +235,102 @@ mod contract {
         assert!(store.expired(i64::MAX, 10).await.unwrap().is_empty());
     }
 
+    pub async fn billed_calls_are_capped_per_tenant_and_day(backend: Backend) {
+        let store = backend.open().await;
+        let day = 20_000;
+        assert!(store.billed_calls(day).await.unwrap().is_empty());
+        assert!(store
+            .reserve_billed_call("shop", day, Some(2))
+            .await
+            .unwrap());
+        assert!(store
+            .reserve_billed_call("shop", day, Some(2))
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .reserve_billed_call("shop", day, Some(2))
+                .await
+                .unwrap(),
+            "the third call of the day is over the cap"
+        );
+        assert!(
+            store
+                .reserve_billed_call("shop", day + 1, Some(2))
+                .await
+                .unwrap(),
+            "a new day starts at zero"
+        );
+        assert!(
+            store
+                .reserve_billed_call("other", day, Some(1))
+                .await
+                .unwrap(),
+            "each tenant has its own count"
+        );
+        assert!(!store
+            .reserve_billed_call("other", day, Some(0))
+            .await
+            .unwrap());
+        for _ in 0..3 {
+            assert!(
+                store.reserve_billed_call("free", day, None).await.unwrap(),
+                "no limit: counted, never refused"
+            );
+        }
+        assert_eq!(
+            store.billed_calls(day).await.unwrap(),
+            [
+                ("free".to_owned(), 3),
+                ("other".to_owned(), 1),
+                ("shop".to_owned(), 2)
+            ]
+        );
+        store.release_billed_call("shop", day).await.unwrap();
+        store.release_billed_call("nobody", day).await.unwrap();
+        assert!(
+            store
+                .reserve_billed_call("shop", day, Some(2))
+                .await
+                .unwrap(),
+            "a released reservation is free again"
+        );
+        drop(store);
+        backend.restart_server();
+        let store = backend.open().await;
+        assert!(
+            !store
+                .reserve_billed_call("shop", day, Some(2))
+                .await
+                .unwrap(),
+            "the count survives a restart"
+        );
+        assert_eq!(
+            store.billed_calls(day + 1).await.unwrap(),
+            [("shop".to_owned(), 1)]
+        );
+    }
+
+    pub async fn two_stores_racing_for_the_last_slots_take_exactly_the_limit(backend: Backend) {
+        let (a, b) = tokio::join!(backend.open(), backend.open());
+        let day = 20_001;
+        assert!(a.reserve_billed_call("shop", day, Some(8)).await.unwrap());
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+                tokio::spawn(async move { store.reserve_billed_call("shop", day, Some(8)).await })
+            })
+            .collect();
+        let mut reserved = 0;
+        for t in tasks {
+            if t.await.unwrap().unwrap() {
+                reserved += 1;
+            }
+        }
+        assert_eq!(reserved, 7, "exactly the slots left are reserved");
+        assert_eq!(b.billed_calls(day).await.unwrap(), [("shop".to_owned(), 8)]);
+    }
+
     pub async fn errors_carry_no_personal_data(backend: Backend) {
         let store = backend.open().await;
         let mut s = blank_session("ses_pii");
@@ -281,6 +377,12 @@ macro_rules! contract_suite {
             contract_test!($attrs, $backend, fingerprint_key_is_made_once_and_shared);
             contract_test!($attrs, $backend, sessions_survive_a_restart);
             contract_test!($attrs, $backend, errors_carry_no_personal_data);
+            contract_test!($attrs, $backend, billed_calls_are_capped_per_tenant_and_day);
+            contract_test!(
+                $attrs,
+                $backend,
+                two_stores_racing_for_the_last_slots_take_exactly_the_limit
+            );
         }
     };
 }
@@ -305,7 +407,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2], "each migration applied once");
+    assert_eq!(versions, [1, 2, 3], "each migration applied once");
 
     sqlx::query("INSERT INTO facegate_schema_migrations (version) VALUES (999)")
         .execute(&pool)

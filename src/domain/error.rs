@@ -127,6 +127,18 @@ pub enum Error {
         /// The failure.
         err: VendorError,
     },
+    /// A tenant's quota refused the request; nothing was done (no vendor call made).
+    #[error("quota {quota} of tenant {tenant} exceeded (limit {limit})")]
+    QuotaExceeded {
+        /// The tenant (from config; not personal data).
+        tenant: String,
+        /// Which quota: `rpc_rate`, `open_streams` or `billed_calls_per_day`.
+        quota: &'static str,
+        /// The quota's limit, as configured.
+        limit: String,
+        /// When waiting helps, how long until the request would be allowed.
+        retry_after: Option<Duration>,
+    },
     /// The store failed.
     #[error("session store unavailable")]
     Store,

@@ -15,6 +15,7 @@ use tracing::Instrument;
 use super::error::{Error, VendorError};
 use super::far::{describe, threshold_for};
 use super::now_ms;
+use super::quota::{BilledCall, Quotas};
 use super::session::*;
 use super::state::{Applied, Event, TransitionError};
 use crate::status::poller::{PollConfig, PollStep, Pollers};
@@ -130,6 +131,16 @@ pub struct SessionService {
     callbacks: CallbackCounts,
     /// Single-flight on-demand refreshes: per session, the time of the last one.
     refreshes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
+    /// Per-tenant quotas; the daily billed-call cap is reserved before a vendor call is claimed.
+    quotas: Arc<Quotas>,
+}
+
+/// The tenant whose daily billed-call cap a session's vendor calls count against.
+///
+/// Stand-in until sessions carry their tenant: every session is the default tenant's. (Merging tenants: return
+/// `&session.tenant`.)
+fn billing_tenant(_session: &Session) -> &str {
+    super::caller::DEFAULT_TENANT
 }
 
 fn store_err(e: StoreError) -> Error {
@@ -158,7 +169,31 @@ impl SessionService {
             pollers,
             callbacks: CallbackCounts::default(),
             refreshes: std::sync::Mutex::new(HashMap::new()),
+            quotas: Arc::new(Quotas::unlimited()),
         })
+    }
+
+    /// Uses `quotas` (the default is no limits, billed calls still counted). Call before wrapping in an `Arc`.
+    pub fn with_quotas(mut self, quotas: Arc<Quotas>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// The quotas (for the gRPC handlers and metrics).
+    pub fn quotas(&self) -> &Arc<Quotas> {
+        &self.quotas
+    }
+
+    /// Limits, usage and refusals of every tenant's quotas, for `/metrics`.
+    pub async fn quota_usage(&self) -> Vec<super::quota::QuotaUsage> {
+        self.quotas.usage(&*self.store, now_ms()).await
+    }
+
+    /// Reserves the billed call a session is about to claim, under its tenant's daily cap.
+    async fn reserve_billed_call(&self, session: &Session) -> Result<BilledCall, Error> {
+        self.quotas
+            .reserve_billed_call(&*self.store, billing_tenant(session), now_ms())
+            .await
     }
 
     /// Connects the status engine to this service: pollers call [`SessionService::refresh`]. Call once after
@@ -303,22 +338,29 @@ impl SessionService {
             })?;
         }
         session.required_inputs = adapter.required_inputs(&session);
-        if session.required_inputs.is_empty() {
-            // Inputs complete at creation: the same write claims the vendor call, so a concurrent repeat of this
-            // request waits for its outcome instead of seeing a half-started session.
+        // Inputs complete at creation: the daily cap is reserved first (refused: nothing is written, so a retry of
+        // this request once the cap allows starts afresh), then the same write claims the vendor call, so a
+        // concurrent repeat of this request waits for its outcome instead of seeing a half-started session.
+        let reservation = if session.required_inputs.is_empty() {
+            let reserved = self.reserve_billed_call(&session).await?;
             session.attempt_started_at_ms = Some(now);
-        }
+            Some(reserved)
+        } else {
+            None
+        };
         let idem = IdempotencyRecord {
             request_id: req.request_id,
             fingerprint: fingerprint.clone(),
             session_id: session.id.clone(),
         };
-        match self
-            .store
-            .create(&session, Some(&idem))
-            .await
-            .map_err(store_err)?
-        {
+        let created = self.store.create(&session, Some(&idem)).await;
+        if !matches!(created, Ok(Created::New)) {
+            // Not written (a failure, or a concurrent repeat of this request won): no call was claimed.
+            if let Some(reserved) = reservation {
+                reserved.release(&*self.store).await;
+            }
+        }
+        match created.map_err(store_err)? {
             Created::New => {}
             Created::Existing(existing) => return self.replay(existing, &fingerprint).await,
         }
@@ -398,20 +440,55 @@ impl SessionService {
     where
         F: FnMut(&mut Session) -> Result<(), Error>,
     {
-        let updated = self
-            .mutate(id, false, |s| {
-                accepting_input(s)?;
-                put(s)?;
-                s.last_attempt_error = None;
-                let required = adapter.required_inputs(s);
-                if required.is_empty() {
-                    s.attempt_started_at_ms = Some(now_ms());
+        // An input that completes the inputs claims a billed call, which is reserved under the daily cap before
+        // the claim is written. The first pass finds out whether it does without writing; a refusal leaves the
+        // session as it was. A reservation not used in the end (another request changed the session meanwhile)
+        // is given back.
+        let mut reservation: Option<BilledCall> = None;
+        let (updated, claimed) = loop {
+            let reserved = reservation.is_some();
+            let mut needs_reservation = false;
+            let mut claimed = false;
+            let result = self
+                .mutate(id, false, |s| {
+                    needs_reservation = false;
+                    claimed = false;
+                    accepting_input(s)?;
+                    put(s)?;
+                    s.last_attempt_error = None;
+                    let required = adapter.required_inputs(s);
+                    if required.is_empty() {
+                        if !reserved {
+                            needs_reservation = true;
+                            return Ok(false);
+                        }
+                        s.attempt_started_at_ms = Some(now_ms());
+                        claimed = true;
+                    }
+                    let _ = s.apply(Event::InputsChanged { required }, now_ms());
+                    Ok(true)
+                })
+                .await;
+            match result {
+                // Only a pass without a reservation asks for one, so this happens once.
+                Ok(current) if needs_reservation => {
+                    reservation = Some(self.reserve_billed_call(&current).await?);
                 }
-                let _ = s.apply(Event::InputsChanged { required }, now_ms());
-                Ok(true)
-            })
-            .await?;
-        if updated.attempt_started_at_ms.is_some() {
+                Ok(updated) => break (updated, claimed),
+                Err(e) => {
+                    if let Some(unused) = reservation.take() {
+                        unused.release(&*self.store).await;
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        if !claimed {
+            if let Some(unused) = reservation.take() {
+                unused.release(&*self.store).await;
+            }
+        }
+        if claimed {
             self.spawn_attempt(updated).await
         } else {
             self.hub.publish(&updated);
@@ -1363,6 +1440,125 @@ mod tests {
             "personal data wiped at the final state"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// The service with a daily cap of `cap` billed calls for every tenant.
+    async fn capped(
+        dir: &tempfile::TempDir,
+        cap: u64,
+    ) -> (
+        Arc<SessionService>,
+        Arc<AtomicU64>,
+        Arc<dyn SessionStore>,
+        watch::Sender<bool>,
+    ) {
+        let (svc, calls, store, tx) = service(dir, 60_000, Duration::ZERO).await;
+        let auth = crate::config::AuthConfig {
+            default_quota: crate::config::QuotaConfig {
+                billed_calls_per_day: cap,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let svc = Arc::into_inner(svc)
+            .unwrap()
+            .with_quotas(Arc::new(Quotas::new(&auth)));
+        (Arc::new(svc), calls, store, tx)
+    }
+
+    fn billed_today(rows: Vec<(String, u64)>) -> u64 {
+        rows.into_iter()
+            .find(|(t, _)| t == crate::domain::caller::DEFAULT_TENANT)
+            .map_or(0, |(_, n)| n)
+    }
+
+    fn is_cap_refusal(e: &Error) -> bool {
+        matches!(
+            e,
+            Error::QuotaExceeded { quota, retry_after: Some(_), .. }
+                if *quota == crate::domain::quota::BILLED_CALLS_PER_DAY
+        )
+    }
+
+    #[tokio::test]
+    async fn the_daily_cap_refuses_before_anything_is_written_or_called() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, calls, store, _tx) = capped(&dir, 2).await;
+        let today = crate::domain::quota::utc_day(now_ms());
+        for i in 0..2 {
+            let s = svc.start(start_req(&format!("ok{i}"), true)).await.unwrap();
+            assert_eq!(s.state, State::Verified);
+        }
+        // A repeated request replays its session: no second reservation, no second call.
+        svc.start(start_req("ok0", true)).await.unwrap();
+        assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 2);
+
+        let e = svc.start(start_req("over", true)).await.unwrap_err();
+        assert!(is_cap_refusal(&e), "{e:?}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "no vendor call over the cap"
+        );
+        assert!(
+            store.idempotency("over").await.unwrap().is_none(),
+            "nothing written: a retry once the cap allows starts afresh"
+        );
+        assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 2);
+
+        // Inputs given one by one: the one that completes them is refused, and the session stays as it was.
+        let s = svc.start(start_req("later", false)).await.unwrap();
+        let full = start_req("x", true);
+        let s = svc
+            .submit_identity(&s.id, full.identity.clone().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(s.required_inputs, vec![RequiredInput::ProbeImage]);
+        let image = full.images[0].clone();
+        let e = svc.upload_image(&s.id, image.clone()).await.unwrap_err();
+        assert!(is_cap_refusal(&e), "{e:?}");
+        let after = store.get(&s.id).await.unwrap().unwrap();
+        assert_eq!(after.state, State::RequiresInput);
+        assert_eq!(after.version, s.version, "nothing stored");
+        assert!(after.attempt_started_at_ms.is_none());
+        assert!(after.inputs.probe.is_none());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn without_a_cap_calls_are_counted_and_inputs_claim_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, calls, store, _tx) = capped(&dir, 0).await;
+        let today = crate::domain::quota::utc_day(now_ms());
+        let s = svc.start(start_req("parts", false)).await.unwrap();
+        let full = start_req("x", true);
+        svc.submit_identity(&s.id, full.identity.clone().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            billed_today(store.billed_calls(today).await.unwrap()),
+            0,
+            "an input that does not complete the inputs reserves nothing"
+        );
+        let done = svc
+            .upload_image(&s.id, full.images[0].clone())
+            .await
+            .unwrap();
+        assert_eq!(done.state, State::Verified);
+        for i in 0..3 {
+            svc.start(start_req(&format!("inline{i}"), true))
+                .await
+                .unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 4);
+        // An input the session refuses (final already) reserves nothing.
+        let e = svc
+            .upload_image(&s.id, full.images[0].clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::SessionFinal(_)), "{e:?}");
+        assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 4);
     }
 
     #[tokio::test]

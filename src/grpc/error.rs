@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tonic::Code;
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, QuotaViolation, StatusExt};
 
 use crate::domain::{Error, VendorErrorKind};
 
@@ -45,6 +45,18 @@ pub fn vendor_code(kind: VendorErrorKind) -> Code {
         VendorErrorKind::RejectedInput => Code::InvalidArgument,
         VendorErrorKind::Timeout => Code::DeadlineExceeded,
         VendorErrorKind::ProtocolError => Code::Unknown,
+    }
+}
+
+/// What a quota refusal's `QuotaFailure` violation says.
+fn quota_description(quota: &str, limit: &str) -> String {
+    match quota {
+        crate::domain::quota::RPC_RATE => format!("RPC rate limit of {limit} per second reached"),
+        crate::domain::quota::OPEN_STREAMS => format!("{limit} StatusStreams open already"),
+        crate::domain::quota::BILLED_CALLS_PER_DAY => {
+            format!("{limit} billed vendor calls today (UTC) already")
+        }
+        other => format!("quota {other} ({limit}) reached"),
     }
 }
 
@@ -148,6 +160,31 @@ pub fn to_status(err: &Error) -> tonic::Status {
                 vec![],
             )
         }
+        Error::QuotaExceeded {
+            tenant,
+            quota,
+            limit,
+            retry_after,
+        } => {
+            let mut details = ErrorDetails::new();
+            details.set_error_info(
+                "QUOTA_EXCEEDED",
+                DOMAIN,
+                HashMap::from([
+                    ("tenant".to_owned(), tenant.clone()),
+                    ("quota".to_owned(), (*quota).to_owned()),
+                    ("limit".to_owned(), limit.clone()),
+                ]),
+            );
+            details.set_quota_failure(vec![QuotaViolation {
+                quota_id: (*quota).to_owned(),
+                ..QuotaViolation::new(format!("tenant:{tenant}"), quota_description(quota, limit))
+            }]);
+            if let Some(delay) = retry_after {
+                details.set_retry_info(Some(*delay));
+            }
+            tonic::Status::with_error_details(Code::ResourceExhausted, msg, details)
+        }
         Error::Store => status(
             Code::Unavailable,
             "STORE_UNAVAILABLE",
@@ -237,5 +274,41 @@ mod tests {
             Some(Duration::from_secs(60))
         );
         assert_eq!(d.error_info().unwrap().metadata["vendor_code"], "10012");
+    }
+
+    #[test]
+    fn quota_refusals_carry_quota_failure_and_retry_only_where_waiting_helps() {
+        let refuse = |quota: &'static str, retry_after| Error::QuotaExceeded {
+            tenant: "shop".into(),
+            quota,
+            limit: "5".into(),
+            retry_after,
+        };
+        let st = to_status(&refuse(
+            "billed_calls_per_day",
+            Some(Duration::from_secs(60)),
+        ));
+        assert_eq!(st.code(), Code::ResourceExhausted);
+        let d = st.get_error_details();
+        let info = d.error_info().unwrap();
+        assert_eq!(info.reason, "QUOTA_EXCEEDED");
+        assert_eq!(info.metadata["tenant"], "shop");
+        assert_eq!(info.metadata["quota"], "billed_calls_per_day");
+        assert_eq!(info.metadata["limit"], "5");
+        let violations = &d.quota_failure().unwrap().violations;
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].subject, "tenant:shop");
+        assert_eq!(violations[0].quota_id, "billed_calls_per_day");
+        assert!(violations[0].description.contains("billed vendor calls"));
+        assert_eq!(
+            d.retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(60))
+        );
+        let st = to_status(&refuse("open_streams", None));
+        let d = st.get_error_details();
+        assert!(d.retry_info().is_none(), "waiting does not close a stream");
+        assert!(d.quota_failure().unwrap().violations[0]
+            .description
+            .contains("StatusStreams"));
     }
 }

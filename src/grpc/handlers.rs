@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::error::{status, to_status};
+use crate::domain::caller::DEFAULT_TENANT;
 use crate::domain::service::SessionService;
 use crate::domain::{Error, Session};
 use crate::proto::v1 as pb;
@@ -57,6 +58,26 @@ impl VerificationApi {
     }
 }
 
+/// The tenant a request acts for.
+///
+/// Stand-in until the auth layer puts a `Caller` in the request's extensions: every request is the default
+/// tenant's. (Merging auth: the caller's tenant.)
+fn tenant_of<T>(_request: &Request<T>) -> &'static str {
+    DEFAULT_TENANT
+}
+
+impl VerificationApi {
+    /// Takes the request's token of its tenant's RPC rate quota.
+    ///
+    /// Until the auth layer exists (it takes the token itself, once per request), every handler calls this first.
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.service
+            .quotas()
+            .check_rpc(tenant_of(request))
+            .map_err(|e| to_status(&e))
+    }
+}
+
 fn with_session<T>(s: Session, f: impl FnOnce(pb::Session) -> T) -> T {
     f(convert::session(&s))
 }
@@ -69,6 +90,7 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::StartSessionRequest>,
     ) -> Result<Response<pb::StartSessionResponse>, Status> {
+        self.admit(&request)?;
         let svc = Arc::clone(&self.service);
         self.unary("StartSession", async move {
             let req = convert::start_request(request.get_ref())?;
@@ -84,6 +106,7 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::SubmitIdentityRequest>,
     ) -> Result<Response<pb::SubmitIdentityResponse>, Status> {
+        self.admit(&request)?;
         let svc = Arc::clone(&self.service);
         self.unary("SubmitIdentity", async move {
             let (id, identity) = convert::submit_identity(request.get_ref())?;
@@ -99,6 +122,7 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::UploadReferenceRequest>,
     ) -> Result<Response<pb::UploadReferenceResponse>, Status> {
+        self.admit(&request)?;
         let svc = Arc::clone(&self.service);
         self.unary("UploadReference", async move {
             let (id, image) = convert::upload(request.get_ref())?;
@@ -114,6 +138,7 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::GetResultRequest>,
     ) -> Result<Response<pb::GetResultResponse>, Status> {
+        self.admit(&request)?;
         let svc = Arc::clone(&self.service);
         self.unary("GetResult", async move {
             let req = request.get_ref();
@@ -141,10 +166,19 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::StreamStatusRequest>,
     ) -> Result<Response<Self::StreamStatusStream>, Status> {
+        self.admit(&request)?;
         let id = convert::session_id("session_id", &request.get_ref().session_id)
             .map_err(|e| to_status(&e))?;
+        // The stream holds a slot of its tenant's open_streams quota until it is dropped: when it ends, fails or
+        // its client goes away.
+        let slot = self
+            .service
+            .quotas()
+            .open_stream(tenant_of(&request))
+            .map_err(|e| to_status(&e))?;
         let rx = self.service.watch(&id).await.map_err(|e| to_status(&e))?;
-        let stream = ReceiverStream::new(rx).map(|item| {
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            let _held = &slot;
             item.map(|s| pb::StreamStatusResponse {
                 session: Some(convert::session(&s)),
             })
@@ -157,6 +191,7 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::CancelSessionRequest>,
     ) -> Result<Response<pb::CancelSessionResponse>, Status> {
+        self.admit(&request)?;
         let svc = Arc::clone(&self.service);
         self.unary("CancelSession", async move {
             let (id, reason) = convert::cancel(request.get_ref())?;

@@ -1,5 +1,5 @@
 //! `GET /metrics`: the Prometheus text exposition (format 0.0.4) of [`crate::metrics`], plus the session counts by
-//! state read from the store at scrape time.
+//! state and the per-tenant quotas (billed calls read from the store) at scrape time.
 
 use std::sync::Arc;
 
@@ -28,8 +28,7 @@ async fn scrape(State(service): State<Arc<SessionService>>) -> impl IntoResponse
             Vec::new()
         }
     };
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        crate::metrics::global().render(&sessions),
-    )
+    let mut text = crate::metrics::global().render(&sessions);
+    text.push_str(&crate::metrics::render_quotas(&service.quota_usage().await));
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

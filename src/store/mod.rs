@@ -74,4 +74,17 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn count_by_state(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// A random key made once per store, used to fingerprint idempotent requests without storing their content.
     async fn fingerprint_key(&self) -> Result<Vec<u8>, StoreError>;
+    /// Reserves one billed vendor call for `tenant` on UTC day `day` (whole days since 1970-01-01) if fewer than
+    /// `limit` are reserved for that day; `None` is no limit (the call is still counted). Returns whether it was
+    /// reserved. Atomic across every store over the same database, so the cap holds across restarts and replicas.
+    async fn reserve_billed_call(
+        &self,
+        tenant: &str,
+        day: i64,
+        limit: Option<u64>,
+    ) -> Result<bool, StoreError>;
+    /// Gives back one reservation of [`SessionStore::reserve_billed_call`] whose call was never claimed.
+    async fn release_billed_call(&self, tenant: &str, day: i64) -> Result<(), StoreError>;
+    /// The billed calls reserved on UTC day `day`, by tenant (tenants without any are left out).
+    async fn billed_calls(&self, day: i64) -> Result<Vec<(String, u64)>, StoreError>;
 }

@@ -41,6 +41,13 @@ const MIGRATIONS: &[&[&str]] = &[
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL)",
     ],
     &["CREATE INDEX sessions_by_state ON sessions (state)"],
+    // Billed vendor calls per tenant and UTC day (days since 1970-01-01), for the daily cap.
+    &["CREATE TABLE billed_calls (
+        tenant TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        calls BIGINT NOT NULL,
+        PRIMARY KEY (tenant, day)
+    )"],
 ];
 
 /// The advisory lock key replicas migrate under ("facegate" in ASCII).
@@ -76,6 +83,14 @@ impl Dialect for PostgresDialect {
              VALUES ('fingerprint_key', uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()))
              ON CONFLICT (key) DO NOTHING",
         select_fingerprint_key: "SELECT value FROM meta WHERE key = 'fingerprint_key'",
+        // Under READ COMMITTED a concurrent reservation of the same row waits for this one and then sees its
+        // count; under a stricter default isolation it fails with 40001, a lost race tried again.
+        reserve_billed_call: "INSERT INTO billed_calls (tenant, day, calls) VALUES ($1, $2, 1)
+             ON CONFLICT (tenant, day) DO UPDATE SET calls = billed_calls.calls + 1
+             WHERE billed_calls.calls < $3",
+        release_billed_call:
+            "UPDATE billed_calls SET calls = calls - 1 WHERE tenant = $1 AND day = $2 AND calls > 0",
+        billed_calls: "SELECT tenant, calls FROM billed_calls WHERE day = $1 ORDER BY tenant",
     };
 
     /// Migrates in one transaction under an advisory lock: replicas starting together wait for each other, and

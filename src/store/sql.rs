@@ -47,6 +47,13 @@ pub struct Statements {
     pub make_fingerprint_key: &'static str,
     /// The fingerprint key.
     pub select_fingerprint_key: &'static str,
+    /// Counts one billed call of a tenant's day unless the day has `limit` already (no row changed then):
+    /// `tenant, day, limit`.
+    pub reserve_billed_call: &'static str,
+    /// Takes one billed call of a tenant's day back: `tenant, day`.
+    pub release_billed_call: &'static str,
+    /// Billed calls of a day: rows `tenant, calls` for `day`.
+    pub billed_calls: &'static str,
 }
 
 /// What a database brings to [`SqlStore`].
@@ -74,6 +81,8 @@ pub trait Dialect: Send + Sync + 'static {
 
 /// How often a create is tried when it lost the race for its request id and could not read the winner.
 const CREATE_ATTEMPTS: usize = 3;
+/// How often a billed-call reservation is tried when it lost a race (a serialization failure).
+const RESERVE_ATTEMPTS: usize = 5;
 
 /// A session store over a pool of one SQL database.
 pub struct SqlStore<D: Dialect> {
@@ -328,6 +337,65 @@ where
             .map_err(D::error)?
             .try_get::<Vec<u8>, _>(0)
             .map_err(D::error)
+    }
+
+    async fn reserve_billed_call(
+        &self,
+        tenant: &str,
+        day: i64,
+        limit: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        // The insert counts the day's first call whatever the limit, so a limit of 0 is answered here.
+        let limit = match limit {
+            Some(0) => return Ok(false),
+            Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
+            None => i64::MAX,
+        };
+        let mut last = None;
+        for _ in 0..RESERVE_ATTEMPTS {
+            // One statement: SQLite takes the write lock before reading the row; PostgreSQL locks the row (or
+            // waits for a concurrent insert of it) and checks the limit against its latest version.
+            let result = sqlx::query(D::STATEMENTS.reserve_billed_call)
+                .bind(tenant)
+                .bind(day)
+                .bind(limit)
+                .execute(&self.pool)
+                .await;
+            match result {
+                Ok(done) => return Ok(D::rows_affected(&done) == 1),
+                Err(e) if D::lost_race(&e) => last = Some(e),
+                Err(e) => return Err(D::error(e)),
+            }
+        }
+        Err(last.map_or_else(
+            || StoreError::Database("billed-call reservation kept losing races".into()),
+            D::error,
+        ))
+    }
+
+    async fn release_billed_call(&self, tenant: &str, day: i64) -> Result<(), StoreError> {
+        sqlx::query(D::STATEMENTS.release_billed_call)
+            .bind(tenant)
+            .bind(day)
+            .execute(&self.pool)
+            .await
+            .map_err(D::error)?;
+        Ok(())
+    }
+
+    async fn billed_calls(&self, day: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(D::STATEMENTS.billed_calls)
+            .bind(day)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::error)?;
+        rows.iter()
+            .map(|r| {
+                let tenant: String = r.try_get(0).map_err(D::error)?;
+                let n: i64 = r.try_get(1).map_err(D::error)?;
+                Ok((tenant, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
     }
 }
 

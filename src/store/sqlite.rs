@@ -41,6 +41,13 @@ const MIGRATIONS: &[&[&str]] = &[
      WHERE personal_data_until_ms IS NOT NULL",
     ],
     &["CREATE INDEX sessions_by_state ON sessions (state)"],
+    // Billed vendor calls per tenant and UTC day (days since 1970-01-01), for the daily cap.
+    &["CREATE TABLE billed_calls (
+        tenant TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        calls INTEGER NOT NULL,
+        PRIMARY KEY (tenant, day)
+    )"],
 ];
 
 /// SQLite's statements (booleans are 0 and 1).
@@ -69,6 +76,11 @@ impl Dialect for SqliteDialect {
         make_fingerprint_key: "INSERT INTO meta (key, value) VALUES ('fingerprint_key', randomblob(32))
              ON CONFLICT (key) DO NOTHING",
         select_fingerprint_key: "SELECT value FROM meta WHERE key = 'fingerprint_key'",
+        reserve_billed_call: "INSERT INTO billed_calls (tenant, day, calls) VALUES (?, ?, 1)
+             ON CONFLICT (tenant, day) DO UPDATE SET calls = billed_calls.calls + 1 WHERE billed_calls.calls < ?",
+        release_billed_call:
+            "UPDATE billed_calls SET calls = calls - 1 WHERE tenant = ? AND day = ? AND calls > 0",
+        billed_calls: "SELECT tenant, calls FROM billed_calls WHERE day = ? ORDER BY tenant",
     };
 
     /// Migrates in one transaction that holds the write lock from the start, so that processes opening the file
