@@ -832,11 +832,13 @@ impl Config {
         if self.auth.callers.is_empty() && !sandbox {
             match self.auth.mode {
                 AuthMode::Keys => out.errors.push(
-                    "no callers are configured (auth.callers): declare the callers of the gRPC API, or set                      auth.mode = \"none\" to serve every request unauthenticated on purpose"
+                    "no callers are configured (auth.callers): declare the callers of the gRPC API, or set \
+                     auth.mode = \"none\" to serve every request unauthenticated on purpose"
                         .to_owned(),
                 ),
                 AuthMode::None => out.warnings.push(format!(
-                    "auth.mode = \"none\": the gRPC API is unauthenticated; every request acts as caller                      anonymous of tenant {} with all scopes (declare auth.callers to require credentials)",
+                    "auth.mode = \"none\": the gRPC API is unauthenticated; every request acts as caller \
+                     anonymous of tenant {} with all scopes (declare auth.callers to require credentials)",
                     self.auth.default_tenant
                 )),
             }

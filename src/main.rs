@@ -63,8 +63,16 @@ fn main() -> ExitCode {
     }
     if let Command::CheckConfig = cli.command {
         print!("{}", config.to_masked_toml());
-        for w in config.warnings() {
+        let problems = config.start_problems(config.sandbox.enabled);
+        for w in config.warnings().iter().chain(&problems.warnings) {
             eprintln!("warning: {w}");
+        }
+        if !problems.errors.is_empty() {
+            for e in &problems.errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("facegate: the configuration cannot serve");
+            return ExitCode::from(2);
         }
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;

@@ -12,6 +12,7 @@ use sha1::{Digest, Sha1};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::Instrument;
 
+use super::caller::Caller;
 use super::error::{Error, VendorError};
 use super::far::{describe, threshold_for};
 use super::now_ms;
@@ -47,6 +48,8 @@ pub struct ServiceConfig {
     /// With a store shared by several processes, how often a watcher re-reads the session for changes made
     /// elsewhere; `None` when this process is the only writer.
     pub watch_refresh: Option<Duration>,
+    /// Whether real vendors serve new sessions (false with the sandbox simulators); stored with each session.
+    pub live_mode: bool,
 }
 
 /// Vendor options as requested, before the adapter resolves them.
@@ -201,6 +204,14 @@ impl SessionService {
             .ok_or(Error::NotFound)
     }
 
+    /// Loads a session of `caller`'s tenant. Another tenant's session is [`Error::NotFound`], exactly as a missing
+    /// one: existence is not revealed.
+    async fn load_owned(&self, caller: &Caller, id: &str) -> Result<Session, Error> {
+        let session = self.load(id).await?;
+        owned_by(&session, caller)?;
+        Ok(session)
+    }
+
     /// Loads, changes and stores a session with compare-and-set, retrying on conflicts. `change` returns whether it
     /// changed anything; the version is bumped once per stored change. Watchers hear of it when `publish`.
     async fn mutate<F>(&self, id: &str, publish: bool, mut change: F) -> Result<Session, Error>
@@ -235,8 +246,12 @@ impl SessionService {
         ))
     }
 
-    /// Starts a session (idempotent by `request_id`).
-    pub async fn start(self: &Arc<Self>, req: StartRequest) -> Result<Session, Error> {
+    /// Starts a session of `caller`'s tenant (idempotent by the tenant's `request_id`).
+    pub async fn start(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: StartRequest,
+    ) -> Result<Session, Error> {
         if *self.shutdown.borrow() {
             return Err(Error::ShuttingDown);
         }
@@ -258,7 +273,7 @@ impl SessionService {
         let fingerprint = self.fingerprint(&req.canonical);
         if let Some(existing) = self
             .store
-            .idempotency(&req.request_id)
+            .idempotency(&caller.tenant, &req.request_id)
             .await
             .map_err(store_err)?
         {
@@ -296,6 +311,8 @@ impl SessionService {
             outcome: Outcome::default(),
             vendor_ref: None,
             final_query_at_ms: None,
+            tenant: caller.tenant.clone(),
+            live_mode: self.cfg.live_mode,
         };
         for (i, image) in req.images.into_iter().enumerate() {
             take_image(adapter, &mut session.inputs, image).map_err(|v| {
@@ -309,6 +326,7 @@ impl SessionService {
             session.attempt_started_at_ms = Some(now);
         }
         let idem = IdempotencyRecord {
+            tenant: caller.tenant.clone(),
             request_id: req.request_id,
             fingerprint: fingerprint.clone(),
             session_id: session.id.clone(),
@@ -322,7 +340,8 @@ impl SessionService {
             Created::New => {}
             Created::Existing(existing) => return self.replay(existing, &fingerprint).await,
         }
-        tracing::info!(session_id = %session.id, vendor = session.vendor.as_str(), "session started");
+        tracing::info!(session_id = %session.id, vendor = session.vendor.as_str(), live_mode = session.live_mode,
+            "session started");
         if session.attempt_started_at_ms.is_some() {
             return self.spawn_attempt(session).await;
         }
@@ -356,13 +375,14 @@ impl SessionService {
         result
     }
 
-    /// Supplies the identity.
+    /// Supplies the identity of one of `caller`'s tenant's sessions.
     pub async fn submit_identity(
         self: &Arc<Self>,
+        caller: &Caller,
         id: &str,
         identity: Identity,
     ) -> Result<Session, Error> {
-        let session = self.load(id).await?;
+        let session = self.load_owned(caller, id).await?;
         let adapter = self.vendors.adapter(session.vendor)?;
         self.take_input(adapter, id, |s| {
             s.identity_masked = Some(identity.masked());
@@ -372,13 +392,14 @@ impl SessionService {
         .await
     }
 
-    /// Supplies an image.
+    /// Supplies an image to one of `caller`'s tenant's sessions.
     pub async fn upload_image(
         self: &Arc<Self>,
+        caller: &Caller,
         id: &str,
         image: ImageInput,
     ) -> Result<Session, Error> {
-        let session = self.load(id).await?;
+        let session = self.load_owned(caller, id).await?;
         let adapter = self.vendors.adapter(session.vendor)?;
         self.take_input(adapter, id, |s| {
             take_image(adapter, &mut s.inputs, image.clone())
@@ -422,8 +443,12 @@ impl SessionService {
     /// Makes a claimed vendor call in a task of its own and waits for its stored outcome.
     async fn spawn_attempt(self: &Arc<Self>, claimed: Session) -> Result<Session, Error> {
         let this = Arc::clone(self);
+        let tenant = claimed.tenant.clone();
         // The call belongs to the RPC that claimed it (its span and log fields), though it outlives a timed-out caller.
-        let task = tokio::spawn(async move { this.run_attempt(claimed).await }.in_current_span());
+        let task = tokio::spawn(
+            crate::metrics::for_tenant(&tenant, async move { this.run_attempt(claimed).await })
+                .in_current_span(),
+        );
         match task.await {
             Ok(result) => result,
             Err(e) => Err(Error::Internal(format!("vendor call task failed: {e}"))),
@@ -570,7 +595,8 @@ impl SessionService {
             }
         };
         crate::metrics::global().status_poll(session.vendor.as_str());
-        let polled = adapter.poll(&session, final_check).await;
+        let polled =
+            crate::metrics::for_tenant(&session.tenant, adapter.poll(&session, final_check)).await;
         let result = match polled {
             Ok(outcome) => self.apply_vendor_outcome(&session, outcome).await,
             Err(e) => {
@@ -780,13 +806,15 @@ impl SessionService {
         }
     }
 
-    /// The session for GetResult: refreshed from the vendor when nobody polls it, plus the data asked for that is
-    /// never stored (fetched from the vendor while it keeps it).
+    /// The session for GetResult (one of `caller`'s tenant's): refreshed from the vendor when nobody polls it, plus
+    /// the data asked for that is never stored (fetched from the vendor while it keeps it).
     pub async fn result(
         &self,
+        caller: &Caller,
         id: &str,
         extras: ExtrasRequest,
     ) -> Result<(Session, ResultExtras), Error> {
+        self.load_owned(caller, id).await?;
         let mut session = self.get(id).await?;
         if !session.state.is_final() && session.vendor_ref.is_some() && !self.pollers.is_polling(id)
         {
@@ -822,13 +850,13 @@ impl SessionService {
             return Ok((session, kept));
         }
         let adapter = self.vendors.adapter(session.vendor)?;
-        let mut fetched = adapter
-            .fetch_extras(&session, extras)
-            .await
-            .map_err(|err| Error::Vendor {
-                session_id: session.id.clone(),
-                err,
-            })?;
+        let mut fetched =
+            crate::metrics::for_tenant(&session.tenant, adapter.fetch_extras(&session, extras))
+                .await
+                .map_err(|err| Error::Vendor {
+                    session_id: session.id.clone(),
+                    err,
+                })?;
         if kept.identity_document.is_some() {
             fetched.identity_document = kept.identity_document;
         }
@@ -1002,9 +1030,15 @@ impl SessionService {
         Ok(n)
     }
 
-    /// Cancels a session that is not final.
-    pub async fn cancel(&self, id: &str, reason: String) -> Result<Session, Error> {
+    /// Cancels one of `caller`'s tenant's sessions that is not final.
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        id: &str,
+        reason: String,
+    ) -> Result<Session, Error> {
         self.mutate(id, true, |s| {
+            owned_by(s, caller)?;
             if s.state.is_final() {
                 return Err(Error::SessionFinal(s.state));
             }
@@ -1056,11 +1090,14 @@ impl SessionService {
         Ok(n)
     }
 
-    /// Watches a session: the current snapshot, then every stored change, ending after a final state.
+    /// Watches one of `caller`'s tenant's sessions: the current snapshot, then every stored change, ending after a
+    /// final state.
     pub async fn watch(
         self: &Arc<Self>,
+        caller: &Caller,
         id: &str,
     ) -> Result<mpsc::Receiver<Result<Session, Error>>, Error> {
+        self.load_owned(caller, id).await?;
         let mut rx = self.hub.subscribe(id);
         let snapshot = match self.get(id).await {
             Ok(s) => s,
@@ -1158,7 +1195,16 @@ fn count_new_billing(before: &Session, after: &Session) {
     let billed = |s: &Session| s.outcome.billing.iter().filter(|b| b.billed).count();
     let added = billed(after).saturating_sub(billed(before));
     if added > 0 {
-        crate::metrics::global().billed(after.vendor.as_str(), added as u64);
+        crate::metrics::global().billed(after.vendor.as_str(), &after.tenant, added as u64);
+    }
+}
+
+/// [`Error::NotFound`] unless `session` belongs to `caller`'s tenant.
+fn owned_by(session: &Session, caller: &Caller) -> Result<(), Error> {
+    if session.tenant == caller.tenant {
+        Ok(())
+    } else {
+        Err(Error::NotFound)
     }
 }
 
@@ -1281,8 +1327,11 @@ mod tests {
         Arc<dyn SessionStore>,
         watch::Sender<bool>,
     ) {
-        let store: Arc<dyn SessionStore> =
-            Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+        let store: Arc<dyn SessionStore> = Arc::new(
+            SqliteStore::open(&dir.path().join("t.db"), &Default::default())
+                .await
+                .unwrap(),
+        );
         let calls = Arc::new(AtomicU64::new(0));
         let vendors = Arc::new(Vendors {
             juhe: Some(Box::new(Fake {
@@ -1305,11 +1354,16 @@ mod tests {
             },
             final_check_grace_ms: 60_000,
             watch_refresh: None,
+            live_mode: true,
         };
         let svc = SessionService::new(Arc::clone(&store), vendors, Arc::new(Hub::new()), cfg, rx)
             .await
             .unwrap();
         (Arc::new(svc), calls, store, tx)
+    }
+
+    fn anon() -> crate::domain::caller::Caller {
+        crate::domain::caller::Caller::anonymous(crate::domain::caller::DEFAULT_TENANT)
     }
 
     fn start_req(id: &str, with_inputs: bool) -> StartRequest {
@@ -1348,7 +1402,7 @@ mod tests {
         let (svc, calls, _, _tx) = service(&dir, 60_000, Duration::from_millis(300)).await;
         let svc2 = Arc::clone(&svc);
         let gave_up = tokio::time::timeout(Duration::from_millis(50), async move {
-            svc2.start(start_req("drop", true)).await
+            svc2.start(&anon(), start_req("drop", true)).await
         })
         .await;
         assert!(
@@ -1356,7 +1410,7 @@ mod tests {
             "the caller gave up before the vendor answered"
         );
         // The replay waits for the call that is still under way and sees its stored outcome.
-        let s = svc.start(start_req("drop", true)).await.unwrap();
+        let s = svc.start(&anon(), start_req("drop", true)).await.unwrap();
         assert_eq!(s.state, State::Verified);
         assert!(
             s.inputs.is_empty(),
@@ -1369,7 +1423,10 @@ mod tests {
     async fn recovery_releases_calls_that_were_under_way_at_a_stop() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, calls, store, _tx) = service(&dir, 60_000, Duration::ZERO).await;
-        let s = svc.start(start_req("recover", false)).await.unwrap();
+        let s = svc
+            .start(&anon(), start_req("recover", false))
+            .await
+            .unwrap();
         let mut stuck = store.get(&s.id).await.unwrap().unwrap();
         stuck.inputs.identity = start_req("x", true).identity;
         stuck.inputs.probe = Some(FaceImage {
@@ -1408,8 +1465,11 @@ mod tests {
     async fn expiry_reaches_watchers_and_is_final() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, _, _, _tx) = service(&dir, 100, Duration::ZERO).await;
-        let s = svc.start(start_req("expire", false)).await.unwrap();
-        let mut rx = svc.watch(&s.id).await.unwrap();
+        let s = svc
+            .start(&anon(), start_req("expire", false))
+            .await
+            .unwrap();
+        let mut rx = svc.watch(&anon(), &s.id).await.unwrap();
         assert_eq!(
             rx.recv().await.unwrap().unwrap().state,
             State::RequiresInput
@@ -1422,7 +1482,7 @@ mod tests {
             "the stream ends after a final state"
         );
         assert_eq!(svc.hub().watched_sessions(), 0);
-        let err = svc.cancel(&s.id, String::new()).await.unwrap_err();
+        let err = svc.cancel(&anon(), &s.id, String::new()).await.unwrap_err();
         assert!(matches!(err, Error::SessionFinal(State::Expired)));
     }
 
@@ -1430,14 +1490,46 @@ mod tests {
     async fn shutdown_ends_open_streams() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, _, _, tx) = service(&dir, 60_000, Duration::ZERO).await;
-        let s = svc.start(start_req("shutdown", false)).await.unwrap();
-        let mut rx = svc.watch(&s.id).await.unwrap();
+        let s = svc
+            .start(&anon(), start_req("shutdown", false))
+            .await
+            .unwrap();
+        let mut rx = svc.watch(&anon(), &s.id).await.unwrap();
         assert!(rx.recv().await.unwrap().is_ok());
         tx.send(true).unwrap();
         assert!(matches!(rx.recv().await.unwrap(), Err(Error::ShuttingDown)));
         assert!(matches!(
-            svc.start(start_req("after", false)).await,
+            svc.start(&anon(), start_req("after", false)).await,
             Err(Error::ShuttingDown)
         ));
+    }
+
+    #[tokio::test]
+    async fn sessions_are_kept_to_their_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _, _, _tx) = service(&dir, 60_000, Duration::ZERO).await;
+        let shop = crate::domain::caller::Caller::anonymous("shop");
+        let other = crate::domain::caller::Caller::anonymous("other");
+        let s = svc.start(&shop, start_req("same", false)).await.unwrap();
+        assert_eq!((s.tenant.as_str(), s.live_mode), ("shop", true));
+        assert!(matches!(
+            svc.result(&other, &s.id, Default::default()).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            svc.watch(&other, &s.id).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            svc.cancel(&other, &s.id, String::new()).await,
+            Err(Error::NotFound)
+        ));
+        // The same request id in another tenant is another session; in the same tenant, the same one.
+        let theirs = svc.start(&other, start_req("same", false)).await.unwrap();
+        assert_ne!(theirs.id, s.id);
+        assert_eq!(theirs.tenant, "other");
+        let again = svc.start(&shop, start_req("same", false)).await.unwrap();
+        assert_eq!(again.id, s.id);
+        assert!(svc.cancel(&shop, &s.id, String::new()).await.is_ok());
     }
 }

@@ -9,8 +9,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
+use super::auth::{caller, peer_of, require};
 use super::convert;
 use super::error::{status, to_status};
+use crate::domain::caller::Scope;
 use crate::domain::service::SessionService;
 use crate::domain::{Error, Session};
 use crate::proto::v1 as pb;
@@ -57,6 +59,33 @@ impl VerificationApi {
     }
 }
 
+/// The audit trail of an unmasked read: who (caller, tenant, peer address) read which kinds of data of which
+/// session. Never the data itself.
+fn audit_unmasked_read(
+    caller: &crate::domain::caller::Caller,
+    peer: Option<std::net::SocketAddr>,
+    session_id: &str,
+    extras: &crate::domain::ExtrasRequest,
+) {
+    let kinds: Vec<&'static str> = [
+        (extras.reveal_personal_data, "personal_data"),
+        (extras.face_image, "face_image"),
+        (extras.media, "media"),
+    ]
+    .into_iter()
+    .filter_map(|(asked, kind)| asked.then_some(kind))
+    .collect();
+    if kinds.is_empty() {
+        return;
+    }
+    for kind in &kinds {
+        crate::metrics::global().unmasked_read(&caller.tenant, &caller.id, kind);
+    }
+    let peer = peer.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(audit = "unmasked_read", caller = %caller.id, tenant = %caller.tenant, peer = %peer,
+        session_id = %session_id, kinds = %kinds.join(","), "unmasked read");
+}
+
 fn with_session<T>(s: Session, f: impl FnOnce(pb::Session) -> T) -> T {
     f(convert::session(&s))
 }
@@ -70,9 +99,10 @@ impl VerificationService for VerificationApi {
         request: Request<pb::StartSessionRequest>,
     ) -> Result<Response<pb::StartSessionResponse>, Status> {
         let svc = Arc::clone(&self.service);
+        let caller = caller(&request)?;
         self.unary("StartSession", async move {
             let req = convert::start_request(request.get_ref())?;
-            let s = svc.start(req).await?;
+            let s = svc.start(&caller, req).await?;
             Ok(with_session(s, |session| pb::StartSessionResponse {
                 session: Some(session),
             }))
@@ -85,9 +115,10 @@ impl VerificationService for VerificationApi {
         request: Request<pb::SubmitIdentityRequest>,
     ) -> Result<Response<pb::SubmitIdentityResponse>, Status> {
         let svc = Arc::clone(&self.service);
+        let caller = caller(&request)?;
         self.unary("SubmitIdentity", async move {
             let (id, identity) = convert::submit_identity(request.get_ref())?;
-            let s = svc.submit_identity(&id, identity).await?;
+            let s = svc.submit_identity(&caller, &id, identity).await?;
             Ok(with_session(s, |session| pb::SubmitIdentityResponse {
                 session: Some(session),
             }))
@@ -100,9 +131,10 @@ impl VerificationService for VerificationApi {
         request: Request<pb::UploadReferenceRequest>,
     ) -> Result<Response<pb::UploadReferenceResponse>, Status> {
         let svc = Arc::clone(&self.service);
+        let caller = caller(&request)?;
         self.unary("UploadReference", async move {
             let (id, image) = convert::upload(request.get_ref())?;
-            let s = svc.upload_image(&id, image).await?;
+            let s = svc.upload_image(&caller, &id, image).await?;
             Ok(with_session(s, |session| pb::UploadReferenceResponse {
                 session: Some(session),
             }))
@@ -115,18 +147,25 @@ impl VerificationService for VerificationApi {
         request: Request<pb::GetResultRequest>,
     ) -> Result<Response<pb::GetResultResponse>, Status> {
         let svc = Arc::clone(&self.service);
+        let caller = caller(&request)?;
+        let req = request.get_ref();
+        if req.reveal_personal_data {
+            require(&request, &caller, Scope::PersonalDataReveal, "GetResult")?;
+        }
+        if req.include_face_image || req.include_media {
+            require(&request, &caller, Scope::MediaRead, "GetResult")?;
+        }
+        let peer = peer_of(&request);
         self.unary("GetResult", async move {
             let req = request.get_ref();
             let id = convert::session_id("session_id", &req.session_id)?;
-            if req.reveal_personal_data {
-                tracing::info!(session_id = %id, "personal data requested unmasked");
-            }
             let extras = crate::domain::ExtrasRequest {
                 reveal_personal_data: req.reveal_personal_data,
                 face_image: req.include_face_image,
                 media: req.include_media,
             };
-            let (s, fetched) = svc.result(&id, extras).await?;
+            let (s, fetched) = svc.result(&caller, &id, extras).await?;
+            audit_unmasked_read(&caller, peer, &s.id, &extras);
             Ok(pb::GetResultResponse {
                 outcome: Some(convert::outcome(&s, &fetched)),
                 session: Some(convert::session(&s)),
@@ -141,9 +180,14 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::StreamStatusRequest>,
     ) -> Result<Response<Self::StreamStatusStream>, Status> {
+        let caller = caller(&request)?;
         let id = convert::session_id("session_id", &request.get_ref().session_id)
             .map_err(|e| to_status(&e))?;
-        let rx = self.service.watch(&id).await.map_err(|e| to_status(&e))?;
+        let rx = self
+            .service
+            .watch(&caller, &id)
+            .await
+            .map_err(|e| to_status(&e))?;
         let stream = ReceiverStream::new(rx).map(|item| {
             item.map(|s| pb::StreamStatusResponse {
                 session: Some(convert::session(&s)),
@@ -158,9 +202,10 @@ impl VerificationService for VerificationApi {
         request: Request<pb::CancelSessionRequest>,
     ) -> Result<Response<pb::CancelSessionResponse>, Status> {
         let svc = Arc::clone(&self.service);
+        let caller = caller(&request)?;
         self.unary("CancelSession", async move {
             let (id, reason) = convert::cancel(request.get_ref())?;
-            let s = svc.cancel(&id, reason).await?;
+            let s = svc.cancel(&caller, &id, reason).await?;
             Ok(with_session(s, |session| pb::CancelSessionResponse {
                 session: Some(session),
             }))
