@@ -238,6 +238,21 @@ async fn missing_or_wrong_credentials_are_unauthenticated() {
     let mut admin = srv.with_key("key-admin").await;
     let s = new_session(&mut admin, "u-2").await;
     assert_eq!(s.request_id, "u-2");
+    // Refusals are counted by reason (metrics are per process: other tests of this binary may add to them).
+    let text = reqwest::get(format!("http://{}/metrics", srv.running().http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("facegate_auth_failures_total{reason=\"UNAUTHENTICATED\"} "))
+        .expect("refusals are counted")
+        .parse()
+        .unwrap();
+    assert!(refused >= 6.0, "{text}");
+    assert!(!text.contains("key-wrong-0123"));
     srv.stop().await;
 }
 
