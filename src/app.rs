@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, Secret};
 use crate::domain::quota::Quotas;
 use crate::domain::service::{ServiceConfig, SessionService};
+use crate::grpc::auth::{AuthLayer, Authenticator};
 use crate::grpc::observe::Observed;
 use crate::grpc::VerificationApi;
 use crate::net::{self, tls, TlsSource};
@@ -20,7 +21,7 @@ use crate::status::poller::PollConfig;
 use crate::status::Hub;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{SessionStore, StoreError};
+use crate::store::{SessionStore, StoreError, StoreOptions};
 use crate::vendors::{baidu::BaiduAdapter, juhe::JuheAdapter, megvii::MegviiAdapter, Vendors};
 
 /// The fully qualified gRPC service name.
@@ -95,17 +96,22 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The PostgreSQL store when `store.database_url` is set, else the SQLite file.
-async fn open_store(config: &Config) -> Result<Arc<dyn SessionStore>, StoreError> {
+/// The PostgreSQL store when `store.database_url` is set, else the SQLite file. Sessions stored before tenants
+/// existed get `auth.default_tenant`, and the live mode of this start.
+async fn open_store(config: &Config, sandbox: bool) -> Result<Arc<dyn SessionStore>, StoreError> {
+    let options = StoreOptions {
+        default_tenant: config.auth.default_tenant.clone(),
+        legacy_live_mode: !sandbox,
+    };
     if config.store.database_url.is_empty() {
         tracing::info!(path = %config.store.sqlite_path.display(), "session store: SQLite");
         Ok(Arc::new(
-            SqliteStore::open(&config.store.sqlite_path).await?,
+            SqliteStore::open(&config.store.sqlite_path, &options).await?,
         ))
     } else {
         tracing::info!("session store: PostgreSQL");
         Ok(Arc::new(
-            PostgresStore::connect(config.store.database_url.expose()).await?,
+            PostgresStore::connect(config.store.database_url.expose(), &options).await?,
         ))
     }
 }
@@ -123,14 +129,21 @@ pub async fn start_with(
     sandbox: Option<Arc<Sandbox>>,
 ) -> Result<Running, AppError> {
     install_crypto_provider();
-    // The operator's wire settings, before sandbox mode rewrites the vendor URLs to its loopback simulators.
-    let transport = config.transport_problems();
-    for w in &transport.warnings {
+    // Sandbox mode is decided here, once; everything below follows this flag. The safe-default rules (callers, the
+    // wire) read the operator's own settings, before sandbox mode points the vendor URLs at its loopback simulators.
+    let sandbox_mode = config.sandbox.enabled;
+    let problems = config.start_problems(sandbox_mode);
+    if !problems.errors.is_empty() {
+        return Err(AppError::Startup(format!(
+            "refusing to start: {}",
+            problems.errors.join("; ")
+        )));
+    }
+    for w in &problems.warnings {
         tracing::warn!("{w}");
     }
-    if !transport.errors.is_empty() {
-        return Err(AppError::Startup(transport.errors.join("; ")));
-    }
+    let authenticator =
+        Authenticator::new(&config.auth, sandbox_mode).map_err(AppError::Startup)?;
     let grpc_tls = TlsSource::load("grpc.tls", &config.grpc.tls, tls::GRPC_ALPN)
         .await
         .map_err(AppError::Startup)?;
@@ -156,7 +169,7 @@ pub async fn start_with(
         .local_addr()
         .map_err(|e| AppError::Startup(format!("cannot read gRPC address: {e}")))?;
 
-    let sandbox = if config.sandbox.enabled {
+    let sandbox = if sandbox_mode {
         let local = format!("http://{}", loopback_of(http_addr));
         config.juhe.base_url = format!("{local}{}", sandbox::JUHE_PREFIX);
         config.juhe.key = Secret::new(sandbox::JUHE_KEY);
@@ -168,7 +181,7 @@ pub async fn start_with(
         None
     };
 
-    let store = open_store(&config)
+    let store = open_store(&config, sandbox_mode)
         .await
         .map_err(|e| AppError::Startup(format!("cannot open the session store: {e}")))?;
     let public_base = config.public_base_url(loopback_of(http_addr));
@@ -220,7 +233,12 @@ pub async fn start_with(
             config.status.final_check_grace_secs.saturating_mul(1000),
         )
         .unwrap_or(i64::MAX),
+        live_mode: !sandbox_mode,
     };
+    crate::metrics::global().register_tenants(
+        std::iter::once(config.auth.default_tenant.as_str())
+            .chain(config.auth.callers.iter().map(|c| c.tenant.as_str())),
+    );
     let service = Arc::new(
         SessionService::new(
             store,
@@ -305,7 +323,9 @@ pub async fn start_with(
     // Both listeners accept through `net`: TCP_NODELAY on every socket (tonic's `tcp_nodelay` does not apply to
     // an incoming stream), TLS when configured, and for gRPC a PeerInfo in every request's extensions.
     let grpc_incoming = net::incoming("grpc", grpc_listener, grpc_tls, stopping_rx.clone());
+    // Authentication wraps every service, health and reflection included (they decide themselves whether to be open).
     let grpc_server = tonic::transport::Server::builder()
+        .layer(AuthLayer::new(authenticator))
         .max_concurrent_streams(config.grpc.max_concurrent_streams)
         .concurrency_limit_per_connection(config.grpc.concurrency_limit_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

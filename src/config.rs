@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::domain::caller::{Caller, Scope};
+
 /// A secret value (vendor key, password). Printing or serialising it shows `***` (or nothing when empty).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -700,7 +702,7 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
-        vars.sort();
+        vars.sort_by(|(a, _), (b, _)| env_order(a, b));
         for (name, raw) in vars {
             apply_env(&mut value, &name, &raw)?;
         }
@@ -838,6 +840,9 @@ impl Config {
         if self.juhe.max_response_bytes < 1024 {
             problems.push("juhe.max_response_bytes must be at least 1024".to_owned());
         }
+        if let Err(auth) = self.auth.credentials() {
+            problems.extend(auth);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -848,10 +853,10 @@ impl Config {
     /// What the wire settings of this configuration need: `errors` stop `serve` and `check-config` (each names its
     /// key), `warnings` are logged at every start and printed by `check-config`. Checks the operator's own values,
     /// before sandbox mode points the adapters at its loopback simulators.
-    pub fn transport_problems(&self) -> ConfigProblems {
+    pub fn transport_problems(&self, sandbox: bool) -> ConfigProblems {
         let mut out = ConfigProblems::default();
         // Sandbox mode replaces every vendor URL with its simulators' (loopback), so the operator's are unused.
-        if !self.sandbox.enabled {
+        if !sandbox {
             for (section, allowed, urls) in [
                 (
                     "juhe",
@@ -893,7 +898,7 @@ impl Config {
                 }
             }
         }
-        if self.sandbox.enabled && self.http.tls.enabled() {
+        if sandbox && self.http.tls.enabled() {
             out.errors.push(
                 "http.tls cannot be used in sandbox mode: the adapters reach the simulators on the HTTP listener \
                  over loopback plaintext"
@@ -956,6 +961,186 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The safe-default rules of a start, for `serve` and `check-config` alike: callers ([`Config::auth`]) and the
+    /// wire ([`Config::transport_problems`]). `sandbox` says whether this start is sandbox mode (simulators,
+    /// loopback): there, no callers means every request acts as the anonymous caller.
+    pub fn start_problems(&self, sandbox: bool) -> ConfigProblems {
+        let mut out = self.transport_problems(sandbox);
+        if self.auth.callers.is_empty() && !sandbox {
+            match self.auth.mode {
+                AuthMode::Keys => out.errors.push(
+                    "no callers are configured (auth.callers): declare the callers of the gRPC API, or set \
+                     auth.mode = \"none\" to serve every request unauthenticated on purpose"
+                        .to_owned(),
+                ),
+                AuthMode::None => out.warnings.push(format!(
+                    "auth.mode = \"none\": the gRPC API is unauthenticated; every request acts as caller \
+                     anonymous of tenant {} with all scopes (declare auth.callers to require credentials)",
+                    self.auth.default_tenant
+                )),
+            }
+        }
+        out
+    }
+}
+
+/// What the auth layer knows of one configured caller: who it is and how it proves it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallerCredentials {
+    /// The caller (id, tenant, scopes).
+    pub caller: Caller,
+    /// SHA-256 of its bearer key, from `api_key_sha256` or the hashed contents of `api_key_file`.
+    pub key_sha256: Option<[u8; 32]>,
+    /// Its client certificate subject, in [`crate::grpc::conn::normalize_dn`] form.
+    pub mtls_subject: Option<String>,
+}
+
+impl fmt::Debug for CallerCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallerCredentials")
+            .field("caller", &self.caller)
+            .field("key_sha256", &self.key_sha256.map(|_| "***"))
+            .field("mtls_subject", &self.mtls_subject)
+            .finish()
+    }
+}
+
+/// Largest `api_key_file` read, in bytes.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+impl AuthConfig {
+    /// The configured callers with their credentials: key files read and hashed, every rule checked (ids unique and
+    /// set, a tenant, known scopes, a key hash or key file, or a client certificate subject, no key shared). The
+    /// error lists every problem, each naming its setting; none of them shows a key.
+    pub fn credentials(&self) -> Result<Vec<CallerCredentials>, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut out: Vec<CallerCredentials> = Vec::new();
+        if self.default_tenant.trim().is_empty() {
+            problems.push("auth.default_tenant must not be empty".to_owned());
+        }
+        for (i, c) in self.callers.iter().enumerate() {
+            let at = format!("auth.callers[{i}]");
+            if c.id.trim().is_empty() {
+                problems.push(format!("{at}.id is required"));
+            } else if self.callers[..i].iter().any(|o| o.id == c.id) {
+                problems.push(format!("{at}.id {:?} is declared twice", c.id));
+            }
+            if c.tenant.trim().is_empty() {
+                problems.push(format!("{at}.tenant is required"));
+            }
+            let mut scopes = std::collections::BTreeSet::new();
+            for name in &c.scopes {
+                match Scope::parse(name) {
+                    Some(s) => {
+                        scopes.insert(s);
+                    }
+                    None => problems.push(format!(
+                        "{at}.scopes: unknown scope {name:?} (known: {})",
+                        Scope::ALL.map(Scope::as_str).join(", ")
+                    )),
+                }
+            }
+            let has_hash = !c.api_key_sha256.is_empty();
+            let has_file = !c.api_key_file.as_os_str().is_empty();
+            let subject = c.mtls_subject.trim();
+            let key_sha256 = match (has_hash, has_file) {
+                (true, true) => {
+                    problems.push(format!(
+                        "{at}: set either api_key_sha256 or api_key_file, not both"
+                    ));
+                    None
+                }
+                (true, false) => match parse_sha256_hex(&c.api_key_sha256) {
+                    Some(h) => Some(h),
+                    None => {
+                        problems.push(format!(
+                            "{at}.api_key_sha256 must be 64 lowercase hex digits (the SHA-256 of the key)"
+                        ));
+                        None
+                    }
+                },
+                (false, true) => match read_key_file(&c.api_key_file) {
+                    Ok(h) => Some(h),
+                    Err(why) => {
+                        problems.push(format!("{at}.api_key_file: {why}"));
+                        None
+                    }
+                },
+                (false, false) => {
+                    if subject.is_empty() {
+                        problems.push(format!(
+                            "{at} needs api_key_sha256, api_key_file or mtls_subject"
+                        ));
+                    }
+                    None
+                }
+            };
+            if let Some(h) = key_sha256 {
+                if let Some(j) = out.iter().position(|o| o.key_sha256 == Some(h)) {
+                    problems.push(format!(
+                        "{at} has the same key as auth.callers[{j}]: every caller needs its own key"
+                    ));
+                }
+            }
+            out.push(CallerCredentials {
+                caller: Caller {
+                    id: c.id.clone(),
+                    tenant: c.tenant.clone(),
+                    scopes,
+                },
+                key_sha256,
+                mtls_subject: (!subject.is_empty())
+                    .then(|| crate::grpc::conn::normalize_dn(subject)),
+            });
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn parse_sha256_hex(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 || !bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let pair = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Reads a key file (a mounted Secret) and hashes the key: one trailing newline (`\n` or `\r\n`) is not part of it.
+fn read_key_file(path: &Path) -> Result<[u8; 32], String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut raw = Vec::new();
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if raw.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_KEY_FILE_BYTES} bytes",
+            path.display()
+        ));
+    }
+    let mut key: &[u8] = &raw;
+    if let Some(k) = key.strip_suffix(b"\n") {
+        key = k.strip_suffix(b"\r").unwrap_or(k);
+    }
+    if key.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Sha256::digest(key).into())
+}
+
 /// The port of an http(s) URL (explicit, or 80/443 by scheme); `None` for an empty or unreadable URL.
 fn public_port(url: &str) -> Option<u16> {
     let (rest, default) = if let Some(r) = url.strip_prefix("https://") {
@@ -992,30 +1177,57 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
     }
 }
 
+/// Applies one `FACEGATE__SECTION__KEY` variable. A numeric segment indexes an array of tables (or, last, an array
+/// of values): `FACEGATE__AUTH__CALLERS__0__API_KEY_FILE`; the index one past the end appends a new element.
 fn apply_env(root: &mut toml::Value, name: &str, raw: &str) -> Result<(), ConfigError> {
-    let path: Vec<String> = name[ENV_PREFIX.len()..]
-        .split("__")
-        .map(|s| s.to_ascii_lowercase())
-        .collect();
+    let path = env_path(name);
+    let err = |message: String| ConfigError::Env {
+        name: name.to_owned(),
+        message,
+    };
     if path.iter().any(|p| p.is_empty()) {
-        return Err(ConfigError::Env {
-            name: name.to_owned(),
-            message: "expected FACEGATE__SECTION__KEY".into(),
-        });
+        return Err(err("expected FACEGATE__SECTION__KEY".into()));
     }
     let mut node = root;
     for (i, part) in path.iter().enumerate() {
         let last = i + 1 == path.len();
-        let table = node.as_table_mut().ok_or_else(|| ConfigError::Env {
-            name: name.to_owned(),
-            message: "names a value inside a non-table setting".into(),
-        })?;
+        if let toml::Value::Array(items) = node {
+            let index: usize = part
+                .parse()
+                .map_err(|_| err(format!("{part} is not an index into a list setting")))?;
+            if index > items.len() {
+                return Err(err(format!(
+                    "index {index} is past the end of a list of {} (the next index appends)",
+                    items.len()
+                )));
+            }
+            if last {
+                let value = match items.first() {
+                    Some(existing) => typed_like(existing, raw).ok_or_else(|| {
+                        err(format!("cannot be read as a {}", existing.type_str()))
+                    })?,
+                    None => toml::Value::String(raw.to_owned()),
+                };
+                if index == items.len() {
+                    items.push(value);
+                } else {
+                    items[index] = value;
+                }
+                return Ok(());
+            }
+            if index == items.len() {
+                items.push(array_element_template(&path[..i]));
+            }
+            node = &mut items[index];
+            continue;
+        }
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| err("names a value inside a non-table setting".into()))?;
         if last {
             let value = match table.get(part.as_str()) {
-                Some(existing) => typed_like(existing, raw).ok_or_else(|| ConfigError::Env {
-                    name: name.to_owned(),
-                    message: format!("cannot be read as a {}", existing.type_str()),
-                })?,
+                Some(existing) => typed_like(existing, raw)
+                    .ok_or_else(|| err(format!("cannot be read as a {}", existing.type_str())))?,
                 None => toml::Value::String(raw.to_owned()),
             };
             table.insert(part.clone(), value);
@@ -1028,6 +1240,42 @@ fn apply_env(root: &mut toml::Value, name: &str, raw: &str) -> Result<(), Config
     Ok(())
 }
 
+/// The lower-cased segments of a variable's name after the prefix.
+fn env_path(name: &str) -> Vec<String> {
+    name.get(ENV_PREFIX.len()..)
+        .unwrap_or_default()
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect()
+}
+
+/// Orders variables so that list indexes apply in numeric order (`__2__` before `__10__`), each append before the
+/// settings of later elements.
+fn env_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (pa, pb) = (env_path(a), env_path(b));
+    for (x, y) in pa.iter().zip(&pb) {
+        let ord = match (x.parse::<u64>(), y.parse::<u64>()) {
+            (Ok(m), Ok(n)) => m.cmp(&n),
+            _ => x.cmp(y),
+        };
+        if ord != std::cmp::Ordering::Equal {
+            return ord;
+        }
+    }
+    pa.len().cmp(&pb.len()).then_with(|| a.cmp(b))
+}
+
+/// A new element of the list setting at `path`, with every key at its default so that values set through the
+/// environment get their types.
+fn array_element_template(path: &[String]) -> toml::Value {
+    let joined = path.join(".");
+    let template = match joined.as_str() {
+        "auth.callers" => toml::Value::try_from(CallerConfig::default()).ok(),
+        _ => None,
+    };
+    template.unwrap_or_else(|| toml::Value::Table(toml::map::Map::new()))
+}
+
 fn typed_like(existing: &toml::Value, raw: &str) -> Option<toml::Value> {
     Some(match existing {
         toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().ok()?),
@@ -1038,6 +1286,14 @@ fn typed_like(existing: &toml::Value, raw: &str) -> Option<toml::Value> {
             _ => return None,
         }),
         toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+        // A list of strings (`scopes`): comma-separated.
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
         _ => return None,
     })
 }
@@ -1250,14 +1506,14 @@ mod tests {
     fn plaintext_vendor_urls_need_the_opt_in_and_are_warned_about() {
         let c = Config::default();
         assert_eq!(c.juhe.base_url, "https://apis.juhe.cn");
-        assert_eq!(c.transport_problems(), ConfigProblems::default());
+        assert_eq!(c.transport_problems(false), ConfigProblems::default());
 
         let mut c = Config::default();
         c.juhe.base_url = "http://apis.juhe.cn".into();
         c.baidu.page_url = "HTTP://brain.baidu.com/face/print/".into();
         c.megvii.base_url = "http://api.megvii.com".into();
         c.megvii.page_url = "http://api.megvii.com/faceid/lite/do".into();
-        let p = c.transport_problems();
+        let p = c.transport_problems(false);
         assert!(p.warnings.is_empty(), "{p:?}");
         for key in [
             "juhe.base_url",
@@ -1271,7 +1527,7 @@ mod tests {
 
         c.juhe.allow_plaintext_http = true;
         c.megvii.allow_plaintext_http = true;
-        let p = c.transport_problems();
+        let p = c.transport_problems(false);
         assert_eq!(p.errors.len(), 1, "{p:?}");
         assert!(p.errors[0].starts_with("baidu.page_url"), "{p:?}");
         assert_eq!(p.warnings.len(), 3, "{p:?}");
@@ -1281,10 +1537,9 @@ mod tests {
         );
 
         // Sandbox mode replaces the vendor URLs; its simulators are plaintext on loopback.
-        c.sandbox.enabled = true;
-        assert_eq!(c.transport_problems(), ConfigProblems::default());
+        assert_eq!(c.transport_problems(true), ConfigProblems::default());
         c.http.tls.cert_file = "/c.pem".into();
-        assert!(c.transport_problems().errors[0].starts_with("http.tls"));
+        assert!(c.transport_problems(true).errors[0].starts_with("http.tls"));
     }
 
     #[test]
@@ -1308,5 +1563,195 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("supersecretkey"));
         assert!(!format!("{}", c.juhe.key).contains("supersecret"));
+    }
+
+    fn sha256_hex(key: &str) -> String {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn callers_come_from_file_and_env_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("k");
+        std::fs::write(&key_file, "second-key\n").unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[[auth.callers]]\nid = \"orders\"\ntenant = \"shop\"\nscopes = [\"sessions:create\"]\n\
+                 api_key_sha256 = \"{}\"\n",
+                sha256_hex("first-key")
+            ),
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&p),
+            env(&[
+                (
+                    "FACEGATE__AUTH__CALLERS__0__SCOPES",
+                    "sessions:read, sessions:cancel",
+                ),
+                ("FACEGATE__AUTH__CALLERS__1__ID", "billing"),
+                ("FACEGATE__AUTH__CALLERS__1__TENANT", "ledger"),
+                (
+                    "FACEGATE__AUTH__CALLERS__1__API_KEY_FILE",
+                    key_file.to_str().unwrap(),
+                ),
+                ("FACEGATE__AUTH__CALLERS__1__SCOPES__0", "sessions:read"),
+                ("FACEGATE__AUTH__CALLERS__2__ID", "mtls-only"),
+                ("FACEGATE__AUTH__CALLERS__2__TENANT", "shop"),
+                (
+                    "FACEGATE__AUTH__CALLERS__2__MTLS_SUBJECT",
+                    "cn = mtls-only, o=Shop",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.auth.callers.len(), 3);
+        assert_eq!(
+            c.auth.callers[0].scopes,
+            vec!["sessions:read".to_owned(), "sessions:cancel".to_owned()]
+        );
+        assert_eq!(c.auth.callers[1].id, "billing");
+        assert_eq!(c.auth.callers[1].scopes, vec!["sessions:read".to_owned()]);
+        let creds = c.auth.credentials().unwrap();
+        // The trailing newline of a mounted Secret is not part of the key.
+        let mut expected = [0u8; 32];
+        expected.copy_from_slice(&{
+            use sha2::{Digest, Sha256};
+            Sha256::digest(b"second-key")
+        });
+        assert_eq!(creds[1].key_sha256, Some(expected));
+        assert_eq!(creds[1].caller.tenant, "ledger");
+        assert_eq!(creds[2].key_sha256, None);
+        assert_eq!(
+            creds[2].mtls_subject.as_deref(),
+            Some("CN=mtls-only,O=Shop")
+        );
+        assert!(!format!("{creds:?}").contains(&sha256_hex("first-key")[..8]));
+        // An index past the end, or a name where an index belongs, is refused.
+        let gap = Config::load_from(Some(&p), env(&[("FACEGATE__AUTH__CALLERS__2__ID", "x")]));
+        assert!(gap.unwrap_err().to_string().contains("past the end"));
+        assert!(
+            Config::load_from(Some(&p), env(&[("FACEGATE__AUTH__CALLERS__X__ID", "x")])).is_err()
+        );
+    }
+
+    #[test]
+    fn env_indexes_apply_in_numeric_order() {
+        assert_eq!(
+            env_order(
+                "FACEGATE__AUTH__CALLERS__2__ID",
+                "FACEGATE__AUTH__CALLERS__10__ID"
+            ),
+            std::cmp::Ordering::Less
+        );
+        assert_eq!(
+            env_order(
+                "FACEGATE__AUTH__CALLERS__1",
+                "FACEGATE__AUTH__CALLERS__1__ID"
+            ),
+            std::cmp::Ordering::Less
+        );
+    }
+
+    fn caller(id: &str, key: &str) -> CallerConfig {
+        CallerConfig {
+            id: id.into(),
+            tenant: "shop".into(),
+            scopes: vec!["sessions:read".into()],
+            api_key_sha256: sha256_hex(key),
+            ..Default::default()
+        }
+    }
+
+    fn problems(c: &Config) -> String {
+        c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn callers_are_checked() {
+        let mut c = Config::default();
+        c.auth.callers = vec![caller("a", "k1"), caller("a", "k2")];
+        assert!(problems(&c).contains("auth.callers[1].id \"a\" is declared twice"));
+        c.auth.callers = vec![caller("", "k1")];
+        assert!(problems(&c).contains("auth.callers[0].id is required"));
+        let mut no_tenant = caller("a", "k1");
+        no_tenant.tenant.clear();
+        c.auth.callers = vec![no_tenant];
+        assert!(problems(&c).contains("auth.callers[0].tenant is required"));
+        let mut bad_scope = caller("a", "k1");
+        bad_scope.scopes.push("sessions:delete".into());
+        c.auth.callers = vec![caller("b", "k0"), bad_scope];
+        assert!(problems(&c).contains("auth.callers[1].scopes: unknown scope \"sessions:delete\""));
+        let mut upper = caller("a", "k1");
+        upper.api_key_sha256 = upper.api_key_sha256.to_ascii_uppercase();
+        c.auth.callers = vec![upper];
+        assert!(problems(&c).contains("auth.callers[0].api_key_sha256 must be 64 lowercase hex"));
+        let mut both = caller("a", "k1");
+        both.api_key_file = "/nonexistent".into();
+        c.auth.callers = vec![both];
+        assert!(problems(&c).contains("either api_key_sha256 or api_key_file"));
+        let mut neither = caller("a", "k1");
+        neither.api_key_sha256.clear();
+        c.auth.callers = vec![neither.clone()];
+        assert!(problems(&c).contains("needs api_key_sha256, api_key_file or mtls_subject"));
+        neither.mtls_subject = "CN=a".into();
+        c.auth.callers = vec![neither];
+        assert!(c.validate().is_ok());
+        let mut with_key_and_subject = caller("a", "k1");
+        with_key_and_subject.mtls_subject = "CN=a".into();
+        c.auth.callers = vec![with_key_and_subject, caller("b", "k1")];
+        let text = problems(&c);
+        assert!(
+            text.contains("auth.callers[1] has the same key as auth.callers[0]"),
+            "{text}"
+        );
+        assert!(!text.contains(&sha256_hex("k1")), "{text}");
+        c.auth.callers = vec![caller("a", "k1")];
+        c.auth.default_tenant = " ".into();
+        assert!(problems(&c).contains("auth.default_tenant"));
+    }
+
+    #[test]
+    fn key_files_are_read_and_must_hold_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        let mut from_file = caller("a", "unused");
+        from_file.api_key_sha256.clear();
+        from_file.api_key_file = dir.path().join("missing");
+        c.auth.callers = vec![from_file.clone()];
+        assert!(problems(&c).contains("auth.callers[0].api_key_file: cannot read"));
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        from_file.api_key_file = dir.path().join("empty");
+        c.auth.callers = vec![from_file.clone()];
+        assert!(
+            problems(&c).contains("auth.callers[0].api_key_file:")
+                && problems(&c).contains("is empty")
+        );
+        std::fs::write(dir.path().join("key"), "the-key\r\n").unwrap();
+        from_file.api_key_file = dir.path().join("key");
+        c.auth.callers = vec![from_file, caller("b", "the-key")];
+        assert!(problems(&c).contains("same key"));
+    }
+
+    #[test]
+    fn serving_without_callers_needs_mode_none_on_purpose() {
+        let mut c = Config::default();
+        let p = c.start_problems(false);
+        assert_eq!(p.errors.len(), 1);
+        assert!(p.errors[0].contains("auth.callers") && p.errors[0].contains("auth.mode"));
+        assert_eq!(c.start_problems(true), ConfigProblems::default());
+        c.auth.mode = AuthMode::None;
+        let p = c.start_problems(false);
+        assert!(p.errors.is_empty());
+        assert!(p.warnings[0].contains("auth.mode = \"none\""));
+        c.auth.mode = AuthMode::Keys;
+        c.auth.callers = vec![caller("a", "k")];
+        assert_eq!(c.start_problems(false), ConfigProblems::default());
     }
 }

@@ -63,12 +63,13 @@ fn main() -> ExitCode {
     }
     if let Command::CheckConfig = cli.command {
         print!("{}", config.to_masked_toml());
-        let transport = config.transport_problems();
-        for w in config.warnings().iter().chain(&transport.warnings) {
+        // check-config judges a production start (sandbox mode is only ever chosen by `serve --sandbox`).
+        let problems = config.start_problems(false);
+        for w in config.warnings().iter().chain(&problems.warnings) {
             eprintln!("warning: {w}");
         }
-        if !transport.errors.is_empty() {
-            for e in &transport.errors {
+        if !problems.errors.is_empty() {
+            for e in &problems.errors {
                 eprintln!("error: {e}");
             }
             eprintln!("facegate: the configuration is refused for production");

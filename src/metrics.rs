@@ -4,11 +4,12 @@
 //! Hand-written rather than a crate: the handful of counters and histograms below need a map and a formatter, and
 //! the text format 0.0.4 is what Prometheus scrapes (`prometheus-client` writes OpenMetrics text instead). Every
 //! label value is a `&'static str` chosen by facegate's own code (method, gRPC code, vendor, endpoint, outcome,
-//! state), so a label can never carry personal data or a session id, and the number of series is bounded.
+//! state) or a name from the configuration (tenant, caller id; see [`label`]), so a label can never carry personal
+//! data or a session id, and the number of series is bounded.
 //!
 //! The registry is process-wide, as Prometheus counters are: they start at zero when the process starts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{LazyLock, Mutex};
@@ -24,6 +25,44 @@ pub const BUCKETS: [f64; 15] = [
 ];
 
 const VENDORS: [&str; 3] = ["baidu", "megvii", "juhe"];
+
+/// Most distinct configured names (tenants, caller ids) kept as label values; any further one is `other`.
+const MAX_NAMES: usize = 1024;
+
+static NAMES: LazyLock<Mutex<BTreeSet<&'static str>>> = LazyLock::new(Default::default);
+
+/// A tenant or caller id as a label value. These come from the configuration (and sessions stored under it), so
+/// they are few; each distinct one is kept for the life of the process, and past [`MAX_NAMES`] they read `other`.
+pub fn label(name: &str) -> &'static str {
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    if names.len() >= MAX_NAMES {
+        return "other";
+    }
+    let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(kept);
+    kept
+}
+
+tokio::task_local! {
+    /// The tenant a vendor call is made for (see [`for_tenant`]).
+    static TENANT: &'static str;
+}
+
+/// Runs `f` with vendor calls inside it counted for `tenant` (`facegate_vendor_requests_total{tenant}`).
+pub fn for_tenant<F: std::future::Future>(
+    tenant: &str,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    TENANT.scope(label(tenant), f)
+}
+
+/// The tenant of the vendor call being made, or empty outside [`for_tenant`].
+fn current_tenant() -> &'static str {
+    TENANT.try_with(|t| *t).unwrap_or("")
+}
 
 /// Counters by label values.
 struct Counters<const N: usize> {
@@ -87,11 +126,13 @@ impl<const N: usize> Histograms<N> {
 
 /// facegate's metrics.
 pub struct Metrics {
-    rpc_requests: Counters<2>,
-    rpc_duration: Histograms<2>,
-    vendor_requests: Counters<3>,
-    vendor_duration: Histograms<2>,
-    vendor_billed: Counters<1>,
+    rpc_requests: Counters<3>,
+    rpc_duration: Histograms<3>,
+    vendor_requests: Counters<4>,
+    vendor_duration: Histograms<3>,
+    vendor_billed: Counters<2>,
+    auth_failures: Counters<1>,
+    unmasked_reads: Counters<3>,
     status_polls: Counters<1>,
     callbacks: Counters<2>,
     streams_open: AtomicI64,
@@ -127,20 +168,33 @@ impl Metrics {
             rpc_duration: Histograms::new(),
             vendor_requests: Counters::new(&[]),
             vendor_duration: Histograms::new(),
-            vendor_billed: Counters::new(&VENDORS.map(|v| [v])),
+            vendor_billed: Counters::new(&[]),
+            auth_failures: Counters::new(&[]),
+            unmasked_reads: Counters::new(&[]),
             status_polls: Counters::new(&VENDORS.map(|v| [v])),
             callbacks: Counters::new(&[["megvii", "verified"], ["megvii", "rejected"]]),
             streams_open: AtomicI64::new(0),
         }
     }
 
-    /// A finished RPC: its method, gRPC code name (`OK`, `NOT_FOUND`, ...) and duration.
-    pub fn rpc(&self, method: &'static str, code: &'static str, elapsed: Duration) {
-        self.rpc_requests.add([method, code], 1);
-        self.rpc_duration.observe([method, code], elapsed);
+    /// Starts the series every deployment has at zero for each configured tenant (billed calls by vendor).
+    pub fn register_tenants<'a>(&self, tenants: impl IntoIterator<Item = &'a str>) {
+        for tenant in tenants {
+            let tenant = label(tenant);
+            for vendor in VENDORS {
+                self.vendor_billed.add([vendor, tenant], 0);
+            }
+        }
     }
 
-    /// A finished vendor HTTP call.
+    /// A finished RPC: its method, gRPC code name (`OK`, `NOT_FOUND`, ...), the caller's tenant and duration.
+    pub fn rpc(&self, method: &'static str, code: &'static str, tenant: &str, elapsed: Duration) {
+        let tenant = label(tenant);
+        self.rpc_requests.add([method, code, tenant], 1);
+        self.rpc_duration.observe([method, code, tenant], elapsed);
+    }
+
+    /// A finished vendor HTTP call, for the tenant of [`for_tenant`] around it.
     pub fn vendor_request(
         &self,
         vendor: &'static str,
@@ -148,13 +202,27 @@ impl Metrics {
         outcome: &'static str,
         elapsed: Duration,
     ) {
-        self.vendor_requests.add([vendor, endpoint, outcome], 1);
-        self.vendor_duration.observe([vendor, endpoint], elapsed);
+        let tenant = current_tenant();
+        self.vendor_requests
+            .add([vendor, endpoint, outcome, tenant], 1);
+        self.vendor_duration
+            .observe([vendor, endpoint, tenant], elapsed);
     }
 
-    /// `n` billed vendor calls newly recorded in a session's outcome.
-    pub fn billed(&self, vendor: &'static str, n: u64) {
-        self.vendor_billed.add([vendor], n);
+    /// `n` billed vendor calls newly recorded in a session of `tenant`.
+    pub fn billed(&self, vendor: &'static str, tenant: &str, n: u64) {
+        self.vendor_billed.add([vendor, label(tenant)], n);
+    }
+
+    /// A request the auth layer refused, by reason (`UNAUTHENTICATED`, `MISSING_SCOPE`).
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures.add([reason], 1);
+    }
+
+    /// An unmasked read (GetResult revealing personal data, a face image or media), by tenant, caller and kind.
+    pub fn unmasked_read(&self, tenant: &str, caller: &str, kind: &'static str) {
+        self.unmasked_reads
+            .add([label(tenant), label(caller), kind], 1);
     }
 
     /// A result query to a vendor for a session that waits for the end user.
@@ -188,6 +256,8 @@ impl Metrics {
         gauge(&mut out, &STREAMS_OPEN, &[([], open)]);
         counter(&mut out, &STATUS_POLLS, &self.status_polls.snapshot());
         counter(&mut out, &CALLBACKS, &self.callbacks.snapshot());
+        counter(&mut out, &AUTH_FAILURES, &self.auth_failures.snapshot());
+        counter(&mut out, &UNMASKED_READS, &self.unmasked_reads.snapshot());
         out
     }
 }
@@ -243,31 +313,44 @@ struct Family<const N: usize> {
     keys: [&'static str; N],
 }
 
-const RPC_REQUESTS: Family<2> = Family {
+const RPC_REQUESTS: Family<3> = Family {
     name: "facegate_rpc_requests_total",
-    help: "RPCs of facegate.v1.VerificationService handled, by method and gRPC status code.",
-    keys: ["method", "code"],
+    help: "RPCs of facegate.v1.VerificationService handled, by method, gRPC status code and the caller's tenant.",
+    keys: ["method", "code", "tenant"],
 };
-const RPC_DURATION: Family<2> = Family {
+const RPC_DURATION: Family<3> = Family {
     name: "facegate_rpc_duration_seconds",
-    help: "Time from an RPC's request to its final status (a status stream's whole life), by method and code.",
-    keys: ["method", "code"],
+    help: "Time from an RPC's request to its final status (a status stream's whole life), by method, code and \
+           tenant.",
+    keys: ["method", "code", "tenant"],
 };
-const VENDOR_REQUESTS: Family<3> = Family {
+const VENDOR_REQUESTS: Family<4> = Family {
     name: "facegate_vendor_requests_total",
-    help: "HTTP calls to vendors, by vendor, endpoint and outcome (ok, http_4xx, http_5xx, http_other, timeout, \
-           unreachable, error).",
-    keys: ["vendor", "endpoint", "outcome"],
+    help: "HTTP calls to vendors, by vendor, endpoint, outcome (ok, http_4xx, http_5xx, http_other, timeout, \
+           unreachable, error) and the tenant of the session they were made for (empty when none).",
+    keys: ["vendor", "endpoint", "outcome", "tenant"],
 };
-const VENDOR_DURATION: Family<2> = Family {
+const VENDOR_DURATION: Family<3> = Family {
     name: "facegate_vendor_request_duration_seconds",
-    help: "Duration of vendor HTTP calls including reading the reply, by vendor and endpoint.",
-    keys: ["vendor", "endpoint"],
+    help:
+        "Duration of vendor HTTP calls including reading the reply, by vendor, endpoint and tenant.",
+    keys: ["vendor", "endpoint", "tenant"],
 };
-const VENDOR_BILLED: Family<1> = Family {
+const VENDOR_BILLED: Family<2> = Family {
     name: "facegate_vendor_billed_total",
-    help: "Billed vendor calls recorded in session outcomes, by vendor.",
-    keys: ["vendor"],
+    help: "Billed vendor calls recorded in session outcomes, by vendor and tenant.",
+    keys: ["vendor", "tenant"],
+};
+const AUTH_FAILURES: Family<1> = Family {
+    name: "facegate_auth_failures_total",
+    help: "gRPC requests refused by authentication or authorization, by reason (UNAUTHENTICATED, MISSING_SCOPE).",
+    keys: ["reason"],
+};
+const UNMASKED_READS: Family<3> = Family {
+    name: "facegate_unmasked_reads_total",
+    help: "GetResult calls that returned unmasked data, by tenant, caller and kind (personal_data, face_image, \
+           media).",
+    keys: ["tenant", "caller", "kind"],
 };
 const SESSIONS: Family<1> = Family {
     name: "facegate_sessions",
@@ -396,21 +479,30 @@ mod tests {
     #[test]
     fn counters_and_gauges_render_in_text_format() {
         let m = Metrics::new();
-        m.rpc("StartSession", "OK", Duration::from_millis(20));
-        m.rpc("StartSession", "OK", Duration::from_millis(30));
-        m.rpc("GetResult", "NOT_FOUND", Duration::from_millis(1));
-        m.billed("juhe", 1);
+        m.register_tenants(["shop"]);
+        m.rpc("StartSession", "OK", "shop", Duration::from_millis(20));
+        m.rpc("StartSession", "OK", "shop", Duration::from_millis(30));
+        m.rpc("GetResult", "NOT_FOUND", "ledger", Duration::from_millis(1));
+        m.billed("juhe", "shop", 1);
+        m.auth_failure("UNAUTHENTICATED");
+        m.unmasked_read("shop", "orders", "personal_data");
         m.callback("megvii", false);
         let guard = m.stream_opened();
         let text = m.render(&[("VERIFIED", 2), ("FAILED", 0)]);
         let l = lines(&text);
         assert!(l.contains(&"# TYPE facegate_rpc_requests_total counter"));
-        assert!(l.contains(&"facegate_rpc_requests_total{method=\"StartSession\",code=\"OK\"} 2"));
-        assert!(
-            l.contains(&"facegate_rpc_requests_total{method=\"GetResult\",code=\"NOT_FOUND\"} 1")
-        );
-        assert!(l.contains(&"facegate_vendor_billed_total{vendor=\"juhe\"} 1"));
-        assert!(l.contains(&"facegate_vendor_billed_total{vendor=\"baidu\"} 0"));
+        assert!(l.contains(
+            &"facegate_rpc_requests_total{method=\"StartSession\",code=\"OK\",tenant=\"shop\"} 2"
+        ));
+        assert!(l.contains(
+            &"facegate_rpc_requests_total{method=\"GetResult\",code=\"NOT_FOUND\",tenant=\"ledger\"} 1"
+        ));
+        assert!(l.contains(&"facegate_vendor_billed_total{vendor=\"juhe\",tenant=\"shop\"} 1"));
+        assert!(l.contains(&"facegate_vendor_billed_total{vendor=\"baidu\",tenant=\"shop\"} 0"));
+        assert!(l.contains(&"facegate_auth_failures_total{reason=\"UNAUTHENTICATED\"} 1"));
+        assert!(l.contains(
+            &"facegate_unmasked_reads_total{tenant=\"shop\",caller=\"orders\",kind=\"personal_data\"} 1"
+        ));
         assert!(l.contains(&"facegate_callbacks_total{vendor=\"megvii\",result=\"rejected\"} 1"));
         assert!(l.contains(&"facegate_callbacks_total{vendor=\"megvii\",result=\"verified\"} 0"));
         assert!(l.contains(&"facegate_sessions{state=\"VERIFIED\"} 2"));
@@ -422,13 +514,16 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_and_end_at_the_count() {
         let m = Metrics::new();
-        for ms in [3, 40, 40, 700, 4_000_000] {
-            m.vendor_request("juhe", "verifyface/verify", "ok", Duration::from_millis(ms));
-        }
+        let calls = async {
+            for ms in [3, 40, 40, 700, 4_000_000] {
+                m.vendor_request("juhe", "verifyface/verify", "ok", Duration::from_millis(ms));
+            }
+        };
+        futures_util::FutureExt::now_or_never(for_tenant("shop", calls)).unwrap();
         let text = m.render(&[]);
         let bucket = |le: &str| {
             let prefix = format!(
-                "facegate_vendor_request_duration_seconds_bucket{{vendor=\"juhe\",endpoint=\"verifyface/verify\",le=\"{le}\"}} "
+                "facegate_vendor_request_duration_seconds_bucket{{vendor=\"juhe\",endpoint=\"verifyface/verify\",tenant=\"shop\",le=\"{le}\"}} "
             );
             text.lines()
                 .find_map(|l| l.strip_prefix(prefix.as_str()))
@@ -440,10 +535,10 @@ mod tests {
         assert_eq!(bucket("1800"), Some(4), "4000 s is above every bound");
         assert_eq!(bucket("+Inf"), Some(5));
         assert!(text.contains(
-            "facegate_vendor_request_duration_seconds_count{vendor=\"juhe\",endpoint=\"verifyface/verify\"} 5\n"
+            "facegate_vendor_request_duration_seconds_count{vendor=\"juhe\",endpoint=\"verifyface/verify\",tenant=\"shop\"} 5\n"
         ));
         assert!(text.contains(
-            "facegate_vendor_requests_total{vendor=\"juhe\",endpoint=\"verifyface/verify\",outcome=\"ok\"} 5\n"
+            "facegate_vendor_requests_total{vendor=\"juhe\",endpoint=\"verifyface/verify\",outcome=\"ok\",tenant=\"shop\"} 5\n"
         ));
     }
 

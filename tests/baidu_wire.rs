@@ -108,7 +108,7 @@ async fn fake_baidu() -> (Arc<Fake>, String) {
 async fn server_against(base: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.sandbox.enabled = false;
+    live_unauthenticated(&mut config);
     fast_polling(&mut config);
     config.baidu.base_url = base.into();
     config.baidu.page_url = format!("{base}/face/print/");

@@ -26,12 +26,18 @@ fn check_config_prints_effective_values_with_secrets_masked() {
         .arg(&file)
         .env("FACEGATE__JUHE__OPENID", "openid-from-env-4567")
         .env("FACEGATE__SESSION__TTL_SECS", "600")
+        .env("FACEGATE__AUTH__MODE", "none")
         .output()
         .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: auth.mode = \"none\""),
+        "unauthenticated on purpose is warned about: {stderr}"
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("listen = \"127.0.0.1:6001\""), "{text}");
@@ -90,6 +96,7 @@ fn check_config_refuses_plaintext_vendor_urls_unless_opted_in_and_then_warns() {
         .args(["check-config"])
         .env("FACEGATE__JUHE__BASE_URL", "http://apis.juhe.cn")
         .env("FACEGATE__JUHE__ALLOW_PLAINTEXT_HTTP", "true")
+        .env("FACEGATE__AUTH__MODE", "none")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -104,7 +111,11 @@ fn check_config_refuses_plaintext_vendor_urls_unless_opted_in_and_then_warns() {
     );
 
     // The defaults are https, Juhe's included.
-    let out = facegate().args(["check-config"]).output().unwrap();
+    let out = facegate()
+        .args(["check-config"])
+        .env("FACEGATE__AUTH__MODE", "none")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("base_url = \"https://apis.juhe.cn\""));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("plaintext"));
@@ -120,4 +131,45 @@ fn check_config_names_tls_keys_that_do_not_go_together() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("grpc.tls.key_file is required"), "{err}");
+}
+
+#[test]
+fn check_config_refuses_serving_without_callers_and_accepts_callers() {
+    let out = facegate().args(["check-config"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("auth.callers") && stderr.contains("auth.mode"),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("orders-key");
+    std::fs::write(&key, "orders-secret-key-0123\n").unwrap();
+    let out = facegate()
+        .args(["check-config"])
+        .env("FACEGATE__AUTH__CALLERS__0__ID", "orders")
+        .env("FACEGATE__AUTH__CALLERS__0__TENANT", "shop")
+        .env(
+            "FACEGATE__AUTH__CALLERS__0__SCOPES",
+            "sessions:create,sessions:read",
+        )
+        .env("FACEGATE__AUTH__CALLERS__0__API_KEY_FILE", &key)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("auth.mode"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("id = \"orders\""), "{stdout}");
+    assert!(!stdout.contains("orders-secret-key-0123"), "{stdout}");
+    let out = facegate()
+        .args(["check-config"])
+        .env("FACEGATE__AUTH__CALLERS__0__ID", "orders")
+        .env("FACEGATE__AUTH__CALLERS__0__TENANT", "shop")
+        .env("FACEGATE__AUTH__CALLERS__0__SCOPES", "sessions:write")
+        .env("FACEGATE__AUTH__CALLERS__0__API_KEY_FILE", &key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.callers[0].scopes"));
 }

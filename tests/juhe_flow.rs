@@ -518,7 +518,7 @@ async fn invalid_input_gets_field_violations_without_echoing_personal_data() {
 async fn vendors_without_credentials_are_refused_with_error_info() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.sandbox.enabled = false;
+    live_unauthenticated(&mut config);
     let mut srv = Server::start_with(dir, config).await;
     for v in [pb::Vendor::Juhe, pb::Vendor::Baidu, pb::Vendor::Megvii] {
         let st = srv

@@ -95,7 +95,7 @@ async fn fake_megvii() -> (Arc<Fake>, String) {
 async fn server_against(base: &str, quick_end: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.sandbox.enabled = false;
+    live_unauthenticated(&mut config);
     config.megvii.base_url = base.into();
     config.megvii.page_url = format!("{base}/faceid/lite/do");
     // The fake is plaintext on loopback.

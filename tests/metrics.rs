@@ -353,7 +353,7 @@ async fn counts_equal_the_calls_made() {
     let rpc = |method: &str, code: &str| {
         m.get(
             "facegate_rpc_requests_total",
-            &[("method", method), ("code", code)],
+            &[("method", method), ("code", code), ("tenant", "default")],
         )
     };
     assert_eq!(rpc("StartSession", "OK"), 4.0);
@@ -389,7 +389,8 @@ async fn counts_equal_the_calls_made() {
             &[
                 ("vendor", "juhe"),
                 ("endpoint", "verifyface/verifyEncry"),
-                ("outcome", "ok")
+                ("outcome", "ok"),
+                ("tenant", "default")
             ]
         ),
         3.0,
@@ -402,7 +403,8 @@ async fn counts_equal_the_calls_made() {
             &[
                 ("vendor", "baidu"),
                 ("endpoint", "oauth/2.0/token"),
-                ("outcome", "ok")
+                ("outcome", "ok"),
+                ("tenant", "default")
             ]
         ),
         baidu.token_requests as f64
@@ -412,7 +414,12 @@ async fn counts_equal_the_calls_made() {
         assert_eq!(
             m.get(
                 "facegate_vendor_requests_total",
-                &[("vendor", "baidu"), ("endpoint", path), ("outcome", "ok")]
+                &[
+                    ("vendor", "baidu"),
+                    ("endpoint", path),
+                    ("outcome", "ok"),
+                    ("tenant", "default")
+                ]
             ),
             *n as f64,
             "{path}"
@@ -431,7 +438,8 @@ async fn counts_equal_the_calls_made() {
             &[
                 ("vendor", "megvii"),
                 ("endpoint", "get_token"),
-                ("outcome", "ok")
+                ("outcome", "ok"),
+                ("tenant", "default")
             ]
         ),
         1.0
@@ -456,7 +464,12 @@ async fn counts_equal_the_calls_made() {
     }
 
     // Billing: Juhe bills every answer without an error code; Baidu the passed attempt; Megvii the finished flow.
-    let billed = |vendor: &str| m.get("facegate_vendor_billed_total", &[("vendor", vendor)]);
+    let billed = |vendor: &str| {
+        m.get(
+            "facegate_vendor_billed_total",
+            &[("vendor", vendor), ("tenant", "default")],
+        )
+    };
     assert_eq!(billed("juhe"), juhe.billed_calls as f64);
     assert_eq!(billed("juhe"), 2.0);
     assert_eq!(billed("baidu"), baidu.billed as f64);
@@ -498,5 +511,17 @@ async fn counts_equal_the_calls_made() {
     for forbidden in ["ses_", "测试用户", &id_number(1)] {
         assert!(!text.contains(forbidden), "{forbidden} in a label");
     }
+    // Every RPC and vendor call was made for the sandbox's anonymous caller, of tenant `default`.
+    assert_eq!(
+        m.sum("facegate_rpc_requests_total", &[("tenant", "default")]),
+        8.0
+    );
+    let vendor_calls = m.sum("facegate_vendor_requests_total", &[]);
+    assert!(vendor_calls > 0.0);
+    assert_eq!(
+        m.sum("facegate_vendor_requests_total", &[("tenant", "default")]),
+        vendor_calls
+    );
+    assert_eq!(m.sum("facegate_auth_failures_total", &[]), 0.0);
     srv.stop().await;
 }

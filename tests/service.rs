@@ -284,7 +284,7 @@ async fn an_independent_juhe_endpoint_receives_the_documented_form() {
     let (base, seen) = capture_endpoint(reply).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.sandbox.enabled = false;
+    live_unauthenticated(&mut config);
     config.juhe.base_url = base;
     // The fake is plaintext on loopback.
     config.juhe.allow_plaintext_http = true;

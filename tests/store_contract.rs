@@ -16,7 +16,37 @@ use facegate::domain::{IdentityDocument, State};
 use facegate::proto::v1 as pb;
 use facegate::store::postgres::PostgresStore;
 use facegate::store::sqlite::SqliteStore;
-use facegate::store::{Created, IdempotencyRecord, SessionStore, StoreError};
+use facegate::store::{Created, IdempotencyRecord, SessionStore, StoreError, StoreOptions};
+
+/// Writes a session and its idempotency record with the statements of the build before tenants.
+macro_rules! legacy_rows {
+    ($pool:expr, $insert_session:expr, $insert_idem:expr, $s:expr, $record:expr, $request_id:expr) => {{
+        let s = $s;
+        sqlx::query($insert_session)
+            .bind(s.version)
+            .bind(s.state.as_str())
+            .bind(s.state.is_final())
+            .bind(false)
+            .bind(s.expires_at_ms)
+            .bind(s.updated_at_ms)
+            .bind($record)
+            .bind(None::<i64>)
+            .bind(s.id.as_str())
+            .bind(s.vendor.as_str())
+            .bind(s.created_at_ms)
+            .execute(&$pool)
+            .await
+            .unwrap();
+        sqlx::query($insert_idem)
+            .bind($request_id)
+            .bind("fp-legacy")
+            .bind(s.id.as_str())
+            .bind(s.created_at_ms)
+            .execute(&$pool)
+            .await
+            .unwrap();
+    }};
+}
 
 /// Where a store lives, so that a test can open it again as a restarted (or another) replica would.
 enum Backend {
@@ -34,17 +64,73 @@ impl Backend {
     }
 
     async fn open(&self) -> Arc<dyn SessionStore> {
+        self.open_with(&StoreOptions::default()).await
+    }
+
+    async fn open_with(&self, options: &StoreOptions) -> Arc<dyn SessionStore> {
         match self {
             Backend::Sqlite(dir) => Arc::new(
-                SqliteStore::open(&dir.path().join("db/facegate.db"))
+                SqliteStore::open(&dir.path().join("db/facegate.db"), options)
                     .await
                     .unwrap(),
             ),
             Backend::Postgres(cluster) => Arc::new(
-                PostgresStore::connect(&cluster.url("postgres"))
+                PostgresStore::connect(&cluster.url("postgres"), options)
                     .await
                     .unwrap(),
             ),
+        }
+    }
+
+    /// Builds the database as the build before tenants left it (its schema, statements and record format, from
+    /// `legacy`), holding `session` and its idempotency record `request_id`.
+    async fn build_pre_tenant_database(
+        &self,
+        session: &facegate::domain::Session,
+        request_id: &str,
+    ) {
+        let mut record = serde_json::to_value(session).unwrap();
+        let fields = record.as_object_mut().unwrap();
+        assert!(fields.remove("tenant").is_some() && fields.remove("live_mode").is_some());
+        let record = record.to_string();
+        match self {
+            Backend::Sqlite(dir) => {
+                let path = dir.path().join("db/facegate.db");
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true);
+                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+                for step in legacy::SQLITE_SCHEMA {
+                    sqlx::query(*step).execute(&pool).await.unwrap();
+                }
+                legacy_rows!(
+                    pool,
+                    legacy::SQLITE_INSERT_SESSION,
+                    legacy::SQLITE_INSERT_IDEMPOTENCY,
+                    session,
+                    &record,
+                    request_id
+                );
+                pool.close().await;
+            }
+            Backend::Postgres(cluster) => {
+                let pool = sqlx::PgPool::connect(&cluster.url("postgres"))
+                    .await
+                    .unwrap();
+                for step in legacy::POSTGRES_SCHEMA {
+                    sqlx::query(*step).execute(&pool).await.unwrap();
+                }
+                legacy_rows!(
+                    pool,
+                    legacy::POSTGRES_INSERT_SESSION,
+                    legacy::POSTGRES_INSERT_IDEMPOTENCY,
+                    session,
+                    &record,
+                    request_id
+                );
+                pool.close().await;
+            }
         }
     }
 
@@ -56,8 +142,90 @@ impl Backend {
     }
 }
 
+/// The schema and statements of the build before tenants (main at "Skeleton for issue 9"), as fixtures.
+mod legacy {
+    /// SQLite migrations 1 to 3, then `user_version` 3.
+    pub const SQLITE_SCHEMA: &[&str] = &[
+        "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        vendor TEXT NOT NULL,
+        is_final INTEGER NOT NULL,
+        in_flight INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        record TEXT NOT NULL
+    )",
+        "CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)",
+        "CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight = 1",
+        "CREATE TABLE idempotency (
+        request_id TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        created_at_ms INTEGER NOT NULL
+    )",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        "ALTER TABLE sessions ADD COLUMN personal_data_until_ms INTEGER",
+        "CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
+     WHERE personal_data_until_ms IS NOT NULL",
+        "CREATE INDEX sessions_by_state ON sessions (state)",
+        "PRAGMA user_version = 3",
+    ];
+    pub const SQLITE_INSERT_SESSION: &str =
+        "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
+             record, personal_data_until_ms, id, vendor, created_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    pub const SQLITE_INSERT_IDEMPOTENCY: &str =
+        "INSERT INTO idempotency (request_id, fingerprint, session_id, created_at_ms)
+             VALUES (?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING";
+
+    /// PostgreSQL migrations 1 and 2, recorded as applied.
+    pub const POSTGRES_SCHEMA: &[&str] = &[
+        "CREATE TABLE facegate_schema_migrations (
+                version BIGINT PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        version BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        vendor TEXT NOT NULL,
+        is_final BOOLEAN NOT NULL,
+        in_flight BOOLEAN NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        record TEXT NOT NULL,
+        personal_data_until_ms BIGINT
+    )",
+        "CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)",
+        "CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight",
+        "CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
+     WHERE personal_data_until_ms IS NOT NULL",
+        "CREATE TABLE idempotency (
+        request_id TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        created_at_ms BIGINT NOT NULL
+    )",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+        "CREATE INDEX sessions_by_state ON sessions (state)",
+        "INSERT INTO facegate_schema_migrations (version) VALUES (1), (2)",
+    ];
+    pub const POSTGRES_INSERT_SESSION: &str =
+        "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
+             record, personal_data_until_ms, id, vendor, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    pub const POSTGRES_INSERT_IDEMPOTENCY: &str =
+        "INSERT INTO idempotency (request_id, fingerprint, session_id, created_at_ms)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (request_id) DO NOTHING";
+}
+
 fn idem(request_id: &str, session_id: &str) -> IdempotencyRecord {
     IdempotencyRecord {
+        tenant: facegate::domain::caller::DEFAULT_TENANT.into(),
         request_id: request_id.into(),
         fingerprint: format!("fp-{request_id}"),
         session_id: session_id.into(),
@@ -107,8 +275,100 @@ mod contract {
             store.get("ses_b").await.unwrap().is_none(),
             "the second create wrote nothing"
         );
-        assert_eq!(store.idempotency("r1").await.unwrap(), Some(first));
-        assert_eq!(store.idempotency("r2").await.unwrap(), None);
+        assert_eq!(
+            store.idempotency("default", "r1").await.unwrap(),
+            Some(first)
+        );
+        assert_eq!(store.idempotency("default", "r2").await.unwrap(), None);
+    }
+
+    pub async fn tenants_are_stored_and_request_ids_are_per_tenant(backend: Backend) {
+        let store = backend.open().await;
+        let mut a = blank_session("ses_ta");
+        a.tenant = "shop".into();
+        a.live_mode = true;
+        let mut b = blank_session("ses_tb");
+        b.tenant = "ledger".into();
+        let mut rec_a = idem("same", "ses_ta");
+        rec_a.tenant = "shop".into();
+        let mut rec_b = idem("same", "ses_tb");
+        rec_b.tenant = "ledger".into();
+        assert_eq!(store.create(&a, Some(&rec_a)).await.unwrap(), Created::New);
+        assert_eq!(
+            store.create(&b, Some(&rec_b)).await.unwrap(),
+            Created::New,
+            "another tenant's request id is another session"
+        );
+        let got = store.get("ses_ta").await.unwrap().unwrap();
+        assert_eq!((got.tenant.as_str(), got.live_mode), ("shop", true));
+        assert_eq!(got, a);
+        let got = store.get("ses_tb").await.unwrap().unwrap();
+        assert_eq!((got.tenant.as_str(), got.live_mode), ("ledger", false));
+        assert_eq!(
+            store.idempotency("shop", "same").await.unwrap(),
+            Some(rec_a.clone())
+        );
+        assert_eq!(
+            store.idempotency("ledger", "same").await.unwrap(),
+            Some(rec_b)
+        );
+        assert_eq!(store.idempotency("default", "same").await.unwrap(), None);
+        let mut again = blank_session("ses_tc");
+        again.tenant = "shop".into();
+        let mut rec_c = idem("same", "ses_tc");
+        rec_c.tenant = "shop".into();
+        assert_eq!(
+            store.create(&again, Some(&rec_c)).await.unwrap(),
+            Created::Existing(rec_a),
+            "within a tenant the request id is taken"
+        );
+        assert!(store.get("ses_tc").await.unwrap().is_none());
+    }
+
+    pub async fn pre_tenant_rows_get_the_default_tenant(backend: Backend) {
+        let mut old = blank_session("ses_old");
+        old.request_id = "r-old".into();
+        backend.build_pre_tenant_database(&old, "r-old").await;
+        let options = StoreOptions {
+            default_tenant: "legacy-shop".into(),
+            legacy_live_mode: true,
+        };
+        let store = backend.open_with(&options).await;
+        let mut got = store.get("ses_old").await.unwrap().unwrap();
+        assert_eq!((got.tenant.as_str(), got.live_mode), ("legacy-shop", true));
+        let record = store
+            .idempotency("legacy-shop", "r-old")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.session_id, "ses_old");
+        assert_eq!(record.fingerprint, "fp-legacy");
+        assert_eq!(store.idempotency("default", "r-old").await.unwrap(), None);
+        // The row keeps working: it updates, and the queries see it.
+        got.version = 2;
+        got.state = State::Canceled;
+        store.update(&got, 1).await.unwrap();
+        assert_eq!(store.get("ses_old").await.unwrap().unwrap(), got);
+        assert_eq!(
+            store.count_by_state().await.unwrap(),
+            vec![("CANCELED".to_owned(), 1)]
+        );
+        // Another tenant may now use the same request id.
+        let mut fresh = blank_session("ses_new");
+        fresh.tenant = "other".into();
+        let mut rec = idem("r-old", "ses_new");
+        rec.tenant = "other".into();
+        assert_eq!(
+            store.create(&fresh, Some(&rec)).await.unwrap(),
+            Created::New
+        );
+        drop(store);
+        // Opening again (with other options) migrates nothing twice and changes no row.
+        let again = backend.open_with(&StoreOptions::default()).await;
+        assert_eq!(
+            again.get("ses_old").await.unwrap().unwrap().tenant,
+            "legacy-shop"
+        );
     }
 
     pub async fn concurrent_creates_with_one_request_id_make_one_session(backend: Backend) {
@@ -133,7 +393,7 @@ mod contract {
             }
         }
         assert_eq!(new, 1, "exactly one create wins");
-        let winner = store.idempotency("same").await.unwrap().unwrap();
+        let winner = store.idempotency("default", "same").await.unwrap().unwrap();
         assert!(existing.iter().all(|r| *r == winner), "{existing:?}");
         let mut stored = Vec::new();
         for i in 0..20 {
@@ -231,7 +491,10 @@ mod contract {
         backend.restart_server();
         let store = backend.open().await;
         assert_eq!(store.get("ses_keep").await.unwrap().unwrap(), s);
-        assert_eq!(store.idempotency("keep").await.unwrap(), Some(record));
+        assert_eq!(
+            store.idempotency("default", "keep").await.unwrap(),
+            Some(record)
+        );
         assert!(store.expired(i64::MAX, 10).await.unwrap().is_empty());
     }
 
@@ -383,6 +646,12 @@ macro_rules! contract_suite {
                 $backend,
                 two_stores_racing_for_the_last_slots_take_exactly_the_limit
             );
+            contract_test!(
+                $attrs,
+                $backend,
+                tenants_are_stored_and_request_ids_are_per_tenant
+            );
+            contract_test!($attrs, $backend, pre_tenant_rows_get_the_default_tenant);
         }
     };
 }
@@ -397,7 +666,8 @@ contract_suite!(postgres, Backend::postgres(), {
 async fn postgres_replicas_starting_together_migrate_once() {
     let cluster = PgCluster::start();
     let url = cluster.url("postgres");
-    let replicas = (0..4).map(|_| PostgresStore::connect(&url));
+    let options = StoreOptions::default();
+    let replicas = (0..4).map(|_| PostgresStore::connect(&url, &options));
     for replica in futures_util::future::join_all(replicas).await {
         replica.expect("every replica starts");
     }
@@ -407,13 +677,13 @@ async fn postgres_replicas_starting_together_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3], "each migration applied once");
+    assert_eq!(versions, [1, 2, 3, 4], "each migration applied once");
 
     sqlx::query("INSERT INTO facegate_schema_migrations (version) VALUES (999)")
         .execute(&pool)
         .await
         .unwrap();
-    let Err(e) = PostgresStore::connect(&url).await else {
+    let Err(e) = PostgresStore::connect(&url, &options).await else {
         panic!("a build older than the schema refuses to start");
     };
     assert!(e.to_string().contains("newer than this build"), "{e}");

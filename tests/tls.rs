@@ -304,7 +304,7 @@ async fn the_http_listener_serves_https_with_h2_and_refuses_plaintext() {
     pki.install_server("facegate-http");
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
     // The sandbox's adapters reach the simulators over loopback plaintext, so HTTPS is for production mode.
-    config.sandbox.enabled = false;
+    common::live_unauthenticated(&mut config);
     config.http.tls = pki.tls_config(None);
     let running = app::start(config).await.unwrap();
     let addr = running.http_addr;
@@ -358,7 +358,7 @@ async fn start_up_refuses_unreadable_or_invalid_tls_files_naming_the_key() {
     let mut tls = pki.tls_config(Some(true));
     tls.key_file = dir.path().join("bad.key");
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.sandbox.enabled = false;
+    common::live_unauthenticated(&mut config);
     config.http.tls = tls;
     let e = app::start(config).await.err().unwrap().to_string();
     assert!(e.contains("http.tls.key_file"), "{e}");
@@ -368,11 +368,111 @@ async fn start_up_refuses_unreadable_or_invalid_tls_files_naming_the_key() {
 async fn start_up_refuses_plaintext_vendor_urls_unless_opted_in() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.sandbox.enabled = false;
+    common::live_unauthenticated(&mut config);
     config.megvii.page_url = "http://api.megvii.com/faceid/lite/do".into();
     let e = app::start(config.clone()).await.err().unwrap().to_string();
     assert!(e.contains("megvii.page_url"), "{e}");
     config.megvii.allow_plaintext_http = true;
     let running = app::start(config).await.unwrap();
+    running.shutdown().await.unwrap();
+}
+
+/// mTLS end to end: the subject of a verified client certificate authenticates a configured caller (its tenant and
+/// scopes apply), a certificate whose subject no caller has is refused, and without any certificate a bearer key
+/// still works (require_client_cert = false) while no credentials at all are refused.
+#[tokio::test]
+async fn a_verified_client_certificate_authenticates_its_caller() {
+    app::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    pki.install_server("facegate-mtls");
+    let mut config = sandbox_with_tls(dir.path(), pki.tls_config(Some(false)));
+    config.auth.callers = vec![
+        facegate::config::CallerConfig {
+            id: "orders-service".into(),
+            tenant: "shop".into(),
+            scopes: vec!["sessions:create".into(), "sessions:read".into()],
+            mtls_subject: "CN=orders-service, O=Shop".into(),
+            ..Default::default()
+        },
+        caller_config(
+            "reports",
+            "analytics",
+            &["sessions:read"],
+            "reports-key-0123",
+        ),
+    ];
+    let running = app::start(config).await.unwrap();
+    let addr = running.grpc_addr;
+
+    let mut orders = tls_channel(addr, &pki.ca_pem, Some(pki.client("orders-service")))
+        .await
+        .unwrap();
+    let session = juhe_call(&mut orders, "mtls-1").await;
+    assert_eq!(state(&session), pb::SessionState::Verified);
+    let read = orders
+        .get_result(pb::GetResultRequest {
+            session_id: session.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.session.unwrap().id, session.id);
+    // Its scopes are the caller's: no sessions:cancel.
+    let denied = orders
+        .cancel_session(pb::CancelSessionRequest {
+            session_id: session.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert_eq!(reason(&denied).0, "MISSING_SCOPE");
+
+    // A caller of another tenant, by bearer key over TLS without a client certificate: the session does not exist.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reports = VerificationServiceClient::with_interceptor(
+        channel.clone(),
+        Bearer::new(Some("reports-key-0123")),
+    );
+    let hidden = reports
+        .get_result(pb::GetResultRequest {
+            session_id: session.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+    // The same TLS connection without any credential.
+    let mut anonymous = VerificationServiceClient::new(channel);
+    let refused = anonymous
+        .get_result(pb::GetResultRequest {
+            session_id: session.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason(&refused).0, "UNAUTHENTICATED");
+
+    // A certificate from the right CA whose subject no caller has.
+    let mut intruder = tls_channel(addr, &pki.ca_pem, Some(pki.client("intruder")))
+        .await
+        .unwrap();
+    let refused = intruder
+        .start_session(juhe_inline("mtls-intruder", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     running.shutdown().await.unwrap();
 }

@@ -12,6 +12,7 @@ use sha1::{Digest, Sha1};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::Instrument;
 
+use super::caller::Caller;
 use super::error::{Error, VendorError};
 use super::far::{describe, threshold_for};
 use super::now_ms;
@@ -48,6 +49,8 @@ pub struct ServiceConfig {
     /// With a store shared by several processes, how often a watcher re-reads the session for changes made
     /// elsewhere; `None` when this process is the only writer.
     pub watch_refresh: Option<Duration>,
+    /// Whether real vendors serve new sessions (false with the sandbox simulators); stored with each session.
+    pub live_mode: bool,
 }
 
 /// Vendor options as requested, before the adapter resolves them.
@@ -135,14 +138,6 @@ pub struct SessionService {
     quotas: Arc<Quotas>,
 }
 
-/// The tenant whose daily billed-call cap a session's vendor calls count against.
-///
-/// Stand-in until sessions carry their tenant: every session is the default tenant's. (Merging tenants: return
-/// `&session.tenant`.)
-fn billing_tenant(_session: &Session) -> &str {
-    super::caller::DEFAULT_TENANT
-}
-
 fn store_err(e: StoreError) -> Error {
     tracing::error!(error = %e, "session store failure");
     Error::Store
@@ -192,7 +187,7 @@ impl SessionService {
     /// Reserves the billed call a session is about to claim, under its tenant's daily cap.
     async fn reserve_billed_call(&self, session: &Session) -> Result<BilledCall, Error> {
         self.quotas
-            .reserve_billed_call(&*self.store, billing_tenant(session), now_ms())
+            .reserve_billed_call(&*self.store, &session.tenant, now_ms())
             .await
     }
 
@@ -236,6 +231,14 @@ impl SessionService {
             .ok_or(Error::NotFound)
     }
 
+    /// Loads a session of `caller`'s tenant. Another tenant's session is [`Error::NotFound`], exactly as a missing
+    /// one: existence is not revealed.
+    async fn load_owned(&self, caller: &Caller, id: &str) -> Result<Session, Error> {
+        let session = self.load(id).await?;
+        owned_by(&session, caller)?;
+        Ok(session)
+    }
+
     /// Loads, changes and stores a session with compare-and-set, retrying on conflicts. `change` returns whether it
     /// changed anything; the version is bumped once per stored change. Watchers hear of it when `publish`.
     async fn mutate<F>(&self, id: &str, publish: bool, mut change: F) -> Result<Session, Error>
@@ -270,8 +273,12 @@ impl SessionService {
         ))
     }
 
-    /// Starts a session (idempotent by `request_id`).
-    pub async fn start(self: &Arc<Self>, req: StartRequest) -> Result<Session, Error> {
+    /// Starts a session of `caller`'s tenant (idempotent by the tenant's `request_id`).
+    pub async fn start(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: StartRequest,
+    ) -> Result<Session, Error> {
         if *self.shutdown.borrow() {
             return Err(Error::ShuttingDown);
         }
@@ -293,7 +300,7 @@ impl SessionService {
         let fingerprint = self.fingerprint(&req.canonical);
         if let Some(existing) = self
             .store
-            .idempotency(&req.request_id)
+            .idempotency(&caller.tenant, &req.request_id)
             .await
             .map_err(store_err)?
         {
@@ -331,6 +338,8 @@ impl SessionService {
             outcome: Outcome::default(),
             vendor_ref: None,
             final_query_at_ms: None,
+            tenant: caller.tenant.clone(),
+            live_mode: self.cfg.live_mode,
         };
         for (i, image) in req.images.into_iter().enumerate() {
             take_image(adapter, &mut session.inputs, image).map_err(|v| {
@@ -349,6 +358,7 @@ impl SessionService {
             None
         };
         let idem = IdempotencyRecord {
+            tenant: caller.tenant.clone(),
             request_id: req.request_id,
             fingerprint: fingerprint.clone(),
             session_id: session.id.clone(),
@@ -364,7 +374,8 @@ impl SessionService {
             Created::New => {}
             Created::Existing(existing) => return self.replay(existing, &fingerprint).await,
         }
-        tracing::info!(session_id = %session.id, vendor = session.vendor.as_str(), "session started");
+        tracing::info!(session_id = %session.id, vendor = session.vendor.as_str(), live_mode = session.live_mode,
+            "session started");
         if session.attempt_started_at_ms.is_some() {
             return self.spawn_attempt(session).await;
         }
@@ -398,13 +409,14 @@ impl SessionService {
         result
     }
 
-    /// Supplies the identity.
+    /// Supplies the identity of one of `caller`'s tenant's sessions.
     pub async fn submit_identity(
         self: &Arc<Self>,
+        caller: &Caller,
         id: &str,
         identity: Identity,
     ) -> Result<Session, Error> {
-        let session = self.load(id).await?;
+        let session = self.load_owned(caller, id).await?;
         let adapter = self.vendors.adapter(session.vendor)?;
         self.take_input(adapter, id, |s| {
             s.identity_masked = Some(identity.masked());
@@ -414,13 +426,14 @@ impl SessionService {
         .await
     }
 
-    /// Supplies an image.
+    /// Supplies an image to one of `caller`'s tenant's sessions.
     pub async fn upload_image(
         self: &Arc<Self>,
+        caller: &Caller,
         id: &str,
         image: ImageInput,
     ) -> Result<Session, Error> {
-        let session = self.load(id).await?;
+        let session = self.load_owned(caller, id).await?;
         let adapter = self.vendors.adapter(session.vendor)?;
         self.take_input(adapter, id, |s| {
             take_image(adapter, &mut s.inputs, image.clone())
@@ -499,8 +512,12 @@ impl SessionService {
     /// Makes a claimed vendor call in a task of its own and waits for its stored outcome.
     async fn spawn_attempt(self: &Arc<Self>, claimed: Session) -> Result<Session, Error> {
         let this = Arc::clone(self);
+        let tenant = claimed.tenant.clone();
         // The call belongs to the RPC that claimed it (its span and log fields), though it outlives a timed-out caller.
-        let task = tokio::spawn(async move { this.run_attempt(claimed).await }.in_current_span());
+        let task = tokio::spawn(
+            crate::metrics::for_tenant(&tenant, async move { this.run_attempt(claimed).await })
+                .in_current_span(),
+        );
         match task.await {
             Ok(result) => result,
             Err(e) => Err(Error::Internal(format!("vendor call task failed: {e}"))),
@@ -647,7 +664,8 @@ impl SessionService {
             }
         };
         crate::metrics::global().status_poll(session.vendor.as_str());
-        let polled = adapter.poll(&session, final_check).await;
+        let polled =
+            crate::metrics::for_tenant(&session.tenant, adapter.poll(&session, final_check)).await;
         let result = match polled {
             Ok(outcome) => self.apply_vendor_outcome(&session, outcome).await,
             Err(e) => {
@@ -857,13 +875,15 @@ impl SessionService {
         }
     }
 
-    /// The session for GetResult: refreshed from the vendor when nobody polls it, plus the data asked for that is
-    /// never stored (fetched from the vendor while it keeps it).
+    /// The session for GetResult (one of `caller`'s tenant's): refreshed from the vendor when nobody polls it, plus
+    /// the data asked for that is never stored (fetched from the vendor while it keeps it).
     pub async fn result(
         &self,
+        caller: &Caller,
         id: &str,
         extras: ExtrasRequest,
     ) -> Result<(Session, ResultExtras), Error> {
+        self.load_owned(caller, id).await?;
         let mut session = self.get(id).await?;
         if !session.state.is_final() && session.vendor_ref.is_some() && !self.pollers.is_polling(id)
         {
@@ -899,13 +919,13 @@ impl SessionService {
             return Ok((session, kept));
         }
         let adapter = self.vendors.adapter(session.vendor)?;
-        let mut fetched = adapter
-            .fetch_extras(&session, extras)
-            .await
-            .map_err(|err| Error::Vendor {
-                session_id: session.id.clone(),
-                err,
-            })?;
+        let mut fetched =
+            crate::metrics::for_tenant(&session.tenant, adapter.fetch_extras(&session, extras))
+                .await
+                .map_err(|err| Error::Vendor {
+                    session_id: session.id.clone(),
+                    err,
+                })?;
         if kept.identity_document.is_some() {
             fetched.identity_document = kept.identity_document;
         }
@@ -1079,9 +1099,15 @@ impl SessionService {
         Ok(n)
     }
 
-    /// Cancels a session that is not final.
-    pub async fn cancel(&self, id: &str, reason: String) -> Result<Session, Error> {
+    /// Cancels one of `caller`'s tenant's sessions that is not final.
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        id: &str,
+        reason: String,
+    ) -> Result<Session, Error> {
         self.mutate(id, true, |s| {
+            owned_by(s, caller)?;
             if s.state.is_final() {
                 return Err(Error::SessionFinal(s.state));
             }
@@ -1133,11 +1159,14 @@ impl SessionService {
         Ok(n)
     }
 
-    /// Watches a session: the current snapshot, then every stored change, ending after a final state.
+    /// Watches one of `caller`'s tenant's sessions: the current snapshot, then every stored change, ending after a
+    /// final state.
     pub async fn watch(
         self: &Arc<Self>,
+        caller: &Caller,
         id: &str,
     ) -> Result<mpsc::Receiver<Result<Session, Error>>, Error> {
+        self.load_owned(caller, id).await?;
         let mut rx = self.hub.subscribe(id);
         let snapshot = match self.get(id).await {
             Ok(s) => s,
@@ -1235,7 +1264,16 @@ fn count_new_billing(before: &Session, after: &Session) {
     let billed = |s: &Session| s.outcome.billing.iter().filter(|b| b.billed).count();
     let added = billed(after).saturating_sub(billed(before));
     if added > 0 {
-        crate::metrics::global().billed(after.vendor.as_str(), added as u64);
+        crate::metrics::global().billed(after.vendor.as_str(), &after.tenant, added as u64);
+    }
+}
+
+/// [`Error::NotFound`] unless `session` belongs to `caller`'s tenant.
+fn owned_by(session: &Session, caller: &Caller) -> Result<(), Error> {
+    if session.tenant == caller.tenant {
+        Ok(())
+    } else {
+        Err(Error::NotFound)
     }
 }
 
@@ -1358,8 +1396,11 @@ mod tests {
         Arc<dyn SessionStore>,
         watch::Sender<bool>,
     ) {
-        let store: Arc<dyn SessionStore> =
-            Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+        let store: Arc<dyn SessionStore> = Arc::new(
+            SqliteStore::open(&dir.path().join("t.db"), &Default::default())
+                .await
+                .unwrap(),
+        );
         let calls = Arc::new(AtomicU64::new(0));
         let vendors = Arc::new(Vendors {
             juhe: Some(Box::new(Fake {
@@ -1382,11 +1423,16 @@ mod tests {
             },
             final_check_grace_ms: 60_000,
             watch_refresh: None,
+            live_mode: true,
         };
         let svc = SessionService::new(Arc::clone(&store), vendors, Arc::new(Hub::new()), cfg, rx)
             .await
             .unwrap();
         (Arc::new(svc), calls, store, tx)
+    }
+
+    fn anon() -> crate::domain::caller::Caller {
+        crate::domain::caller::Caller::anonymous(crate::domain::caller::DEFAULT_TENANT)
     }
 
     fn start_req(id: &str, with_inputs: bool) -> StartRequest {
@@ -1425,7 +1471,7 @@ mod tests {
         let (svc, calls, _, _tx) = service(&dir, 60_000, Duration::from_millis(300)).await;
         let svc2 = Arc::clone(&svc);
         let gave_up = tokio::time::timeout(Duration::from_millis(50), async move {
-            svc2.start(start_req("drop", true)).await
+            svc2.start(&anon(), start_req("drop", true)).await
         })
         .await;
         assert!(
@@ -1433,7 +1479,7 @@ mod tests {
             "the caller gave up before the vendor answered"
         );
         // The replay waits for the call that is still under way and sees its stored outcome.
-        let s = svc.start(start_req("drop", true)).await.unwrap();
+        let s = svc.start(&anon(), start_req("drop", true)).await.unwrap();
         assert_eq!(s.state, State::Verified);
         assert!(
             s.inputs.is_empty(),
@@ -1486,14 +1532,20 @@ mod tests {
         let (svc, calls, store, _tx) = capped(&dir, 2).await;
         let today = crate::domain::quota::utc_day(now_ms());
         for i in 0..2 {
-            let s = svc.start(start_req(&format!("ok{i}"), true)).await.unwrap();
+            let s = svc
+                .start(&anon(), start_req(&format!("ok{i}"), true))
+                .await
+                .unwrap();
             assert_eq!(s.state, State::Verified);
         }
         // A repeated request replays its session: no second reservation, no second call.
-        svc.start(start_req("ok0", true)).await.unwrap();
+        svc.start(&anon(), start_req("ok0", true)).await.unwrap();
         assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 2);
 
-        let e = svc.start(start_req("over", true)).await.unwrap_err();
+        let e = svc
+            .start(&anon(), start_req("over", true))
+            .await
+            .unwrap_err();
         assert!(is_cap_refusal(&e), "{e:?}");
         assert_eq!(
             calls.load(Ordering::SeqCst),
@@ -1501,21 +1553,28 @@ mod tests {
             "no vendor call over the cap"
         );
         assert!(
-            store.idempotency("over").await.unwrap().is_none(),
+            store
+                .idempotency(crate::domain::caller::DEFAULT_TENANT, "over")
+                .await
+                .unwrap()
+                .is_none(),
             "nothing written: a retry once the cap allows starts afresh"
         );
         assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 2);
 
         // Inputs given one by one: the one that completes them is refused, and the session stays as it was.
-        let s = svc.start(start_req("later", false)).await.unwrap();
+        let s = svc.start(&anon(), start_req("later", false)).await.unwrap();
         let full = start_req("x", true);
         let s = svc
-            .submit_identity(&s.id, full.identity.clone().unwrap())
+            .submit_identity(&anon(), &s.id, full.identity.clone().unwrap())
             .await
             .unwrap();
         assert_eq!(s.required_inputs, vec![RequiredInput::ProbeImage]);
         let image = full.images[0].clone();
-        let e = svc.upload_image(&s.id, image.clone()).await.unwrap_err();
+        let e = svc
+            .upload_image(&anon(), &s.id, image.clone())
+            .await
+            .unwrap_err();
         assert!(is_cap_refusal(&e), "{e:?}");
         let after = store.get(&s.id).await.unwrap().unwrap();
         assert_eq!(after.state, State::RequiresInput);
@@ -1530,9 +1589,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (svc, calls, store, _tx) = capped(&dir, 0).await;
         let today = crate::domain::quota::utc_day(now_ms());
-        let s = svc.start(start_req("parts", false)).await.unwrap();
+        let s = svc.start(&anon(), start_req("parts", false)).await.unwrap();
         let full = start_req("x", true);
-        svc.submit_identity(&s.id, full.identity.clone().unwrap())
+        svc.submit_identity(&anon(), &s.id, full.identity.clone().unwrap())
             .await
             .unwrap();
         assert_eq!(
@@ -1541,12 +1600,12 @@ mod tests {
             "an input that does not complete the inputs reserves nothing"
         );
         let done = svc
-            .upload_image(&s.id, full.images[0].clone())
+            .upload_image(&anon(), &s.id, full.images[0].clone())
             .await
             .unwrap();
         assert_eq!(done.state, State::Verified);
         for i in 0..3 {
-            svc.start(start_req(&format!("inline{i}"), true))
+            svc.start(&anon(), start_req(&format!("inline{i}"), true))
                 .await
                 .unwrap();
         }
@@ -1554,7 +1613,7 @@ mod tests {
         assert_eq!(billed_today(store.billed_calls(today).await.unwrap()), 4);
         // An input the session refuses (final already) reserves nothing.
         let e = svc
-            .upload_image(&s.id, full.images[0].clone())
+            .upload_image(&anon(), &s.id, full.images[0].clone())
             .await
             .unwrap_err();
         assert!(matches!(e, Error::SessionFinal(_)), "{e:?}");
@@ -1565,7 +1624,10 @@ mod tests {
     async fn recovery_releases_calls_that_were_under_way_at_a_stop() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, calls, store, _tx) = service(&dir, 60_000, Duration::ZERO).await;
-        let s = svc.start(start_req("recover", false)).await.unwrap();
+        let s = svc
+            .start(&anon(), start_req("recover", false))
+            .await
+            .unwrap();
         let mut stuck = store.get(&s.id).await.unwrap().unwrap();
         stuck.inputs.identity = start_req("x", true).identity;
         stuck.inputs.probe = Some(FaceImage {
@@ -1604,8 +1666,11 @@ mod tests {
     async fn expiry_reaches_watchers_and_is_final() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, _, _, _tx) = service(&dir, 100, Duration::ZERO).await;
-        let s = svc.start(start_req("expire", false)).await.unwrap();
-        let mut rx = svc.watch(&s.id).await.unwrap();
+        let s = svc
+            .start(&anon(), start_req("expire", false))
+            .await
+            .unwrap();
+        let mut rx = svc.watch(&anon(), &s.id).await.unwrap();
         assert_eq!(
             rx.recv().await.unwrap().unwrap().state,
             State::RequiresInput
@@ -1618,7 +1683,7 @@ mod tests {
             "the stream ends after a final state"
         );
         assert_eq!(svc.hub().watched_sessions(), 0);
-        let err = svc.cancel(&s.id, String::new()).await.unwrap_err();
+        let err = svc.cancel(&anon(), &s.id, String::new()).await.unwrap_err();
         assert!(matches!(err, Error::SessionFinal(State::Expired)));
     }
 
@@ -1626,14 +1691,46 @@ mod tests {
     async fn shutdown_ends_open_streams() {
         let dir = tempfile::tempdir().unwrap();
         let (svc, _, _, tx) = service(&dir, 60_000, Duration::ZERO).await;
-        let s = svc.start(start_req("shutdown", false)).await.unwrap();
-        let mut rx = svc.watch(&s.id).await.unwrap();
+        let s = svc
+            .start(&anon(), start_req("shutdown", false))
+            .await
+            .unwrap();
+        let mut rx = svc.watch(&anon(), &s.id).await.unwrap();
         assert!(rx.recv().await.unwrap().is_ok());
         tx.send(true).unwrap();
         assert!(matches!(rx.recv().await.unwrap(), Err(Error::ShuttingDown)));
         assert!(matches!(
-            svc.start(start_req("after", false)).await,
+            svc.start(&anon(), start_req("after", false)).await,
             Err(Error::ShuttingDown)
         ));
+    }
+
+    #[tokio::test]
+    async fn sessions_are_kept_to_their_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _, _, _tx) = service(&dir, 60_000, Duration::ZERO).await;
+        let shop = crate::domain::caller::Caller::anonymous("shop");
+        let other = crate::domain::caller::Caller::anonymous("other");
+        let s = svc.start(&shop, start_req("same", false)).await.unwrap();
+        assert_eq!((s.tenant.as_str(), s.live_mode), ("shop", true));
+        assert!(matches!(
+            svc.result(&other, &s.id, Default::default()).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            svc.watch(&other, &s.id).await,
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            svc.cancel(&other, &s.id, String::new()).await,
+            Err(Error::NotFound)
+        ));
+        // The same request id in another tenant is another session; in the same tenant, the same one.
+        let theirs = svc.start(&other, start_req("same", false)).await.unwrap();
+        assert_ne!(theirs.id, s.id);
+        assert_eq!(theirs.tenant, "other");
+        let again = svc.start(&shop, start_req("same", false)).await.unwrap();
+        assert_eq!(again.id, s.id);
+        assert!(svc.cancel(&shop, &s.id, String::new()).await.is_ok());
     }
 }

@@ -804,6 +804,13 @@ pub struct Session {
     /// When the one-shot result query of the flow was claimed (Megvii get_result); it is never made twice.
     #[serde(default)]
     pub final_query_at_ms: Option<i64>,
+    /// The tenant that owns the session (its creating caller's). The store's `tenant` column is authoritative.
+    #[serde(default)]
+    pub tenant: String,
+    /// Whether real vendors serve the session (false for the sandbox simulators). The store's `live_mode` column is
+    /// authoritative.
+    #[serde(default)]
+    pub live_mode: bool,
 }
 
 #[cfg(test)]

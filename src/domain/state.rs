@@ -168,6 +168,8 @@ pub mod tests_support {
             outcome: Outcome::default(),
             vendor_ref: None,
             final_query_at_ms: None,
+            tenant: crate::domain::caller::DEFAULT_TENANT.into(),
+            live_mode: false,
         }
     }
 }

@@ -600,6 +600,7 @@ pub fn session(s: &d::Session) -> pb::Session {
         target_false_accept_rate: s.target_false_accept_rate,
         request_id: s.request_id.clone(),
         cancel_reason: s.cancel_reason.clone().unwrap_or_default(),
+        live_mode: s.live_mode,
     }
 }
 

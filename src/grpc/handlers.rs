@@ -9,9 +9,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
+use super::auth::{caller, peer_of, require};
 use super::convert;
 use super::error::{status, to_status};
-use crate::domain::caller::DEFAULT_TENANT;
+use crate::domain::caller::{Caller, Scope};
 use crate::domain::service::SessionService;
 use crate::domain::{Error, Session};
 use crate::proto::v1 as pb;
@@ -58,24 +59,43 @@ impl VerificationApi {
     }
 }
 
-/// The tenant a request acts for.
-///
-/// Stand-in until the auth layer puts a `Caller` in the request's extensions: every request is the default
-/// tenant's. (Merging auth: the caller's tenant.)
-fn tenant_of<T>(_request: &Request<T>) -> &'static str {
-    DEFAULT_TENANT
-}
-
 impl VerificationApi {
-    /// Takes the request's token of its tenant's RPC rate quota.
-    ///
-    /// Until the auth layer exists (it takes the token itself, once per request), every handler calls this first.
-    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// The authenticated caller of a request, once it has taken a token of its tenant's RPC rate quota.
+    fn admit<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = caller(request)?;
         self.service
             .quotas()
-            .check_rpc(tenant_of(request))
-            .map_err(|e| to_status(&e))
+            .check_rpc(&caller.tenant)
+            .map_err(|e| to_status(&e))?;
+        Ok(caller)
     }
+}
+
+/// The audit trail of an unmasked read: who (caller, tenant, peer address) read which kinds of data of which
+/// session. Never the data itself.
+fn audit_unmasked_read(
+    caller: &crate::domain::caller::Caller,
+    peer: Option<std::net::SocketAddr>,
+    session_id: &str,
+    extras: &crate::domain::ExtrasRequest,
+) {
+    let kinds: Vec<&'static str> = [
+        (extras.reveal_personal_data, "personal_data"),
+        (extras.face_image, "face_image"),
+        (extras.media, "media"),
+    ]
+    .into_iter()
+    .filter_map(|(asked, kind)| asked.then_some(kind))
+    .collect();
+    if kinds.is_empty() {
+        return;
+    }
+    for kind in &kinds {
+        crate::metrics::global().unmasked_read(&caller.tenant, &caller.id, kind);
+    }
+    let peer = peer.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(audit = "unmasked_read", caller = %caller.id, tenant = %caller.tenant, peer = %peer,
+        session_id = %session_id, kinds = %kinds.join(","), "unmasked read");
 }
 
 fn with_session<T>(s: Session, f: impl FnOnce(pb::Session) -> T) -> T {
@@ -90,11 +110,11 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::StartSessionRequest>,
     ) -> Result<Response<pb::StartSessionResponse>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
         self.unary("StartSession", async move {
             let req = convert::start_request(request.get_ref())?;
-            let s = svc.start(req).await?;
+            let s = svc.start(&caller, req).await?;
             Ok(with_session(s, |session| pb::StartSessionResponse {
                 session: Some(session),
             }))
@@ -106,11 +126,11 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::SubmitIdentityRequest>,
     ) -> Result<Response<pb::SubmitIdentityResponse>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
         self.unary("SubmitIdentity", async move {
             let (id, identity) = convert::submit_identity(request.get_ref())?;
-            let s = svc.submit_identity(&id, identity).await?;
+            let s = svc.submit_identity(&caller, &id, identity).await?;
             Ok(with_session(s, |session| pb::SubmitIdentityResponse {
                 session: Some(session),
             }))
@@ -122,11 +142,11 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::UploadReferenceRequest>,
     ) -> Result<Response<pb::UploadReferenceResponse>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
         self.unary("UploadReference", async move {
             let (id, image) = convert::upload(request.get_ref())?;
-            let s = svc.upload_image(&id, image).await?;
+            let s = svc.upload_image(&caller, &id, image).await?;
             Ok(with_session(s, |session| pb::UploadReferenceResponse {
                 session: Some(session),
             }))
@@ -138,20 +158,26 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::GetResultRequest>,
     ) -> Result<Response<pb::GetResultResponse>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
+        let req = request.get_ref();
+        if req.reveal_personal_data {
+            require(&request, &caller, Scope::PersonalDataReveal, "GetResult")?;
+        }
+        if req.include_face_image || req.include_media {
+            require(&request, &caller, Scope::MediaRead, "GetResult")?;
+        }
+        let peer = peer_of(&request);
         self.unary("GetResult", async move {
             let req = request.get_ref();
             let id = convert::session_id("session_id", &req.session_id)?;
-            if req.reveal_personal_data {
-                tracing::info!(session_id = %id, "personal data requested unmasked");
-            }
             let extras = crate::domain::ExtrasRequest {
                 reveal_personal_data: req.reveal_personal_data,
                 face_image: req.include_face_image,
                 media: req.include_media,
             };
-            let (s, fetched) = svc.result(&id, extras).await?;
+            let (s, fetched) = svc.result(&caller, &id, extras).await?;
+            audit_unmasked_read(&caller, peer, &s.id, &extras);
             Ok(pb::GetResultResponse {
                 outcome: Some(convert::outcome(&s, &fetched)),
                 session: Some(convert::session(&s)),
@@ -166,7 +192,7 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::StreamStatusRequest>,
     ) -> Result<Response<Self::StreamStatusStream>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let id = convert::session_id("session_id", &request.get_ref().session_id)
             .map_err(|e| to_status(&e))?;
         // The stream holds a slot of its tenant's open_streams quota until it is dropped: when it ends, fails or
@@ -174,9 +200,13 @@ impl VerificationService for VerificationApi {
         let slot = self
             .service
             .quotas()
-            .open_stream(tenant_of(&request))
+            .open_stream(&caller.tenant)
             .map_err(|e| to_status(&e))?;
-        let rx = self.service.watch(&id).await.map_err(|e| to_status(&e))?;
+        let rx = self
+            .service
+            .watch(&caller, &id)
+            .await
+            .map_err(|e| to_status(&e))?;
         let stream = ReceiverStream::new(rx).map(move |item| {
             let _held = &slot;
             item.map(|s| pb::StreamStatusResponse {
@@ -191,11 +221,11 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::CancelSessionRequest>,
     ) -> Result<Response<pb::CancelSessionResponse>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
         self.unary("CancelSession", async move {
             let (id, reason) = convert::cancel(request.get_ref())?;
-            let s = svc.cancel(&id, reason).await?;
+            let s = svc.cancel(&caller, &id, reason).await?;
             Ok(with_session(s, |session| pb::CancelSessionResponse {
                 session: Some(session),
             }))

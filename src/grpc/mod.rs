@@ -1,5 +1,6 @@
 //! The gRPC surface: thin handlers, proto <-> domain conversions, error mapping.
 
+pub mod auth;
 pub mod conn;
 pub mod convert;
 pub mod error;

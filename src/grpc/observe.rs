@@ -1,7 +1,7 @@
 //! Per-RPC observability around the gRPC service, so handlers stay free of it: a SERVER span named
 //! `facegate.v1.VerificationService/<Method>` with the RPC semantic-convention attributes, continuing the caller's W3C
-//! `traceparent`; `request_id` and `trace_id` fields that every log line inside the call inherits; and the RPC
-//! metrics. The span, the metrics and a closing log line are finished when the response's final gRPC status is
+//! `traceparent`; `request_id`, `trace_id`, `caller` and `tenant` fields that every log line inside the call
+//! inherits (the caller is the one the auth layer in front authenticated); and the RPC metrics. The span, the metrics and a closing log line are finished when the response's final gRPC status is
 //! known: from the headers of a trailers-only reply (an error), else from the trailers at the end of the body (a
 //! unary reply, or the end of a status stream), else CANCELLED when the client went away first.
 
@@ -23,6 +23,7 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::app::SERVICE_NAME;
+use crate::domain::caller::Caller;
 
 /// The service's methods: the only values the `method` label and span names take.
 pub const METHODS: [&str; 6] = [
@@ -73,10 +74,12 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_of(request.uri().path());
-        let span = rpc_span(method, request.headers());
+        let caller = request.extensions().get::<Caller>();
+        let span = rpc_span(method, request.headers(), caller);
         let call = Call {
             span: span.clone(),
             method,
+            tenant: caller.map(|c| c.tenant.clone()).unwrap_or_default(),
             started: Instant::now(),
         };
         // The clone that was polled ready serves this request; a fresh clone waits for the next.
@@ -140,7 +143,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
-fn rpc_span(method: &'static str, headers: &http::HeaderMap) -> Span {
+fn rpc_span(method: &'static str, headers: &http::HeaderMap, caller: Option<&Caller>) -> Span {
     let span = tracing::info_span!(
         "rpc",
         otel.name = %format_args!("{SERVICE_NAME}/{method}"),
@@ -151,7 +154,14 @@ fn rpc_span(method: &'static str, headers: &http::HeaderMap) -> Span {
         rpc.grpc.status_code = Empty,
         request_id = %request_id(headers),
         trace_id = Empty,
+        caller = Empty,
+        tenant = Empty,
     );
+    // Set by the auth layer in front: every log line of the call names who made it.
+    if let Some(c) = caller {
+        span.record("caller", tracing::field::display(&c.id));
+        span.record("tenant", tracing::field::display(&c.tenant));
+    }
     let parent = TraceContextPropagator::new().extract(&Headers(headers));
     // Without the OpenTelemetry layer (exporting off) this does nothing; the trace id below still follows the caller.
     let _ = span.set_parent(parent.clone());
@@ -213,6 +223,7 @@ fn is_server_error(code: Code) -> bool {
 struct Call {
     span: Span,
     method: &'static str,
+    tenant: String,
     started: Instant,
 }
 
@@ -224,7 +235,7 @@ impl Call {
         if is_server_error(code) {
             self.span.set_status(SpanStatus::error(name));
         }
-        crate::metrics::global().rpc(self.method, name, elapsed);
+        crate::metrics::global().rpc(self.method, name, &self.tenant, elapsed);
         let _entered = self.span.enter();
         tracing::info!(
             code = name,

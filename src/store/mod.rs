@@ -11,9 +11,30 @@ use async_trait::async_trait;
 
 use crate::domain::Session;
 
-/// An idempotency record: which session a `request_id` created, and a keyed fingerprint of the request.
+/// What a store needs to know when it is opened: how to fill what rows written before a column existed lack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The tenant of sessions (and idempotency records) stored before tenants existed (`auth.default_tenant`).
+    pub default_tenant: String,
+    /// The `live_mode` of sessions stored before it was recorded.
+    pub legacy_live_mode: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            default_tenant: crate::domain::caller::DEFAULT_TENANT.to_owned(),
+            legacy_live_mode: true,
+        }
+    }
+}
+
+/// An idempotency record: which session a tenant's `request_id` created, and a keyed fingerprint of the request.
+/// Request ids are scoped per tenant: two tenants may use the same one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
+    /// The tenant whose request id it is.
+    pub tenant: String,
     /// The caller's key.
     pub request_id: String,
     /// Keyed hash of the request (see [`SessionStore::fingerprint_key`]).
@@ -51,19 +72,24 @@ pub enum StoreError {
 /// Persistent sessions, with optimistic concurrency on `Session::version`.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Writes a new session and, atomically with it, its idempotency record. When the record's `request_id` exists
-    /// already, writes nothing and returns the existing record.
+    /// Writes a new session (with its `tenant` and `live_mode`) and, atomically with it, its idempotency record. When
+    /// the record's tenant has its `request_id` already, writes nothing and returns the existing record.
     async fn create(
         &self,
         session: &Session,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<Created, StoreError>;
-    /// Reads a session.
+    /// Reads a session (its `tenant` and `live_mode` from their columns). Tenant-blind: the domain keeps callers to
+    /// their tenant.
     async fn get(&self, id: &str) -> Result<Option<Session>, StoreError>;
     /// Replaces a session if the stored version is `expected_version` (else [`StoreError::Conflict`]).
     async fn update(&self, session: &Session, expected_version: i64) -> Result<(), StoreError>;
-    /// Reads an idempotency record.
-    async fn idempotency(&self, request_id: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Reads a tenant's idempotency record.
+    async fn idempotency(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
     /// Ids of sessions that are not final and whose `expires_at_ms` is before `now_ms` (at most `limit`).
     async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
     /// Ids of sessions holding vendor personal data past its retention (at most `limit`).

@@ -7,15 +7,15 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgQueryResult};
 use sqlx::{PgPool, Row};
 
-use super::sql::{pending_migrations, Dialect, SqlStore, Statements};
-use super::StoreError;
+use super::sql::{pending_migrations, Dialect, SqlStore, Statements, Step};
+use super::{StoreError, StoreOptions};
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
 ///
 /// `record` is TEXT, not JSONB: JSONB refuses `\u0000` in strings, and its errors quote the document.
-const MIGRATIONS: &[&[&str]] = &[
+const MIGRATIONS: &[&[Step]] = &[
     &[
-        "CREATE TABLE sessions (
+        Step::Sql("CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
         version BIGINT NOT NULL,
         state TEXT NOT NULL,
@@ -27,27 +27,46 @@ const MIGRATIONS: &[&[&str]] = &[
         updated_at_ms BIGINT NOT NULL,
         record TEXT NOT NULL,
         personal_data_until_ms BIGINT
-    )",
-        "CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)",
-        "CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight",
-        "CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
-     WHERE personal_data_until_ms IS NOT NULL",
-        "CREATE TABLE idempotency (
+    )"),
+        Step::Sql("CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)"),
+        Step::Sql("CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight"),
+        Step::Sql("CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
+     WHERE personal_data_until_ms IS NOT NULL"),
+        Step::Sql("CREATE TABLE idempotency (
         request_id TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL,
         session_id TEXT NOT NULL REFERENCES sessions (id),
         created_at_ms BIGINT NOT NULL
-    )",
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+    )"),
+        Step::Sql("CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL)"),
     ],
-    &["CREATE INDEX sessions_by_state ON sessions (state)"],
+    &[Step::Sql("CREATE INDEX sessions_by_state ON sessions (state)")],
+    // Tenants and live mode (issue 9): rows from before get the configured default tenant and legacy live mode;
+    // request ids become unique per tenant.
+    &[
+        Step::Sql("ALTER TABLE sessions ADD COLUMN tenant TEXT, ADD COLUMN live_mode BOOLEAN"),
+        Step::Legacy("UPDATE sessions SET tenant = $1, live_mode = $2"),
+        Step::Sql(
+            "ALTER TABLE sessions ALTER COLUMN tenant SET NOT NULL, ALTER COLUMN live_mode SET NOT NULL",
+        ),
+        Step::Sql("CREATE INDEX sessions_by_tenant ON sessions (tenant)"),
+        Step::Sql("ALTER TABLE idempotency ADD COLUMN tenant TEXT"),
+        Step::Sql(
+            "UPDATE idempotency i SET tenant = s.tenant FROM sessions s WHERE s.id = i.session_id",
+        ),
+        Step::Sql("ALTER TABLE idempotency ALTER COLUMN tenant SET NOT NULL"),
+        Step::Sql("ALTER TABLE idempotency DROP CONSTRAINT idempotency_pkey"),
+        Step::Sql("ALTER TABLE idempotency ADD PRIMARY KEY (tenant, request_id)"),
+    ],
     // Billed vendor calls per tenant and UTC day (days since 1970-01-01), for the daily cap.
-    &["CREATE TABLE billed_calls (
+    &[Step::Sql(
+        "CREATE TABLE billed_calls (
         tenant TEXT NOT NULL,
         day BIGINT NOT NULL,
         calls BIGINT NOT NULL,
         PRIMARY KEY (tenant, day)
-    )"],
+    )",
+    )],
 ];
 
 /// The advisory lock key replicas migrate under ("facegate" in ASCII).
@@ -61,17 +80,17 @@ impl Dialect for PostgresDialect {
 
     const STATEMENTS: Statements = Statements {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
-             record, personal_data_until_ms, id, vendor, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        insert_idempotency: "INSERT INTO idempotency (request_id, fingerprint, session_id, created_at_ms)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (request_id) DO NOTHING",
-        select_record: "SELECT record FROM sessions WHERE id = $1",
+             record, personal_data_until_ms, id, vendor, created_at_ms, tenant, live_mode)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        insert_idempotency: "INSERT INTO idempotency (tenant, request_id, fingerprint, session_id, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, request_id) DO NOTHING",
+        select_record: "SELECT record, tenant, live_mode FROM sessions WHERE id = $1",
         update_session: "UPDATE sessions SET version = $1, state = $2, is_final = $3, in_flight = $4,
              expires_at_ms = $5, updated_at_ms = $6, record = $7, personal_data_until_ms = $8
              WHERE id = $9 AND version = $10",
         session_exists: "SELECT 1 FROM sessions WHERE id = $1",
-        select_idempotency:
-            "SELECT request_id, fingerprint, session_id FROM idempotency WHERE request_id = $1",
+        select_idempotency: "SELECT tenant, request_id, fingerprint, session_id FROM idempotency
+             WHERE tenant = $1 AND request_id = $2",
         expired: "SELECT id FROM sessions WHERE NOT is_final AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2",
         personal_data_due: "SELECT id FROM sessions
              WHERE personal_data_until_ms IS NOT NULL AND personal_data_until_ms <= $1 LIMIT $2",
@@ -95,7 +114,7 @@ impl Dialect for PostgresDialect {
 
     /// Migrates in one transaction under an advisory lock: replicas starting together wait for each other, and
     /// the later ones find the schema migrated.
-    async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    async fn migrate(pool: &PgPool, options: &StoreOptions) -> Result<(), StoreError> {
         let mut tx = pool.begin().await.map_err(db)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATION_LOCK)
@@ -120,7 +139,13 @@ impl Dialect for PostgresDialect {
                 .map_err(db)?;
         for i in pending_migrations(current, MIGRATIONS.len())? {
             for step in MIGRATIONS[i] {
-                sqlx::query(*step).execute(&mut *tx).await.map_err(db)?;
+                let query = match step {
+                    Step::Sql(sql) => sqlx::query(*sql),
+                    Step::Legacy(sql) => sqlx::query(*sql)
+                        .bind(options.default_tenant.as_str())
+                        .bind(options.legacy_live_mode),
+                };
+                query.execute(&mut *tx).await.map_err(db)?;
             }
             sqlx::query("INSERT INTO facegate_schema_migrations (version) VALUES ($1)")
                 .bind(i64::try_from(i + 1).unwrap_or(i64::MAX))
@@ -175,11 +200,11 @@ pub type PostgresStore = SqlStore<PostgresDialect>;
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://` or `postgresql://`, libpq parameters such as `sslmode` in the query) and
-    /// migrates the schema.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// migrates the schema (rows from before a column existed get their values from `store_options`).
+    pub async fn connect(url: &str, store_options: &StoreOptions) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Database(format!("invalid database URL: {e}")))?
             .application_name("facegate");
-        Self::connect_with(options).await
+        Self::connect_with(options, store_options).await
     }
 }

@@ -15,25 +15,25 @@ use sqlx::{
     ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
 };
 
-use super::{Created, IdempotencyRecord, SessionStore, StoreError};
+use super::{Created, IdempotencyRecord, SessionStore, StoreError, StoreOptions};
 use crate::domain::Session;
 
 /// The statements of a store in one database's SQL, each with its parameters in the order they are bound.
 pub struct Statements {
     /// Writes a session: `version, state, is_final, in_flight, expires_at_ms, updated_at_ms, record,
-    /// personal_data_until_ms, id, vendor, created_at_ms`.
+    /// personal_data_until_ms, id, vendor, created_at_ms, tenant, live_mode`.
     pub insert_session: &'static str,
-    /// Writes an idempotency record unless its request id is taken (no row then): `request_id, fingerprint,
-    /// session_id, created_at_ms`.
+    /// Writes an idempotency record unless its tenant's request id is taken (no row then): `tenant, request_id,
+    /// fingerprint, session_id, created_at_ms`.
     pub insert_idempotency: &'static str,
-    /// The `record` of a session: `id`.
+    /// The `record`, `tenant` and `live_mode` of a session: `id`.
     pub select_record: &'static str,
     /// Rewrites a session if it is at the expected version: the first eight parameters of `insert_session`, then
     /// `id, expected_version`.
     pub update_session: &'static str,
     /// A row when the session exists: `id`.
     pub session_exists: &'static str,
-    /// `request_id, fingerprint, session_id` of a request id: `request_id`.
+    /// `tenant, request_id, fingerprint, session_id` of a tenant's request id: `tenant, request_id`.
     pub select_idempotency: &'static str,
     /// Ids of sessions not final whose expiry is at or before a time, earliest first: `now_ms, limit`.
     pub expired: &'static str,
@@ -63,8 +63,10 @@ pub trait Dialect: Send + Sync + 'static {
     /// Its statements.
     const STATEMENTS: Statements;
     /// Brings the schema of a new or older database up to this build's; safe when several processes start at once.
+    /// Rows from before a column existed get their values from `options`.
     fn migrate(
         pool: &Pool<Self::Database>,
+        options: &StoreOptions,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
     /// How many rows a statement changed.
     fn rows_affected(result: &<Self::Database as Database>::QueryResult) -> u64;
@@ -103,18 +105,28 @@ impl<D: Dialect> SqlStore<D> {
     /// A store over a pool of up to eight connections made with `options`, its schema migrated.
     pub(super) async fn connect_with(
         options: <<D::Database as Database>::Connection as Connection>::Options,
+        store_options: &StoreOptions,
     ) -> Result<Self, StoreError> {
         let pool = PoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await
             .map_err(D::error)?;
-        D::migrate(&pool).await?;
+        D::migrate(&pool, store_options).await?;
         Ok(Self {
             pool,
             dialect: PhantomData,
         })
     }
+}
+
+/// One step of a schema migration.
+pub enum Step {
+    /// A statement without parameters.
+    Sql(&'static str),
+    /// A statement that fills rows from before a column existed, bound to [`StoreOptions::default_tenant`] and
+    /// [`StoreOptions::legacy_live_mode`], in that order.
+    Legacy(&'static str),
 }
 
 /// The migrations a schema at version `current` still needs, as indexes into a list of `known` migrations (entry
@@ -183,6 +195,7 @@ where
     for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
     for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
     for<'r> i64: Decode<'r, D::Database>,
+    for<'r> bool: Decode<'r, D::Database>,
     usize: ColumnIndex<<D::Database as Database>::Row>,
 {
     async fn create(
@@ -198,6 +211,8 @@ where
                 .bind(session.id.as_str())
                 .bind(session.vendor.as_str())
                 .bind(session.created_at_ms)
+                .bind(session.tenant.as_str())
+                .bind(session.live_mode)
                 .execute(&mut *tx)
                 .await
                 .map_err(D::error)?;
@@ -205,6 +220,7 @@ where
                 // A concurrent create of the same request id holds this insert until it ends; when it committed,
                 // the insert writes nothing and its record is read below.
                 let inserted = sqlx::query(sql.insert_idempotency)
+                    .bind(idem.tenant.as_str())
                     .bind(idem.request_id.as_str())
                     .bind(idem.fingerprint.as_str())
                     .bind(idem.session_id.as_str())
@@ -218,7 +234,7 @@ where
                 };
                 if taken {
                     tx.rollback().await.map_err(D::error)?;
-                    match self.idempotency(&idem.request_id).await? {
+                    match self.idempotency(&idem.tenant, &idem.request_id).await? {
                         Some(existing) => return Ok(Created::Existing(existing)),
                         None => continue,
                     }
@@ -244,7 +260,11 @@ where
         match row {
             Some(row) => {
                 let text: String = row.try_get(0).map_err(D::error)?;
-                decode(&text).map(Some)
+                let mut session = decode(&text)?;
+                // The columns are authoritative (rows migrated from before tenants hold them only there).
+                session.tenant = row.try_get(1).map_err(D::error)?;
+                session.live_mode = row.try_get(2).map_err(D::error)?;
+                Ok(Some(session))
             }
             None => Ok(None),
         }
@@ -274,17 +294,23 @@ where
         })
     }
 
-    async fn idempotency(&self, request_id: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+    async fn idempotency(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let row = sqlx::query(D::STATEMENTS.select_idempotency)
+            .bind(tenant)
             .bind(request_id)
             .fetch_optional(&self.pool)
             .await
             .map_err(D::error)?;
         row.map(|r| {
             Ok(IdempotencyRecord {
-                request_id: r.try_get(0).map_err(D::error)?,
-                fingerprint: r.try_get(1).map_err(D::error)?,
-                session_id: r.try_get(2).map_err(D::error)?,
+                tenant: r.try_get(0).map_err(D::error)?,
+                request_id: r.try_get(1).map_err(D::error)?,
+                fingerprint: r.try_get(2).map_err(D::error)?,
+                session_id: r.try_get(3).map_err(D::error)?,
             })
         })
         .transpose()

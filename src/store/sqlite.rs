@@ -7,13 +7,13 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
-use super::sql::{pending_migrations, Dialect, SqlStore, Statements};
-use super::StoreError;
+use super::sql::{pending_migrations, Dialect, SqlStore, Statements, Step};
+use super::{StoreError, StoreOptions};
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
-const MIGRATIONS: &[&[&str]] = &[
+const MIGRATIONS: &[&[Step]] = &[
     &[
-        "CREATE TABLE sessions (
+        Step::Sql("CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
         version INTEGER NOT NULL,
         state TEXT NOT NULL,
@@ -24,30 +24,57 @@ const MIGRATIONS: &[&[&str]] = &[
         created_at_ms INTEGER NOT NULL,
         updated_at_ms INTEGER NOT NULL,
         record TEXT NOT NULL
-    )",
-        "CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)",
-        "CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight = 1",
-        "CREATE TABLE idempotency (
+    )"),
+        Step::Sql("CREATE INDEX sessions_live_by_expiry ON sessions (is_final, expires_at_ms)"),
+        Step::Sql("CREATE INDEX sessions_in_flight ON sessions (in_flight) WHERE in_flight = 1"),
+        Step::Sql("CREATE TABLE idempotency (
         request_id TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL,
         session_id TEXT NOT NULL REFERENCES sessions (id),
         created_at_ms INTEGER NOT NULL
-    )",
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    )"),
+        Step::Sql("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)"),
     ],
     &[
-        "ALTER TABLE sessions ADD COLUMN personal_data_until_ms INTEGER",
-        "CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
-     WHERE personal_data_until_ms IS NOT NULL",
+        Step::Sql("ALTER TABLE sessions ADD COLUMN personal_data_until_ms INTEGER"),
+        Step::Sql("CREATE INDEX sessions_personal_data ON sessions (personal_data_until_ms)
+     WHERE personal_data_until_ms IS NOT NULL"),
     ],
-    &["CREATE INDEX sessions_by_state ON sessions (state)"],
+    &[Step::Sql("CREATE INDEX sessions_by_state ON sessions (state)")],
+    // Tenants and live mode (issue 9): rows from before get the configured default tenant and legacy live mode;
+    // request ids become unique per tenant (SQLite cannot change a primary key in place: the table is rebuilt).
+    &[
+        Step::Sql("ALTER TABLE sessions ADD COLUMN tenant TEXT NOT NULL DEFAULT ''"),
+        Step::Sql("ALTER TABLE sessions ADD COLUMN live_mode INTEGER NOT NULL DEFAULT 0"),
+        Step::Legacy("UPDATE sessions SET tenant = ?, live_mode = ?"),
+        Step::Sql("CREATE INDEX sessions_by_tenant ON sessions (tenant)"),
+        Step::Sql(
+            "CREATE TABLE idempotency_by_tenant (
+        tenant TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        session_id TEXT NOT NULL REFERENCES sessions (id),
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, request_id)
+    )",
+        ),
+        Step::Sql(
+            "INSERT INTO idempotency_by_tenant (tenant, request_id, fingerprint, session_id, created_at_ms)
+     SELECT s.tenant, i.request_id, i.fingerprint, i.session_id, i.created_at_ms
+     FROM idempotency i JOIN sessions s ON s.id = i.session_id",
+        ),
+        Step::Sql("DROP TABLE idempotency"),
+        Step::Sql("ALTER TABLE idempotency_by_tenant RENAME TO idempotency"),
+    ],
     // Billed vendor calls per tenant and UTC day (days since 1970-01-01), for the daily cap.
-    &["CREATE TABLE billed_calls (
+    &[Step::Sql(
+        "CREATE TABLE billed_calls (
         tenant TEXT NOT NULL,
         day INTEGER NOT NULL,
         calls INTEGER NOT NULL,
         PRIMARY KEY (tenant, day)
-    )"],
+    )",
+    )],
 ];
 
 /// SQLite's statements (booleans are 0 and 1).
@@ -58,16 +85,16 @@ impl Dialect for SqliteDialect {
 
     const STATEMENTS: Statements = Statements {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
-             record, personal_data_until_ms, id, vendor, created_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        insert_idempotency: "INSERT INTO idempotency (request_id, fingerprint, session_id, created_at_ms)
-             VALUES (?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING",
-        select_record: "SELECT record FROM sessions WHERE id = ?",
+             record, personal_data_until_ms, id, vendor, created_at_ms, tenant, live_mode)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        insert_idempotency: "INSERT INTO idempotency (tenant, request_id, fingerprint, session_id, created_at_ms)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, request_id) DO NOTHING",
+        select_record: "SELECT record, tenant, live_mode FROM sessions WHERE id = ?",
         update_session: "UPDATE sessions SET version = ?, state = ?, is_final = ?, in_flight = ?,
              expires_at_ms = ?, updated_at_ms = ?, record = ?, personal_data_until_ms = ? WHERE id = ? AND version = ?",
         session_exists: "SELECT 1 FROM sessions WHERE id = ?",
-        select_idempotency:
-            "SELECT request_id, fingerprint, session_id FROM idempotency WHERE request_id = ?",
+        select_idempotency: "SELECT tenant, request_id, fingerprint, session_id FROM idempotency
+             WHERE tenant = ? AND request_id = ?",
         expired: "SELECT id FROM sessions WHERE is_final = 0 AND expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?",
         personal_data_due: "SELECT id FROM sessions
              WHERE personal_data_until_ms IS NOT NULL AND personal_data_until_ms <= ? LIMIT ?",
@@ -85,13 +112,13 @@ impl Dialect for SqliteDialect {
 
     /// Migrates in one transaction that holds the write lock from the start, so that processes opening the file
     /// at the same time read the version one after the other and migrate once.
-    async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    async fn migrate(pool: &SqlitePool, options: &StoreOptions) -> Result<(), StoreError> {
         let mut conn = pool.acquire().await.map_err(db)?;
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *conn)
             .await
             .map_err(db)?;
-        match apply_migrations(&mut conn).await {
+        match apply_migrations(&mut conn, options).await {
             Ok(()) => sqlx::query("COMMIT")
                 .execute(&mut *conn)
                 .await
@@ -117,8 +144,9 @@ fn db(e: sqlx::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating when missing) the database at `path` and migrates it.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating when missing) the database at `path` and migrates it (rows from before a column existed
+    /// get their values from `store_options`).
+    pub async fn open(path: &Path, store_options: &StoreOptions) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent)
@@ -137,7 +165,7 @@ impl SqliteStore {
         // handler (switching the file to WAL, recovering its index): opening is tried again for a few seconds.
         let mut tries = 0u32;
         loop {
-            match Self::connect_with(options.clone()).await {
+            match Self::connect_with(options.clone(), store_options).await {
                 Err(StoreError::Database(m)) if is_busy(&m) && tries < OPEN_TRIES => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(50) * tries).await;
@@ -158,7 +186,10 @@ fn is_busy(message: &str) -> bool {
         || message.contains("database is locked")
 }
 
-async fn apply_migrations(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+async fn apply_migrations(
+    conn: &mut SqliteConnection,
+    options: &StoreOptions,
+) -> Result<(), StoreError> {
     let current: i64 = sqlx::query("PRAGMA user_version")
         .fetch_one(&mut *conn)
         .await
@@ -167,7 +198,13 @@ async fn apply_migrations(conn: &mut SqliteConnection) -> Result<(), StoreError>
         .map_err(db)?;
     for i in pending_migrations(current, MIGRATIONS.len())? {
         for step in MIGRATIONS[i] {
-            sqlx::query(*step).execute(&mut *conn).await.map_err(db)?;
+            let query = match step {
+                Step::Sql(sql) => sqlx::query(*sql),
+                Step::Legacy(sql) => sqlx::query(*sql)
+                    .bind(options.default_tenant.as_str())
+                    .bind(options.legacy_live_mode),
+            };
+            query.execute(&mut *conn).await.map_err(db)?;
         }
         let bump = format!("PRAGMA user_version = {}", i + 1);
         sqlx::query(sqlx::AssertSqlSafe(bump))

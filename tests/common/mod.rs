@@ -406,3 +406,101 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+/// A server outside sandbox mode (real adapters, pointed by the test at its own endpoint) that serves
+/// unauthenticated on purpose (`auth.mode = "none"`), as production may only when told so.
+pub fn live_unauthenticated(c: &mut Config) {
+    c.sandbox.enabled = false;
+    c.auth.mode = facegate::config::AuthMode::None;
+}
+
+/// Lowercase hex SHA-256 of a bearer key, as `api_key_sha256` takes it.
+pub fn key_sha256(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A caller authenticating with `key`.
+pub fn caller_config(
+    id: &str,
+    tenant: &str,
+    scopes: &[&str],
+    key: &str,
+) -> facegate::config::CallerConfig {
+    facegate::config::CallerConfig {
+        id: id.into(),
+        tenant: tenant.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        api_key_sha256: key_sha256(key),
+        ..Default::default()
+    }
+}
+
+/// Attaches `authorization: Bearer <key>` to every call (nothing without a key).
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// Sends `key` (nothing without one).
+    pub fn new(key: Option<&str>) -> Self {
+        Self(key.map(|k| format!("Bearer {k}").parse().unwrap()))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A generated client whose calls carry a bearer key.
+pub type KeyedClient =
+    VerificationServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// A channel to the server's gRPC listener.
+pub async fn channel(running: &Running) -> Channel {
+    Channel::from_shared(format!("http://{}", running.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A client of the server that sends `key` (or no credentials).
+pub async fn keyed_client(running: &Running, key: Option<&str>) -> KeyedClient {
+    let bearer = Bearer::new(key);
+    VerificationServiceClient::with_interceptor(channel(running).await, bearer)
+        .max_decoding_message_size(32 << 20)
+        .max_encoding_message_size(32 << 20)
+}
+
+impl Server {
+    /// A sandbox server with these callers configured (sandbox mode then authenticates like production); its
+    /// `client` sends no credentials.
+    pub async fn start_with_callers(callers: Vec<facegate::config::CallerConfig>) -> Self {
+        Self::start_with_auth(|a| a.callers = callers).await
+    }
+
+    /// A sandbox server with its `[auth]` adjusted by `f`.
+    pub async fn start_with_auth(f: impl FnOnce(&mut facegate::config::AuthConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = sandbox_config(&dir.path().join("facegate.db"));
+        fast_polling(&mut config);
+        f(&mut config.auth);
+        Self::start_with(dir, config).await
+    }
+
+    /// A client of this server that sends `key`.
+    pub async fn with_key(&self, key: &str) -> KeyedClient {
+        keyed_client(self.running(), Some(key)).await
+    }
+}
