@@ -109,7 +109,7 @@ const MSG_SERVICE_ERROR: &str = "服务异常,请稍后再试";
 const MSG_NOT_JSON: &str = "request body should be json format";
 const MSG_PASSED: &str = "核验成功";
 const PAGE_TITLE: &str = "facegate sandbox — Baidu faceprint";
-const PAGE_TEMPLATE: &str = include_str!("baidu_page.html");
+const PAGE_TEMPLATE: &str = include_str!("page.html");
 
 const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'";

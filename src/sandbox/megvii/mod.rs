@@ -120,7 +120,7 @@ const SANDBOX_ISSUED_BY: &str = "沙箱市公安局沙箱分局";
 const SANDBOX_VALID_DATE: &str = "2020.01.01-2040.01.01";
 
 const PAGE_TITLE: &str = "facegate sandbox — Megvii FaceID Lite";
-const PAGE_TEMPLATE: &str = include_str!("megvii_page.html");
+const PAGE_TEMPLATE: &str = include_str!("page.html");
 const JSON_CONTENT_TYPE: &str = "application/json";
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
 const RETURN_PAGE_CSP: &str =
