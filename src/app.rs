@@ -9,12 +9,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::config::{Config, Secret};
+use crate::config::Config;
 use crate::domain::service::{ServiceConfig, SessionService};
 use crate::grpc::observe::Observed;
 use crate::grpc::VerificationApi;
+pub use crate::mode::Mode;
+#[cfg(feature = "sandbox")]
+pub use crate::mode::SandboxOptions;
 use crate::proto::v1::verification_service_server::VerificationServiceServer;
-use crate::sandbox::{self, Sandbox};
+#[cfg(feature = "sandbox")]
+use crate::sandbox::Sandbox;
 use crate::status::poller::PollConfig;
 use crate::status::Hub;
 use crate::store::postgres::PostgresStore;
@@ -51,6 +55,7 @@ pub struct Running {
     /// Bound HTTP address.
     pub http_addr: SocketAddr,
     /// The simulators, in sandbox mode.
+    #[cfg(feature = "sandbox")]
     pub sandbox: Option<Arc<Sandbox>>,
     /// The domain service.
     pub service: Arc<SessionService>,
@@ -61,6 +66,14 @@ pub struct Running {
 }
 
 impl Running {
+    /// Whether vendor simulators serve this instance's sessions.
+    pub fn is_sandbox(&self) -> bool {
+        #[cfg(feature = "sandbox")]
+        return self.sandbox.is_some();
+        #[cfg(not(feature = "sandbox"))]
+        return false;
+    }
+
     /// Starts a graceful shutdown and waits for it.
     pub async fn shutdown(self) -> Result<(), AppError> {
         let _ = self.shutdown.send(true);
@@ -109,19 +122,18 @@ async fn open_store(config: &Config) -> Result<Arc<dyn SessionStore>, StoreError
     }
 }
 
-/// Starts the service: binds both listeners, opens the store, resumes what a previous run left, and serves until a
-/// shutdown is requested through [`Running::shutdown`] or its handle.
-pub async fn start(config: Config) -> Result<Running, AppError> {
-    start_with(config, None).await
-}
-
-/// Like [`start`], reusing `sandbox` (simulators keep their state across a restart of the service, as a vendor
-/// would) when sandbox mode is on.
-pub async fn start_with(
-    mut config: Config,
-    sandbox: Option<Arc<Sandbox>>,
-) -> Result<Running, AppError> {
+/// Starts the service in `mode`: binds both listeners, opens the store, resumes what a previous run left, and serves
+/// until a shutdown is requested through [`Running::shutdown`] or its handle. In sandbox mode the simulators of
+/// [`SandboxOptions::simulators`] are reused (they keep their state across a restart of the service, as a vendor
+/// would), and the listeners must be loopback unless [`SandboxOptions::public`] is set
+/// ([`crate::mode::check_sandbox_exposure`]).
+#[cfg_attr(not(feature = "sandbox"), allow(unused_mut))]
+pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> {
     install_crypto_provider();
+    #[cfg(feature = "sandbox")]
+    if let Mode::Sandbox(options) = &mode {
+        crate::mode::check_sandbox_exposure(&config, options.public).map_err(AppError::Startup)?;
+    }
     let http_listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| AppError::Bind {
@@ -141,17 +153,20 @@ pub async fn start_with(
         .local_addr()
         .map_err(|e| AppError::Startup(format!("cannot read gRPC address: {e}")))?;
 
-    let sandbox = if config.sandbox.enabled {
-        let local = format!("http://{}", loopback_of(http_addr));
-        config.juhe.base_url = format!("{local}{}", sandbox::JUHE_PREFIX);
-        config.juhe.key = Secret::new(sandbox::JUHE_KEY);
-        config.juhe.openid = Secret::new(sandbox::JUHE_OPENID);
-        sandbox::configure_baidu(&mut config.baidu, &local);
-        sandbox::configure_megvii(&mut config.megvii, &local);
-        Some(sandbox.unwrap_or_else(|| Arc::new(Sandbox::new())))
-    } else {
-        None
+    #[cfg(feature = "sandbox")]
+    let sandbox = match mode {
+        Mode::Production => None,
+        Mode::Sandbox(options) => {
+            crate::sandbox::configure(&mut config, &format!("http://{}", loopback_of(http_addr)));
+            Some(
+                options
+                    .simulators
+                    .unwrap_or_else(|| Arc::new(Sandbox::new())),
+            )
+        }
     };
+    #[cfg(not(feature = "sandbox"))]
+    let Mode::Production = mode;
 
     let store = open_store(&config)
         .await
@@ -299,11 +314,13 @@ pub async fn start_with(
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_signal);
 
     let mut http_stop = stopping_rx.clone();
-    let http_server = axum::serve(
-        http_listener,
-        crate::http::router(Arc::clone(&service), sandbox.as_deref()),
-    )
-    .with_graceful_shutdown(async move {
+    #[cfg_attr(not(feature = "sandbox"), allow(unused_mut))]
+    let mut http_routes = crate::http::router(Arc::clone(&service));
+    #[cfg(feature = "sandbox")]
+    if let Some(sb) = &sandbox {
+        http_routes = http_routes.merge(sb.router());
+    }
+    let http_server = axum::serve(http_listener, http_routes).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|v| *v).await;
     });
 
@@ -337,10 +354,15 @@ pub async fn start_with(
         result
     });
 
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, sandbox = config.sandbox.enabled, "facegate serving");
+    #[cfg(feature = "sandbox")]
+    let in_sandbox = sandbox.is_some();
+    #[cfg(not(feature = "sandbox"))]
+    let in_sandbox = false;
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, sandbox = in_sandbox, "facegate serving");
     Ok(Running {
         grpc_addr,
         http_addr,
+        #[cfg(feature = "sandbox")]
         sandbox,
         service,
         config,

@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::Router;
 use common::recorder::{serve, Recorder, Seen};
 use common::*;
+use facegate::app::Mode;
 use facegate::config::{BaiduPlanConfig, Secret};
 use facegate::proto::v1 as pb;
 use serde_json::{json, Value};
@@ -108,7 +109,6 @@ async fn fake_baidu() -> (Arc<Fake>, String) {
 async fn server_against(base: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.sandbox.enabled = false;
     fast_polling(&mut config);
     config.baidu.base_url = base.into();
     config.baidu.page_url = format!("{base}/face/print/");
@@ -126,7 +126,7 @@ async fn server_against(base: &str) -> Server {
         );
     }
     config.baidu.default_plan = "kyc".into();
-    Server::start_with(dir, config).await
+    Server::start_mode(dir, config, Mode::Production).await
 }
 
 fn keys(v: &Value) -> Vec<String> {

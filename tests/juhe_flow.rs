@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use facegate::app::Mode;
 use facegate::proto::v1 as pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -517,9 +518,8 @@ async fn invalid_input_gets_field_violations_without_echoing_personal_data() {
 #[tokio::test]
 async fn vendors_without_credentials_are_refused_with_error_info() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.sandbox.enabled = false;
-    let mut srv = Server::start_with(dir, config).await;
+    let config = sandbox_config(&dir.path().join("facegate.db"));
+    let mut srv = Server::start_mode(dir, config, Mode::Production).await;
     for v in [pb::Vendor::Juhe, pb::Vendor::Baidu, pb::Vendor::Megvii] {
         let st = srv
             .client

@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::Router;
 use common::recorder::{serve, Recorder, Seen};
 use common::*;
+use facegate::app::Mode;
 use facegate::config::Secret;
 use facegate::proto::v1 as pb;
 use serde_json::json;
@@ -95,7 +96,6 @@ async fn fake_megvii() -> (Arc<Fake>, String) {
 async fn server_against(base: &str, quick_end: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.sandbox.enabled = false;
     config.megvii.base_url = base.into();
     config.megvii.page_url = format!("{base}/faceid/lite/do");
     config.megvii.api_key = Secret::new("independent-key");
@@ -105,7 +105,7 @@ async fn server_against(base: &str, quick_end: bool) -> Server {
         config.megvii.result_wait_secs = 0;
         config.session.sweep_interval_secs = 1;
     }
-    Server::start_with(dir, config).await
+    Server::start_mode(dir, config, Mode::Production).await
 }
 
 async fn post_notify(srv: &Server, form: &[(String, String)]) -> u16 {

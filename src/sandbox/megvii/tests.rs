@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::vendors::megvii::wire::{
     decode_data_uri_jpeg, parse_callback_data, parse_get_result, parse_get_token, Reply,
