@@ -7,7 +7,7 @@
 //! - `POST /rpc/2.0/brain/solution/faceprint/<path>?access_token=..`, `<path>` one of `verifyToken/generate`,
 //!   `idcard/submit`, `uploadMatchImage`, `result/simple`, `result/detail`, `result/stat`, `result/media/query`,
 //!   `result/getall`; `application/json` bodies, HTTP 200 for every answer.
-//! - `GET /face/print/?token=..&successUrl=..&failedUrl=..` — the sandbox H5 page (`baidu_page.html`), and
+//! - `GET /face/print/?token=..&successUrl=..&failedUrl=..` — the sandbox H5 page (`page.html`), and
 //!   `POST /face/print/submit` — its form: records the attempt, then `303` to successUrl / failedUrl unchanged.
 //!   (`GET /face/print` redirects to `/face/print/` so that the form's relative action resolves.)
 //! - `GET /solution/faceprint/image/query?verify_token=..` and `GET /media/<file>` — small synthetic media.

@@ -5,7 +5,7 @@
 //! - `POST /faceid/lite/get_token`, `application/x-www-form-urlencoded` or `multipart/form-data` (image_ref1..3 are
 //!   file parts, so they can only come by multipart). 200 `{request_id, time_used, token, biz_id, expired_time,
 //!   biz_no}`: a 32-hex single-use token living 1 h on the [`SimClock`], `biz_id` = `"<unix>,<uuid>"`.
-//! - `GET /faceid/lite/do?token=..` — the sandbox H5 page (`megvii_page.html`): NOT_STARTED -> PROCESSING, one
+//! - `GET /faceid/lite/do?token=..` — the sandbox H5 page (`page.html`): NOT_STARTED -> PROCESSING, one
 //!   button per [`PageOutcome`]; an unknown, expired (1 h) or finished token gets an error page (`id="error"`).
 //! - `POST /faceid/lite/do` (form `token`, `outcome`) — ends the flow as [`MegviiSimulator::complete`] does, sends
 //!   the notify in the background, then answers the browser: with `action_http_method=GET` a 303 to `return_url` with
