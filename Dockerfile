@@ -2,7 +2,11 @@
 # facegate container image: a static-ish Rust binary on distroless, running as uid 10001.
 #
 #   docker build -t ghcr.io/facegate/facegate:0.1.0 .
-#   docker run --rm -p 50051:50051 -p 8080:8080 ghcr.io/facegate/facegate:0.1.0 serve --sandbox
+#   docker run --rm -p 50051:50051 -p 8080:8080 -v "$PWD/facegate.toml:/etc/facegate.toml:ro" \
+#     ghcr.io/facegate/facegate:0.1.0 --config /etc/facegate.toml serve
+#
+# The production image is built with --no-default-features: the vendor simulators are not in it, so it answers
+# `serve --sandbox` with an error. To try the sandbox, run it from a checkout: `cargo run --release -- serve --sandbox`.
 #
 # Pure Rust (rustls, protox, SQLite bundled by sqlx): the build needs no protoc and no OpenSSL.
 
@@ -17,7 +21,7 @@ COPY src ./src
 # BuildKit caches the registry and target/ between builds; the binary is copied out of the cache mount.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin facegate \
+    cargo build --release --locked --no-default-features --bin facegate \
     && install -D -m 0755 target/release/facegate /out/usr/local/bin/facegate \
     && install -d -m 0750 /out/var/lib/facegate
 

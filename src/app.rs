@@ -8,15 +8,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Secret};
+use crate::config::Config;
 use crate::domain::quota::Quotas;
 use crate::domain::service::{ServiceConfig, SessionService};
 use crate::grpc::auth::{AuthLayer, Authenticator};
 use crate::grpc::observe::Observed;
 use crate::grpc::VerificationApi;
+pub use crate::mode::Mode;
+#[cfg(feature = "sandbox")]
+pub use crate::mode::SandboxOptions;
 use crate::net::{self, tls, TlsSource};
 use crate::proto::v1::verification_service_server::VerificationServiceServer;
-use crate::sandbox::{self, Sandbox};
+#[cfg(feature = "sandbox")]
+use crate::sandbox::Sandbox;
 use crate::status::poller::PollConfig;
 use crate::status::Hub;
 use crate::store::postgres::PostgresStore;
@@ -53,6 +57,7 @@ pub struct Running {
     /// Bound HTTP address.
     pub http_addr: SocketAddr,
     /// The simulators, in sandbox mode.
+    #[cfg(feature = "sandbox")]
     pub sandbox: Option<Arc<Sandbox>>,
     /// The domain service.
     pub service: Arc<SessionService>,
@@ -63,6 +68,14 @@ pub struct Running {
 }
 
 impl Running {
+    /// Whether vendor simulators serve this instance's sessions.
+    pub fn is_sandbox(&self) -> bool {
+        #[cfg(feature = "sandbox")]
+        return self.sandbox.is_some();
+        #[cfg(not(feature = "sandbox"))]
+        return false;
+    }
+
     /// Starts a graceful shutdown and waits for it.
     pub async fn shutdown(self) -> Result<(), AppError> {
         let _ = self.shutdown.send(true);
@@ -116,22 +129,21 @@ async fn open_store(config: &Config, sandbox: bool) -> Result<Arc<dyn SessionSto
     }
 }
 
-/// Starts the service: binds both listeners, opens the store, resumes what a previous run left, and serves until a
-/// shutdown is requested through [`Running::shutdown`] or its handle.
-pub async fn start(config: Config) -> Result<Running, AppError> {
-    start_with(config, None).await
-}
-
-/// Like [`start`], reusing `sandbox` (simulators keep their state across a restart of the service, as a vendor
-/// would) when sandbox mode is on.
-pub async fn start_with(
-    mut config: Config,
-    sandbox: Option<Arc<Sandbox>>,
-) -> Result<Running, AppError> {
+/// Starts the service in `mode`: binds both listeners, opens the store, resumes what a previous run left, and serves
+/// until a shutdown is requested through [`Running::shutdown`] or its handle. In sandbox mode the simulators of
+/// [`SandboxOptions::simulators`] are reused (they keep their state across a restart of the service, as a vendor
+/// would), and the listeners must be loopback unless [`SandboxOptions::public`] is set
+/// ([`crate::mode::check_sandbox_exposure`]).
+#[cfg_attr(not(feature = "sandbox"), allow(unused_mut))]
+pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> {
     install_crypto_provider();
-    // Sandbox mode is decided here, once; everything below follows this flag. The safe-default rules (callers, the
+    // Sandbox mode is decided by `mode`, once; everything below follows it. The safe-default rules (callers, the
     // wire) read the operator's own settings, before sandbox mode points the vendor URLs at its loopback simulators.
-    let sandbox_mode = config.sandbox.enabled;
+    let sandbox_mode = mode.is_sandbox();
+    #[cfg(feature = "sandbox")]
+    if let Mode::Sandbox(options) = &mode {
+        crate::mode::check_sandbox_exposure(&config, options.public).map_err(AppError::Startup)?;
+    }
     let problems = config.start_problems(sandbox_mode);
     if !problems.errors.is_empty() {
         return Err(AppError::Startup(format!(
@@ -169,17 +181,20 @@ pub async fn start_with(
         .local_addr()
         .map_err(|e| AppError::Startup(format!("cannot read gRPC address: {e}")))?;
 
-    let sandbox = if sandbox_mode {
-        let local = format!("http://{}", loopback_of(http_addr));
-        config.juhe.base_url = format!("{local}{}", sandbox::JUHE_PREFIX);
-        config.juhe.key = Secret::new(sandbox::JUHE_KEY);
-        config.juhe.openid = Secret::new(sandbox::JUHE_OPENID);
-        sandbox::configure_baidu(&mut config.baidu, &local);
-        sandbox::configure_megvii(&mut config.megvii, &local);
-        Some(sandbox.unwrap_or_else(|| Arc::new(Sandbox::new())))
-    } else {
-        None
+    #[cfg(feature = "sandbox")]
+    let sandbox = match mode {
+        Mode::Production => None,
+        Mode::Sandbox(options) => {
+            crate::sandbox::configure(&mut config, &format!("http://{}", loopback_of(http_addr)));
+            Some(
+                options
+                    .simulators
+                    .unwrap_or_else(|| Arc::new(Sandbox::new())),
+            )
+        }
     };
+    #[cfg(not(feature = "sandbox"))]
+    let Mode::Production = mode;
 
     let store = open_store(&config, sandbox_mode)
         .await
@@ -339,11 +354,13 @@ pub async fn start_with(
     let mut http_stop = stopping_rx.clone();
     let http_listener = net::HttpListener::new(http_listener, http_tls, stopping_rx.clone())
         .map_err(|e| AppError::Startup(format!("cannot read HTTP address: {e}")))?;
-    let http_server = axum::serve(
-        http_listener,
-        crate::http::router(Arc::clone(&service), sandbox.as_deref()),
-    )
-    .with_graceful_shutdown(async move {
+    #[cfg_attr(not(feature = "sandbox"), allow(unused_mut))]
+    let mut http_routes = crate::http::router(Arc::clone(&service));
+    #[cfg(feature = "sandbox")]
+    if let Some(sb) = &sandbox {
+        http_routes = http_routes.merge(sb.router());
+    }
+    let http_server = axum::serve(http_listener, http_routes).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|v| *v).await;
     });
 
@@ -382,12 +399,13 @@ pub async fn start_with(
         http = %http_addr,
         grpc_tls = config.grpc.tls.enabled(),
         http_tls = config.http.tls.enabled(),
-        sandbox = config.sandbox.enabled,
+        sandbox = sandbox_mode,
         "facegate serving"
     );
     Ok(Running {
         grpc_addr,
         http_addr,
+        #[cfg(feature = "sandbox")]
         sandbox,
         service,
         config,

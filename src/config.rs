@@ -76,8 +76,6 @@ pub struct Config {
     pub status: StatusConfig,
     /// Megvii FaceID Lite.
     pub megvii: MegviiConfig,
-    /// Sandbox mode: in-process vendor simulators.
-    pub sandbox: SandboxConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -591,14 +589,6 @@ impl Default for MegviiConfig {
 /// Ports Megvii calls notify_url on (megvii-faceid-lite-callbacks.txt).
 pub const MEGVII_CALLBACK_PORTS: [u16; 5] = [443, 5000, 16003, 8883, 8028];
 
-/// Sandbox settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct SandboxConfig {
-    /// Serve the vendor simulators on the HTTP listener and point every adapter at them, with sandbox credentials.
-    pub enabled: bool,
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -656,6 +646,17 @@ pub enum ConfigError {
         /// Why.
         message: String,
     },
+    /// A file or variable sets something under `sandbox`, which only the command line chooses.
+    #[error(
+        "{origin} sets `{key}`, but sandbox mode is chosen by `facegate serve --sandbox`, never by configuration \
+         (a production config must not be able to turn the simulators on); remove it"
+    )]
+    SandboxKey {
+        /// The file or environment variable.
+        origin: String,
+        /// The key it sets.
+        key: String,
+    },
     /// The merged values do not form a valid configuration.
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -672,6 +673,9 @@ pub struct ConfigProblems {
 
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "FACEGATE__";
+
+/// The section no configuration may set: sandbox mode is chosen by `serve --sandbox` only.
+const SANDBOX_SECTION: &str = "sandbox";
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `FACEGATE__*` variables from the process environment.
@@ -696,6 +700,16 @@ impl Config {
                     path: path.to_owned(),
                     message: e.message().to_owned(),
                 })?;
+            if let Some(sandbox) = file_value.get(SANDBOX_SECTION) {
+                let key = match sandbox.as_table().and_then(|t| t.keys().next()) {
+                    Some(first) => format!("{SANDBOX_SECTION}.{first}"),
+                    None => SANDBOX_SECTION.to_owned(),
+                };
+                return Err(ConfigError::SandboxKey {
+                    origin: format!("config file {}", path.display()),
+                    key,
+                });
+            }
             merge(&mut value, file_value);
         }
         let mut vars: Vec<(String, String)> = env
@@ -703,6 +717,17 @@ impl Config {
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
         vars.sort_by(|(a, _), (b, _)| env_order(a, b));
+        if let Some((name, _)) = vars.iter().find(|(k, _)| {
+            let section = k[ENV_PREFIX.len()..].split("__").next().unwrap_or_default();
+            section.eq_ignore_ascii_case(SANDBOX_SECTION)
+        }) {
+            return Err(ConfigError::SandboxKey {
+                origin: format!("environment variable {name}"),
+                key: name[ENV_PREFIX.len()..]
+                    .replace("__", ".")
+                    .to_ascii_lowercase(),
+            });
+        }
         for (name, raw) in vars {
             apply_env(&mut value, &name, &raw)?;
         }
@@ -930,19 +955,17 @@ impl Config {
     /// Problems that do not stop the service but deserve a warning.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if !self.sandbox.enabled && (self.juhe.key.is_empty()) {
+        if self.juhe.key.is_empty() {
             out.push(
                 "juhe.key is not set: Juhe sessions are refused (VENDOR_NOT_CONFIGURED)".to_owned(),
             );
         }
-        if !self.sandbox.enabled
-            && (self.megvii.api_key.is_empty() || self.megvii.api_secret.is_empty())
-        {
+        if self.megvii.api_key.is_empty() || self.megvii.api_secret.is_empty() {
             out.push(
                 "megvii.api_key or megvii.api_secret is not set: Megvii sessions are refused (VENDOR_NOT_CONFIGURED)"
                     .to_owned(),
             );
-        } else if !self.sandbox.enabled {
+        } else {
             let port = public_port(&self.http.public_base_url).unwrap_or(self.http.listen.port());
             if !MEGVII_CALLBACK_PORTS.contains(&port) {
                 out.push(format!(
@@ -951,7 +974,7 @@ impl Config {
                 ));
             }
         }
-        if !self.sandbox.enabled && (self.baidu.api_key.is_empty() || self.baidu.plans.is_empty()) {
+        if self.baidu.api_key.is_empty() || self.baidu.plans.is_empty() {
             out.push(
                 "baidu.api_key or baidu.plans is not set: Baidu sessions are refused (VENDOR_NOT_CONFIGURED)"
                     .to_owned(),
@@ -1329,7 +1352,6 @@ mod tests {
             env(&[
                 ("FACEGATE__GRPC__REQUEST_TIMEOUT_SECS", "9"),
                 ("FACEGATE__JUHE__OPENID", "oid"),
-                ("FACEGATE__SANDBOX__ENABLED", "true"),
                 ("OTHER", "x"),
             ]),
         )
@@ -1338,7 +1360,59 @@ mod tests {
         assert_eq!(c.grpc.request_timeout_secs, 9);
         assert_eq!(c.juhe.key.expose(), "filekey");
         assert_eq!(c.juhe.openid.expose(), "oid");
-        assert!(c.sandbox.enabled);
+    }
+
+    #[test]
+    fn sandbox_cannot_be_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, text) in [
+            "[sandbox]\nenabled = true\n",
+            "[sandbox]\nenabled = false\n",
+            "[sandbox]\n",
+            "sandbox = true\n",
+            "[grpc]\nrequest_timeout_secs = 5\n[sandbox]\nanything = 1\n",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = dir.path().join(format!("c{i}.toml"));
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load_from(Some(&p), env(&[])).unwrap_err();
+            assert!(matches!(e, ConfigError::SandboxKey { .. }), "{text}: {e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(
+                    "sandbox mode is chosen by `facegate serve --sandbox`, never by configuration"
+                ) && msg.contains(&p.display().to_string()),
+                "{msg}"
+            );
+        }
+        let p = dir.path().join("c0.toml");
+        assert!(Config::load_from(Some(&p), env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("sets `sandbox.enabled`"));
+        for name in [
+            "FACEGATE__SANDBOX__ENABLED",
+            "FACEGATE__sandbox__enabled",
+            "FACEGATE__SANDBOX",
+            "FACEGATE__SANDBOX__PUBLIC",
+        ] {
+            for value in ["true", "false"] {
+                let e = Config::load_from(None, env(&[(name, value)])).unwrap_err();
+                let msg = e.to_string();
+                assert!(
+                    matches!(e, ConfigError::SandboxKey { .. })
+                        && msg.contains(name)
+                        && msg.contains("never by configuration"),
+                    "{name}: {msg}"
+                );
+            }
+        }
+        // Not the sandbox section: a key that merely starts with the word is an ordinary unknown key.
+        let e = Config::load_from(None, env(&[("FACEGATE__SANDBOXES__X", "1")])).unwrap_err();
+        assert!(!matches!(e, ConfigError::SandboxKey { .. }), "{e}");
+        assert!(!Config::default().to_masked_toml().contains("sandbox"));
     }
 
     #[test]

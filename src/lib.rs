@@ -8,8 +8,10 @@ pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod mode;
 pub mod net;
 pub mod proto;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod status;
 pub mod store;

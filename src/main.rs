@@ -1,10 +1,12 @@
-//! The `facegate` command: `serve [--sandbox]`, `sandbox` (simulators alone), `check-config`.
+//! The `facegate` command: `serve [--sandbox [--sandbox-public]]`, `sandbox` (simulators alone), `check-config`.
+//! A build without the `sandbox` cargo feature keeps the flags and the subcommand only to refuse them clearly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use facegate::app::Mode;
 use facegate::config::{Config, LogFormat};
 
 #[derive(Parser)]
@@ -28,9 +30,14 @@ struct Cli {
 enum Command {
     /// Run the service.
     Serve {
-        /// Use the built-in vendor simulators and sandbox credentials (no vendor account needed).
+        /// Use the built-in vendor simulators and sandbox credentials (no vendor account needed). Only the
+        /// command line turns the sandbox on; it listens on loopback unless --sandbox-public is given.
         #[arg(long)]
         sandbox: bool,
+        /// With --sandbox: allow grpc.listen / http.listen addresses other than loopback (needs auth.callers, or
+        /// auth.mode = "none" set on purpose).
+        #[arg(long, requires = "sandbox")]
+        sandbox_public: bool,
     },
     /// Run only the vendor simulators (for pointing another facegate, or a test, at them).
     Sandbox {
@@ -43,10 +50,19 @@ enum Command {
 }
 
 /// A 1x1 synthetic JPEG (not a face): enough for the sandbox, which checks the image format only.
+#[cfg(feature = "sandbox")]
 const DEMO_JPEG_B64: &str = "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////////////////////////////////////wgALCAABAAEBAREA/8QAFBABAAAAAAAAAAAAAAAAAAAAAP/aAAgBAQABPxA=";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(not(feature = "sandbox"))]
+    if matches!(
+        cli.command,
+        Command::Serve { sandbox: true, .. } | Command::Sandbox { .. }
+    ) {
+        eprintln!("facegate: {}", facegate::mode::SANDBOX_NOT_BUILT);
+        return ExitCode::from(2);
+    }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -95,7 +111,10 @@ fn main() -> ExitCode {
             &config.log.filter,
         ));
         let result = match cli.command {
-            Command::Serve { sandbox } => serve(config, sandbox).await,
+            Command::Serve {
+                sandbox,
+                sandbox_public,
+            } => serve(config, sandbox, sandbox_public).await,
             Command::Sandbox { listen } => simulators(listen).await,
             Command::CheckConfig => Ok(()),
         };
@@ -137,20 +156,46 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve(mut config: Config, sandbox: bool) -> Result<(), String> {
+/// The mode the flags ask for.
+#[cfg(feature = "sandbox")]
+fn mode(sandbox: bool, public: bool) -> Result<Mode, String> {
+    Ok(if sandbox {
+        Mode::Sandbox(facegate::app::SandboxOptions {
+            simulators: None,
+            public,
+        })
+    } else {
+        Mode::Production
+    })
+}
+
+/// Without the feature, only production (`main` refused `--sandbox` before the runtime started).
+#[cfg(not(feature = "sandbox"))]
+fn mode(sandbox: bool, _public: bool) -> Result<Mode, String> {
     if sandbox {
-        config.sandbox.enabled = true;
+        Err(facegate::mode::SANDBOX_NOT_BUILT.to_owned())
+    } else {
+        Ok(Mode::Production)
+    }
+}
+
+async fn serve(mut config: Config, sandbox: bool, sandbox_public: bool) -> Result<(), String> {
+    let mode = mode(sandbox, sandbox_public)?;
+    if mode.is_sandbox() {
         if config.store.sqlite_path == Config::default().store.sqlite_path {
             config.store.sqlite_path = PathBuf::from("facegate-sandbox.db");
         }
+    } else {
+        // The vendor warnings concern real vendors; in sandbox mode every adapter points at a simulator.
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
     }
-    for w in config.warnings() {
-        tracing::warn!("{w}");
-    }
-    let running = facegate::app::start(config)
+    let running = facegate::app::start(config, mode)
         .await
         .map_err(|e| e.to_string())?;
-    if running.config.sandbox.enabled {
+    #[cfg(feature = "sandbox")]
+    if running.is_sandbox() {
         print_sandbox_help(&running);
     }
     let handle = running.shutdown_handle();
@@ -164,6 +209,7 @@ async fn serve(mut config: Config, sandbox: bool) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(feature = "sandbox")]
 fn print_sandbox_help(running: &facegate::app::Running) {
     let id = facegate::sandbox::test_id_number(1).unwrap_or_default();
     let request_id = format!("demo-{}", facegate::domain::now_ms());
@@ -187,6 +233,7 @@ fn print_sandbox_help(running: &facegate::app::Running) {
     );
 }
 
+#[cfg(feature = "sandbox")]
 async fn simulators(listen: SocketAddr) -> Result<(), String> {
     let sandbox = facegate::sandbox::Sandbox::new();
     let listener = tokio::net::TcpListener::bind(listen)
@@ -197,4 +244,9 @@ async fn simulators(listen: SocketAddr) -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "sandbox"))]
+async fn simulators(_listen: SocketAddr) -> Result<(), String> {
+    Err(facegate::mode::SANDBOX_NOT_BUILT.to_owned())
 }

@@ -398,8 +398,7 @@ async fn without_callers_the_sandbox_is_anonymous_and_not_live() {
 async fn serving_without_callers_outside_the_sandbox_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    config.sandbox.enabled = false;
-    let Err(e) = facegate::app::start(config.clone()).await else {
+    let Err(e) = facegate::app::start(config.clone(), facegate::app::Mode::Production).await else {
         panic!("a production start without callers is refused");
     };
     let text = e.to_string();
@@ -408,7 +407,9 @@ async fn serving_without_callers_outside_the_sandbox_is_refused() {
         "{text}"
     );
     config.auth.mode = facegate::config::AuthMode::None;
-    let running = facegate::app::start(config).await.unwrap();
+    let running = facegate::app::start(config, facegate::app::Mode::Production)
+        .await
+        .unwrap();
     running.shutdown().await.unwrap();
 }
 

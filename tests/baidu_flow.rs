@@ -466,9 +466,15 @@ async fn a_restart_in_the_middle_of_a_flow_resumes_polling() {
 
     config.grpc.listen = grpc;
     config.http.listen = http;
-    let running = facegate::app::start_with(config, Some(sandbox))
-        .await
-        .unwrap();
+    let running = facegate::app::start(
+        config,
+        facegate::app::Mode::Sandbox(facegate::app::SandboxOptions {
+            simulators: Some(sandbox),
+            public: false,
+        }),
+    )
+    .await
+    .unwrap();
     let mut client = connect(&running).await;
     let id = s.id.clone();
     let mut c2 = client.clone();

@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::Router;
 use common::recorder::{serve, Recorder, Seen};
 use common::*;
+use facegate::app::Mode;
 use facegate::config::{BaiduPlanConfig, Secret};
 use facegate::proto::v1 as pb;
 use serde_json::{json, Value};
@@ -128,7 +129,7 @@ async fn server_against(base: &str) -> Server {
         );
     }
     config.baidu.default_plan = "kyc".into();
-    Server::start_with(dir, config).await
+    Server::start_mode(dir, config, Mode::Production).await
 }
 
 fn keys(v: &Value) -> Vec<String> {

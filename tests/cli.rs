@@ -1,4 +1,4 @@
-//! The binary's `check-config` command: validation, masking, exit codes.
+//! The binary: `check-config` (validation, masking, exit codes) and how `serve --sandbox` is accepted or refused.
 
 use std::process::Command;
 
@@ -172,4 +172,133 @@ fn check_config_refuses_serving_without_callers_and_accepts_callers() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("auth.callers[0].scopes"));
+}
+
+#[test]
+fn check_config_refuses_sandbox_settings_in_file_and_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("facegate.toml");
+    std::fs::write(&file, "[sandbox]\nenabled = true\n").unwrap();
+    let out = facegate()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sandbox.enabled")
+            && err.contains(
+                "sandbox mode is chosen by `facegate serve --sandbox`, never by configuration"
+            ),
+        "{err}"
+    );
+    let out = facegate()
+        .args(["serve"])
+        .env("FACEGATE__SANDBOX__ENABLED", "true")
+        .env("FACEGATE__STORE__SQLITE_PATH", dir.path().join("f.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FACEGATE__SANDBOX__ENABLED") && err.contains("never by configuration"),
+        "{err}"
+    );
+    assert!(!dir.path().join("f.db").exists(), "refused before start");
+}
+
+#[test]
+fn sandbox_public_needs_sandbox() {
+    let out = facegate()
+        .args(["serve", "--sandbox-public"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--sandbox"));
+}
+
+/// `serve --sandbox` with the loopback defaults starts and prints its help; the child is killed once it did.
+#[cfg(feature = "sandbox")]
+#[test]
+fn serve_sandbox_starts_on_loopback() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = facegate()
+        .args(["serve", "--sandbox"])
+        .env("FACEGATE__GRPC__LISTEN", "127.0.0.1:0")
+        .env("FACEGATE__HTTP__LISTEN", "127.0.0.1:0")
+        .env("FACEGATE__STORE__SQLITE_PATH", dir.path().join("f.db"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let serving = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("facegate sandbox: gRPC on 127.0.0.1:"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(serving, "the sandbox did not start");
+}
+
+#[cfg(feature = "sandbox")]
+#[test]
+fn serve_sandbox_refuses_other_addresses_without_sandbox_public() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("f.db");
+    let out = facegate()
+        .args(["serve", "--sandbox"])
+        .env("FACEGATE__GRPC__LISTEN", "0.0.0.0:0")
+        .env("FACEGATE__HTTP__LISTEN", "127.0.0.1:0")
+        .env("FACEGATE__STORE__SQLITE_PATH", &db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("grpc.listen = 0.0.0.0:0") && err.contains("--sandbox-public"),
+        "{err}"
+    );
+    // --sandbox-public alone is not enough: a public sandbox needs callers (or auth.mode = "none").
+    let out = facegate()
+        .args(["serve", "--sandbox", "--sandbox-public"])
+        .env("FACEGATE__GRPC__LISTEN", "0.0.0.0:0")
+        .env("FACEGATE__HTTP__LISTEN", "127.0.0.1:0")
+        .env("FACEGATE__STORE__SQLITE_PATH", &db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--sandbox-public needs callers in auth.callers"),
+        "{err}"
+    );
+    assert!(!db.exists(), "refused before the store was opened");
+}
+
+/// A build without the `sandbox` feature has no simulators and says so.
+#[cfg(not(feature = "sandbox"))]
+#[test]
+fn a_build_without_the_sandbox_feature_refuses_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["serve", "--sandbox"][..],
+        &["serve", "--sandbox", "--sandbox-public"],
+        &["sandbox"],
+    ] {
+        let out = facegate()
+            .args(args)
+            .env("FACEGATE__STORE__SQLITE_PATH", dir.path().join("f.db"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("this facegate was built without the sandbox feature"),
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use facegate::app::Mode;
 use facegate::proto::v1 as pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -519,7 +520,7 @@ async fn vendors_without_credentials_are_refused_with_error_info() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
     live_unauthenticated(&mut config);
-    let mut srv = Server::start_with(dir, config).await;
+    let mut srv = Server::start_mode(dir, config, Mode::Production).await;
     for v in [pb::Vendor::Juhe, pb::Vendor::Baidu, pb::Vendor::Megvii] {
         let st = srv
             .client

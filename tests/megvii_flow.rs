@@ -437,9 +437,15 @@ async fn a_restart_between_token_and_callback_loses_nothing() {
     config.grpc.listen = srv.running().grpc_addr;
     config.http.listen = srv.running().http_addr;
     srv.stop().await;
-    let running = facegate::app::start_with(config, Some(std::sync::Arc::clone(&sandbox)))
-        .await
-        .unwrap();
+    let running = facegate::app::start(
+        config,
+        facegate::app::Mode::Sandbox(facegate::app::SandboxOptions {
+            simulators: Some(std::sync::Arc::clone(&sandbox)),
+            public: false,
+        }),
+    )
+    .await
+    .unwrap();
     let mut client = connect(&running).await;
     sandbox
         .megvii

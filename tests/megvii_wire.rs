@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::Router;
 use common::recorder::{serve, Recorder, Seen};
 use common::*;
+use facegate::app::Mode;
 use facegate::config::Secret;
 use facegate::proto::v1 as pb;
 use serde_json::json;
@@ -107,7 +108,7 @@ async fn server_against(base: &str, quick_end: bool) -> Server {
         config.megvii.result_wait_secs = 0;
         config.session.sweep_interval_secs = 1;
     }
-    Server::start_with(dir, config).await
+    Server::start_mode(dir, config, Mode::Production).await
 }
 
 async fn post_notify(srv: &Server, form: &[(String, String)]) -> u16 {

@@ -6,6 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use facegate::app::Mode;
 use facegate::config::Secret;
 use facegate::proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -290,7 +291,7 @@ async fn an_independent_juhe_endpoint_receives_the_documented_form() {
     config.juhe.allow_plaintext_http = true;
     config.juhe.key = Secret::new("independent-key");
     config.juhe.openid = Secret::new("independent-openid");
-    let mut srv = Server::start_with(dir, config).await;
+    let mut srv = Server::start_mode(dir, config, Mode::Production).await;
 
     for (rid, mode) in [
         ("ind-plain", pb::JuheMode::Plain),

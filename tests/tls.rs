@@ -185,7 +185,7 @@ async fn grpc_over_tls_works_and_plaintext_to_the_tls_port_fails() {
     pki.install_server("facegate-1");
     // Client certificates are verified when sent, not required.
     let config = sandbox_with_tls(dir.path(), pki.tls_config(Some(false)));
-    let running = app::start(config).await.unwrap();
+    let running = app::start(config, app::Mode::sandbox()).await.unwrap();
     let addr = running.grpc_addr;
 
     let mut anonymous = tls_channel(addr, &pki.ca_pem, None).await.unwrap();
@@ -227,7 +227,7 @@ async fn mtls_with_required_client_certificates_refuses_clients_without_one() {
     let pki = Pki::new(dir.path());
     pki.install_server("facegate-1");
     let config = sandbox_with_tls(dir.path(), pki.tls_config(Some(true)));
-    let running = app::start(config).await.unwrap();
+    let running = app::start(config, app::Mode::sandbox()).await.unwrap();
     let addr = running.grpc_addr;
 
     assert!(call_fails(tls_channel(addr, &pki.ca_pem, None).await, "mtls-none").await);
@@ -247,7 +247,7 @@ async fn a_rotated_certificate_serves_new_connections_while_an_open_stream_finis
     pki.install_server("facegate-1");
     let mut config = sandbox_with_tls(dir.path(), pki.tls_config(None));
     fast_polling(&mut config);
-    let running = app::start(config).await.unwrap();
+    let running = app::start(config, app::Mode::sandbox()).await.unwrap();
     let addr = running.grpc_addr;
     assert_eq!(served_common_name(addr, &pki.ca_pem).await, "facegate-1");
 
@@ -306,7 +306,7 @@ async fn the_http_listener_serves_https_with_h2_and_refuses_plaintext() {
     // The sandbox's adapters reach the simulators over loopback plaintext, so HTTPS is for production mode.
     common::live_unauthenticated(&mut config);
     config.http.tls = pki.tls_config(None);
-    let running = app::start(config).await.unwrap();
+    let running = app::start(config, app::Mode::Production).await.unwrap();
     let addr = running.http_addr;
 
     let mut roots = rustls::RootCertStore::empty();
@@ -347,7 +347,7 @@ async fn start_up_refuses_unreadable_or_invalid_tls_files_naming_the_key() {
 
     let mut tls = pki.tls_config(None);
     tls.cert_file = dir.path().join("missing.crt");
-    let e = app::start(sandbox_with_tls(dir.path(), tls))
+    let e = app::start(sandbox_with_tls(dir.path(), tls), app::Mode::sandbox())
         .await
         .err()
         .unwrap()
@@ -360,7 +360,11 @@ async fn start_up_refuses_unreadable_or_invalid_tls_files_naming_the_key() {
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
     common::live_unauthenticated(&mut config);
     config.http.tls = tls;
-    let e = app::start(config).await.err().unwrap().to_string();
+    let e = app::start(config, app::Mode::Production)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("http.tls.key_file"), "{e}");
 }
 
@@ -370,10 +374,14 @@ async fn start_up_refuses_plaintext_vendor_urls_unless_opted_in() {
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
     common::live_unauthenticated(&mut config);
     config.megvii.page_url = "http://api.megvii.com/faceid/lite/do".into();
-    let e = app::start(config.clone()).await.err().unwrap().to_string();
+    let e = app::start(config.clone(), app::Mode::Production)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("megvii.page_url"), "{e}");
     config.megvii.allow_plaintext_http = true;
-    let running = app::start(config).await.unwrap();
+    let running = app::start(config, app::Mode::Production).await.unwrap();
     running.shutdown().await.unwrap();
 }
 
@@ -402,7 +410,7 @@ async fn a_verified_client_certificate_authenticates_its_caller() {
             "reports-key-0123",
         ),
     ];
-    let running = app::start(config).await.unwrap();
+    let running = app::start(config, app::Mode::sandbox()).await.unwrap();
     let addr = running.grpc_addr;
 
     let mut orders = tls_channel(addr, &pki.ca_pem, Some(pki.client("orders-service")))

@@ -1,5 +1,5 @@
-//! The HTTP listener: liveness, Prometheus metrics, the return-URL relay for vendor pages, vendor callbacks, and in
-//! sandbox mode the vendor simulators.
+//! The HTTP listener: liveness, Prometheus metrics, the return-URL relay for vendor pages and vendor callbacks (in
+//! sandbox mode, `app` adds the vendor simulators).
 
 pub mod callbacks;
 pub mod metrics;
@@ -11,17 +11,12 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::domain::service::SessionService;
-use crate::sandbox::Sandbox;
 
 /// Builds the HTTP routes.
-pub fn router(service: Arc<SessionService>, sandbox: Option<&Sandbox>) -> Router {
-    let mut router = Router::new()
+pub fn router(service: Arc<SessionService>) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(metrics::router(Arc::clone(&service)))
         .merge(relay::router(Arc::clone(&service)))
-        .merge(callbacks::router(service));
-    if let Some(sb) = sandbox {
-        router = router.merge(sb.router());
-    }
-    router
+        .merge(callbacks::router(service))
 }

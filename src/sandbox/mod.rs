@@ -1,5 +1,6 @@
 //! Sandbox: faithful in-process simulators of the vendors, so every flow can be tried without a vendor account.
 //! Simulators are mounted on the HTTP listener under `/sandbox/<vendor>` and adapters are pointed at them.
+//! Compiled only with the `sandbox` cargo feature (default on); the production image is built without it.
 
 pub mod baidu;
 pub mod juhe;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
-use crate::config::{BaiduConfig, BaiduPlanConfig, MegviiConfig, Secret};
+use crate::config::{BaiduConfig, BaiduPlanConfig, Config, MegviiConfig, Secret};
 
 use crate::domain::validation::{synthetic_id_number, Date};
 
@@ -21,6 +22,16 @@ pub const JUHE_KEY: &str = "sandbox-juhe-key";
 pub const JUHE_OPENID: &str = "sandbox-juhe-openid";
 /// Path prefix of the Juhe simulator on the HTTP listener.
 pub const JUHE_PREFIX: &str = "/sandbox/juhe";
+
+/// Points every vendor adapter of `config` at the simulators served under `local` (`http://host:port`, facegate's
+/// own HTTP listener), with the sandbox credentials.
+pub fn configure(config: &mut Config, local: &str) {
+    config.juhe.base_url = format!("{local}{JUHE_PREFIX}");
+    config.juhe.key = Secret::new(JUHE_KEY);
+    config.juhe.openid = Secret::new(JUHE_OPENID);
+    configure_baidu(&mut config.baidu, local);
+    configure_megvii(&mut config.megvii, local);
+}
 
 /// The Baidu API Key of the sandbox app.
 pub const BAIDU_API_KEY: &str = "sandbox-baidu-api-key";

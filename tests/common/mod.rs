@@ -1,5 +1,5 @@
 //! Shared test harness: starts the real server (gRPC + HTTP on ephemeral ports, sandbox simulators, a fresh SQLite
-//! file) and connects a generated gRPC client.
+//! file) and connects a generated gRPC client. Test binaries using it need the `sandbox` feature (Cargo.toml).
 #![allow(dead_code)]
 
 pub mod pg;
@@ -7,7 +7,7 @@ pub mod recorder;
 
 use std::path::{Path, PathBuf};
 
-use facegate::app::{self, Running};
+use facegate::app::{self, Mode, Running};
 use facegate::config::Config;
 use facegate::proto::v1 as pb;
 use facegate::proto::v1::verification_service_client::VerificationServiceClient;
@@ -27,12 +27,13 @@ pub struct Server {
     pub client: VerificationServiceClient<Channel>,
 }
 
+/// A test server's configuration: both listeners on loopback ephemeral ports, the store in `db`. The mode is given
+/// at start ([`Server::start_with`] runs the sandbox, [`Server::start_mode`] either).
 pub fn sandbox_config(db: &Path) -> Config {
     let mut c = Config::default();
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.store.sqlite_path = db.to_path_buf();
-    c.sandbox.enabled = true;
     c
 }
 
@@ -54,8 +55,14 @@ impl Server {
         Self::start_with(dir, config).await
     }
 
+    /// A sandbox server with `config`.
     pub async fn start_with(dir: tempfile::TempDir, config: Config) -> Self {
-        let running = app::start(config).await.unwrap();
+        Self::start_mode(dir, config, Mode::sandbox()).await
+    }
+
+    /// A server with `config` in `mode` (`Mode::Production` for tests against fake vendor endpoints).
+    pub async fn start_mode(dir: tempfile::TempDir, config: Config, mode: Mode) -> Self {
+        let running = app::start(config, mode).await.unwrap();
         let client = connect(&running).await;
         Self {
             running: Some(running),
@@ -410,7 +417,6 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 /// A server outside sandbox mode (real adapters, pointed by the test at its own endpoint) that serves
 /// unauthenticated on purpose (`auth.mode = "none"`), as production may only when told so.
 pub fn live_unauthenticated(c: &mut Config) {
-    c.sandbox.enabled = false;
     c.auth.mode = facegate::config::AuthMode::None;
 }
 

@@ -1,0 +1,167 @@
+//! The sandbox H5 page (`page.html`): its form, rendering, error and message pages, and media responses.
+
+use super::*;
+
+pub(super) const PAGE_TEMPLATE: &str = include_str!("page.html");
+
+// Page rendering
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The page's form fields; first occurrence wins, absent = "".
+#[derive(Default)]
+pub(super) struct FormFields {
+    pub(super) token: String,
+    pub(super) outcome: String,
+    pub(super) success_url: String,
+    pub(super) failed_url: String,
+    pub(super) id_name: String,
+    pub(super) id_no: String,
+}
+
+impl FormFields {
+    pub(super) fn parse(body: &[u8]) -> Self {
+        let mut out = FormFields::default();
+        let mut seen = [false; 6];
+        for (name, value) in form_urlencoded::parse(body) {
+            let (slot, index) = match name.as_ref() {
+                "token" => (&mut out.token, 0),
+                "outcome" => (&mut out.outcome, 1),
+                "successUrl" => (&mut out.success_url, 2),
+                "failedUrl" => (&mut out.failed_url, 3),
+                "id_name" => (&mut out.id_name, 4),
+                "id_no" => (&mut out.id_no, 5),
+                _ => continue,
+            };
+            if let Some(flag) = seen.get_mut(index) {
+                if !*flag {
+                    *flag = true;
+                    *slot = value.into_owned();
+                }
+            }
+        }
+        out
+    }
+}
+
+pub(super) fn render_page(
+    token: &str,
+    session: &Session,
+    success_url: Option<&str>,
+    failed_url: Option<&str>,
+    notice: Option<&str>,
+) -> String {
+    let plan = &session.plan;
+    let compare_source = if plan.needs_reference {
+        "自建人脸库比对 (reference image uploaded)"
+    } else {
+        "权威数据源比对 (authority compare)"
+    };
+    let identity = match (&session.identity, plan.needs_identity) {
+        (Some(id), true) => format!(
+            "指定用户身份核验: {} / {} (certificate_type {})",
+            esc(&mask_name(&id.name)),
+            esc(&mask_id_number(&id.number)),
+            id.certificate_type
+        ),
+        (Some(id), false) => format!(
+            "已上报 {} / {}; 也可在下方重新输入 (submitted; you may enter another below)",
+            esc(&mask_name(&id.name)),
+            esc(&mask_id_number(&id.number))
+        ),
+        (None, _) => {
+            "由用户在本页输入姓名和身份证号 (the user enters name and ID number below)".to_owned()
+        }
+    };
+    let identity_inputs = if plan.needs_identity {
+        String::new()
+    } else {
+        concat!(
+            "  <label for=\"id_name_input\">姓名 (id_name)</label>\n",
+            "  <input type=\"text\" id=\"id_name_input\" name=\"id_name\" autocomplete=\"off\">\n",
+            "  <label for=\"id_no_input\">身份证号 (id_no)</label>\n",
+            "  <input type=\"text\" id=\"id_no_input\" name=\"id_no\" autocomplete=\"off\" maxlength=\"18\">\n",
+        )
+        .to_owned()
+    };
+    let on_failure = if plan.fail_ends_url {
+        "URL失效 (the link is used up)"
+    } else {
+        "URL不失效, 可重试 (the user may retry)"
+    };
+    let notice = notice
+        .map(|n| format!("<p class=\"notice\" id=\"error\">{}</p>", esc(n)))
+        .unwrap_or_default();
+    fill_template(
+        PAGE_TEMPLATE,
+        &[
+            ("plan_id", esc(&plan.plan_id)),
+            ("compare_source", compare_source.to_owned()),
+            ("identity", identity),
+            ("on_failure", on_failure.to_owned()),
+            ("threshold", esc(&plan.threshold.to_string())),
+            ("attempts", session.attempts.len().to_string()),
+            ("notice", notice),
+            ("token", esc(token)),
+            ("success_url", esc(success_url.unwrap_or_default())),
+            ("failed_url", esc(failed_url.unwrap_or_default())),
+            ("identity_inputs", identity_inputs),
+        ],
+    )
+}
+
+pub(super) fn error_page(error: PageError) -> Response {
+    message_page(
+        error.status(),
+        "error",
+        "无法进行认证 (cannot verify)",
+        error.message(),
+        None,
+    )
+}
+
+/// A small page with one `<div id="{element_id}">` (error or result).
+pub(super) fn message_page(
+    status: StatusCode,
+    element_id: &'static str,
+    heading: &str,
+    text: &str,
+    outcome: Option<PageOutcome>,
+) -> Response {
+    let outcome_attr = outcome
+        .map(|o| format!(" data-outcome=\"{}\"", o.as_str()))
+        .unwrap_or_default();
+    let body = format!(
+        "<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"robots\" content=\"noindex\">\n<title>{PAGE_TITLE}</title>\n\
+         <style>body {{ font-family: system-ui, sans-serif; max-width: 34rem; margin: 2rem auto; padding: 0 1rem; }}</style>\n\
+         </head>\n<body>\n<h1>{PAGE_TITLE}</h1>\n<div id=\"{element_id}\"{outcome_attr}>\n<h2>{}</h2>\n<p>{}</p>\n</div>\n\
+         </body>\n</html>\n",
+        esc(heading),
+        esc(text)
+    );
+    html_response(status, PAGE_CSP, body)
+}
+
+pub(super) fn binary_response(mime: &'static str, bytes: &'static [u8]) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Keeps the first character of a name and masks the rest.
+pub(super) fn mask_name(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => std::iter::once(first).chain(chars.map(|_| '*')).collect(),
+        None => String::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
