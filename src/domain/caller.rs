@@ -25,16 +25,22 @@ pub enum Scope {
     PersonalDataReveal,
     /// GetResult with `include_face_image` or `include_media`.
     MediaRead,
+    /// ListSessions.
+    SessionsList,
+    /// RedactSession.
+    SessionsRedact,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 7] = [
         Scope::SessionsCreate,
         Scope::SessionsRead,
         Scope::SessionsCancel,
         Scope::PersonalDataReveal,
         Scope::MediaRead,
+        Scope::SessionsList,
+        Scope::SessionsRedact,
     ];
 
     /// The name used in config and in `MISSING_SCOPE` errors.
@@ -45,6 +51,8 @@ impl Scope {
             Scope::SessionsCancel => "sessions:cancel",
             Scope::PersonalDataReveal => "personal_data:reveal",
             Scope::MediaRead => "media:read",
+            Scope::SessionsList => "sessions:list",
+            Scope::SessionsRedact => "sessions:redact",
         }
     }
 

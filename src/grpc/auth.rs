@@ -60,13 +60,16 @@ enum Target {
 }
 
 /// The scope each method of `facegate.v1.VerificationService` needs.
-const METHOD_SCOPES: [(&str, Scope); 6] = [
+const METHOD_SCOPES: [(&str, Scope); 9] = [
     ("StartSession", Scope::SessionsCreate),
     ("SubmitIdentity", Scope::SessionsCreate),
     ("UploadReference", Scope::SessionsCreate),
     ("GetResult", Scope::SessionsRead),
     ("StreamStatus", Scope::SessionsRead),
     ("CancelSession", Scope::SessionsCancel),
+    ("RedactSession", Scope::SessionsRedact),
+    ("ListSessions", Scope::SessionsList),
+    ("ListSessionEvents", Scope::SessionsRead),
 ];
 
 fn target(path: &str) -> Target {

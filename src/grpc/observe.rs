@@ -26,13 +26,16 @@ use crate::app::SERVICE_NAME;
 use crate::domain::caller::Caller;
 
 /// The service's methods: the only values the `method` label and span names take.
-pub const METHODS: [&str; 6] = [
+pub const METHODS: [&str; 9] = [
     "StartSession",
     "SubmitIdentity",
     "UploadReference",
     "GetResult",
     "StreamStatus",
     "CancelSession",
+    "RedactSession",
+    "ListSessions",
+    "ListSessionEvents",
 ];
 
 /// Metadata key of the caller's request id.
