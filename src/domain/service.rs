@@ -1984,4 +1984,66 @@ mod tests {
         assert_eq!(again.id, s.id);
         assert!(svc.cancel(&shop, &s.id, String::new()).await.is_ok());
     }
+
+    #[tokio::test]
+    async fn redaction_and_state_changes_land_on_the_event_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _, _, _tx) = service(&dir, 60_000, Duration::ZERO).await;
+        let shop = crate::domain::caller::Caller::anonymous("shop");
+        let s = svc.start(&shop, start_req("ev", false)).await.unwrap();
+        svc.cancel(&shop, &s.id, "the user's own words".into())
+            .await
+            .unwrap();
+        // A redaction that changes the session writes its event with the change; one on its own appends it.
+        svc.mutate_logged(&s.id, false, &[SessionEvent::redacted("ops")], false, |s| {
+            s.metadata.clear();
+            Ok(true)
+        })
+        .await
+        .unwrap();
+        svc.record_redaction(&shop, &s.id).await.unwrap();
+        assert!(matches!(
+            svc.record_redaction(&shop, "ses_missing").await,
+            Err(Error::NotFound)
+        ));
+        let (events, next) = svc.list_events(&shop, &s.id, 0, "").await.unwrap();
+        assert!(next.is_empty());
+        let details: Vec<EventDetail> = events.into_iter().map(|e| e.event.detail).collect();
+        assert_eq!(
+            details,
+            vec![
+                EventDetail::StateChanged {
+                    from: None,
+                    to: State::RequiresInput,
+                    failure_code: None,
+                    reason: String::new(),
+                },
+                EventDetail::StateChanged {
+                    from: Some(State::RequiresInput),
+                    to: State::Canceled,
+                    failure_code: None,
+                    reason: String::new(),
+                },
+                EventDetail::Redacted {
+                    caller_id: "ops".into()
+                },
+                EventDetail::Redacted {
+                    caller_id: shop.id.clone()
+                },
+            ]
+        );
+        let other = crate::domain::caller::Caller::anonymous("other");
+        assert!(matches!(
+            svc.list_events(&other, &s.id, 0, "").await,
+            Err(Error::NotFound)
+        ));
+        let (page, next) = svc.list_events(&shop, &s.id, 3, "").await.unwrap();
+        assert_eq!(page.len(), 3);
+        let (rest, last) = svc.list_events(&shop, &s.id, 3, &next).await.unwrap();
+        assert_eq!((rest.len(), rest[0].sequence, last.as_str()), (1, 4, ""));
+        assert!(matches!(
+            svc.list_events(&shop, &s.id, 0, "bogus").await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
 }
