@@ -162,7 +162,7 @@ async fn a_forged_megvii_callback_is_a_rejected_callback_event() {
 
 #[tokio::test]
 async fn unmasked_reads_pages_tenants_personal_data_and_restart() {
-    let mut srv = Server::start_with_callers(vec![
+    let srv = Server::start_with_callers(vec![
         caller_config("admin", "shop", ALL, "key-admin"),
         caller_config("rival", "other", ALL, "key-rival"),
     ])
