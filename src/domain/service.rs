@@ -726,7 +726,8 @@ impl SessionService {
                     ..Default::default()
                 };
                 let events = ev::vendor_calls(session.vendor, &calls, &result);
-                self.apply_vendor_outcome(&session, outcome, &events).await
+                self.apply_vendor_outcome(&session, outcome, &events, false)
+                    .await
             }
             Err(e) => {
                 let events = ev::vendor_calls(session.vendor, &calls, &failed_call(&e));
@@ -772,6 +773,7 @@ impl SessionService {
         before: &Session,
         outcome: PollOutcome,
         events: &[SessionEvent],
+        record_unchanged: bool,
     ) -> Result<PollStep, Error> {
         let id = before.id.as_str();
         match outcome {
@@ -788,9 +790,9 @@ impl SessionService {
                     possibly_billed: billed,
                 });
                 // A poll that changed nothing is not recorded (the log stays bounded however long a session is
-                // polled); one that changed the session is, with the change.
+                // polled); one that changed the session is, with the change. A callback is recorded either way.
                 let stored = self
-                    .mutate_logged(id, true, events, true, |s| {
+                    .mutate_logged(id, true, events, !record_unchanged, |s| {
                         if s.state.is_final() {
                             return Ok(false);
                         }
@@ -1036,7 +1038,7 @@ impl SessionService {
         }
         let outcome = adapter.interpret_callback(&session, data)?;
         tracing::info!(session_id = %session.id, vendor = vendor.as_str(), "verified callback");
-        self.apply_vendor_outcome(&session, outcome, std::slice::from_ref(&accepted))
+        self.apply_vendor_outcome(&session, outcome, std::slice::from_ref(&accepted), true)
             .await
             .map_err(|_| CallbackRejection::UnknownSession)?;
         self.load(&session.id)
