@@ -11,6 +11,7 @@ use common::{
     identity, juhe_empty, juhe_inline, probe, sandbox_config, state, watch_in_background, Server,
 };
 use facegate::config::Secret;
+use facegate::domain::events::{EventDetail, EventsSummary, SessionEvent, KIND_CALLBACK_REJECTED};
 use facegate::domain::state::tests_support::blank_session;
 use facegate::domain::{IdentityDocument, State};
 use facegate::proto::v1 as pb;
@@ -242,21 +243,21 @@ mod contract {
         // Text that JSON escapes (a NUL among it) must come back as it went in.
         s.metadata
             .insert("note".into(), "quote \" backslash \\ nul \u{0} 测试".into());
-        assert_eq!(store.create(&s, None).await.unwrap(), Created::New);
+        assert_eq!(store.create(&s, None, &[]).await.unwrap(), Created::New);
         assert_eq!(store.get("ses_a").await.unwrap().unwrap(), s);
         assert!(store.get("nope").await.unwrap().is_none());
 
         s.version = 2;
         s.state = State::Processing;
         s.updated_at_ms = 7;
-        store.update(&s, 1).await.unwrap();
+        store.update(&s, 1, &[]).await.unwrap();
         assert_eq!(store.get("ses_a").await.unwrap().unwrap(), s);
         assert!(matches!(
-            store.update(&s, 1).await,
+            store.update(&s, 1, &[]).await,
             Err(StoreError::Conflict)
         ));
         assert!(matches!(
-            store.update(&blank_session("nope"), 1).await,
+            store.update(&blank_session("nope"), 1, &[]).await,
             Err(StoreError::NotFound)
         ));
     }
@@ -264,10 +265,12 @@ mod contract {
     pub async fn idempotency_returns_the_first_session(backend: Backend) {
         let store = backend.open().await;
         let first = idem("r1", "ses_a");
-        let created = store.create(&blank_session("ses_a"), Some(&first)).await;
+        let created = store
+            .create(&blank_session("ses_a"), Some(&first), &[])
+            .await;
         assert_eq!(created.unwrap(), Created::New);
         let again = store
-            .create(&blank_session("ses_b"), Some(&idem("r1", "ses_b")))
+            .create(&blank_session("ses_b"), Some(&idem("r1", "ses_b")), &[])
             .await
             .unwrap();
         assert_eq!(again, Created::Existing(first.clone()));
@@ -293,9 +296,12 @@ mod contract {
         rec_a.tenant = "shop".into();
         let mut rec_b = idem("same", "ses_tb");
         rec_b.tenant = "ledger".into();
-        assert_eq!(store.create(&a, Some(&rec_a)).await.unwrap(), Created::New);
         assert_eq!(
-            store.create(&b, Some(&rec_b)).await.unwrap(),
+            store.create(&a, Some(&rec_a), &[]).await.unwrap(),
+            Created::New
+        );
+        assert_eq!(
+            store.create(&b, Some(&rec_b), &[]).await.unwrap(),
             Created::New,
             "another tenant's request id is another session"
         );
@@ -318,7 +324,7 @@ mod contract {
         let mut rec_c = idem("same", "ses_tc");
         rec_c.tenant = "shop".into();
         assert_eq!(
-            store.create(&again, Some(&rec_c)).await.unwrap(),
+            store.create(&again, Some(&rec_c), &[]).await.unwrap(),
             Created::Existing(rec_a),
             "within a tenant the request id is taken"
         );
@@ -347,7 +353,7 @@ mod contract {
         // The row keeps working: it updates, and the queries see it.
         got.version = 2;
         got.state = State::Canceled;
-        store.update(&got, 1).await.unwrap();
+        store.update(&got, 1, &[]).await.unwrap();
         assert_eq!(store.get("ses_old").await.unwrap().unwrap(), got);
         assert_eq!(
             store.count_by_state().await.unwrap(),
@@ -359,7 +365,7 @@ mod contract {
         let mut rec = idem("r-old", "ses_new");
         rec.tenant = "other".into();
         assert_eq!(
-            store.create(&fresh, Some(&rec)).await.unwrap(),
+            store.create(&fresh, Some(&rec), &[]).await.unwrap(),
             Created::New
         );
         drop(store);
@@ -379,7 +385,7 @@ mod contract {
                 tokio::spawn(async move {
                     let id = format!("ses_{i}");
                     store
-                        .create(&blank_session(&id), Some(&idem("same", &id)))
+                        .create(&blank_session(&id), Some(&idem("same", &id)), &[])
                         .await
                 })
             })
@@ -430,7 +436,7 @@ mod contract {
             &revealable,
             &wiped,
         ] {
-            assert_eq!(store.create(s, None).await.unwrap(), Created::New);
+            assert_eq!(store.create(s, None, &[]).await.unwrap(), Created::New);
         }
 
         assert_eq!(store.expired(99, 10).await.unwrap(), Vec::<String>::new());
@@ -446,7 +452,7 @@ mod contract {
         let mut done = working.clone();
         done.version = 2;
         done.attempt_started_at_ms = None;
-        store.update(&done, 1).await.unwrap();
+        store.update(&done, 1, &[]).await.unwrap();
         assert!(store.in_flight().await.unwrap().is_empty());
 
         assert!(store.personal_data_due(299, 10).await.unwrap().is_empty());
@@ -458,7 +464,7 @@ mod contract {
         assert_eq!(store.personal_data_due(i64::MAX, 0).await.unwrap().len(), 0);
         revealable.version = 2;
         revealable.outcome.revealable_identity = None;
-        store.update(&revealable, 1).await.unwrap();
+        store.update(&revealable, 1, &[]).await.unwrap();
         assert!(store
             .personal_data_due(i64::MAX, 10)
             .await
@@ -483,10 +489,10 @@ mod contract {
         let store = backend.open().await;
         let mut s = blank_session("ses_keep");
         let record = idem("keep", "ses_keep");
-        store.create(&s, Some(&record)).await.unwrap();
+        store.create(&s, Some(&record), &[]).await.unwrap();
         s.version = 2;
         s.state = State::Verified;
-        store.update(&s, 1).await.unwrap();
+        store.update(&s, 1, &[]).await.unwrap();
         drop(store);
         backend.restart_server();
         let store = backend.open().await;
@@ -600,13 +606,161 @@ mod contract {
         let identity = s.inputs.identity.as_mut().unwrap();
         identity.name = "张三丰".into();
         identity.id_number = "11010119491001201X".into();
-        store.create(&s, None).await.unwrap();
-        let Err(StoreError::Database(message)) = store.create(&s, None).await else {
+        store.create(&s, None, &[]).await.unwrap();
+        let Err(StoreError::Database(message)) = store.create(&s, None, &[]).await else {
             panic!("a second session with the same id is refused");
         };
         for secret in ["张三丰", "11010119491001201X", "ses_pii", "RequiresInput"] {
             assert!(!message.contains(secret), "{secret} in {message}");
         }
+    }
+
+    fn state_event(from: Option<State>, to: State, at_ms: i64) -> SessionEvent {
+        SessionEvent {
+            at_ms,
+            detail: EventDetail::StateChanged {
+                from,
+                to,
+                failure_code: None,
+                reason: String::new(),
+            },
+        }
+    }
+
+    fn rejected(at_ms: i64) -> SessionEvent {
+        SessionEvent {
+            at_ms,
+            detail: EventDetail::Callback {
+                vendor: facegate::domain::Vendor::Megvii,
+                accepted: false,
+                rejection_reason: "INVALID_SIGNATURE".into(),
+                source: "notify".into(),
+            },
+        }
+    }
+
+    pub async fn session_events_are_written_with_their_change(backend: Backend) {
+        let store = backend.open().await;
+        let mut s = blank_session("ses_ev");
+        let created = state_event(None, State::RequiresInput, 1);
+        store
+            .create(&s, None, std::slice::from_ref(&created))
+            .await
+            .unwrap();
+        s.version = 2;
+        s.state = State::Processing;
+        let call = SessionEvent {
+            at_ms: 2,
+            detail: EventDetail::VendorCall {
+                vendor: facegate::domain::Vendor::Juhe,
+                endpoint: "verifyface/verify".into(),
+                outcome: "ok".into(),
+                billed: true,
+                possibly_billed: false,
+                latency_ms: 12,
+                error_reason: String::new(),
+                vendor_code: String::new(),
+            },
+        };
+        let moved = state_event(Some(State::RequiresInput), State::Processing, 3);
+        store
+            .update(&s, 1, &[call.clone(), moved.clone()])
+            .await
+            .unwrap();
+        // A lost update writes none of its events.
+        assert!(matches!(
+            store.update(&s, 1, &[rejected(9)]).await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(matches!(
+            store.append_event("nope", &rejected(9), None).await,
+            Err(StoreError::NotFound)
+        ));
+        // Capped appends stop at the cap; others go on.
+        let kinds = [KIND_CALLBACK_REJECTED];
+        assert!(store
+            .append_event("ses_ev", &rejected(4), Some((&kinds[..], 2)))
+            .await
+            .unwrap());
+        assert!(store
+            .append_event("ses_ev", &rejected(5), Some((&kinds[..], 2)))
+            .await
+            .unwrap());
+        assert!(!store
+            .append_event("ses_ev", &rejected(6), Some((&kinds[..], 2)))
+            .await
+            .unwrap());
+        assert!(store
+            .append_event("ses_ev", &SessionEvent::redacted("ops"), None)
+            .await
+            .unwrap());
+        // The session itself is as the update left it.
+        assert_eq!(store.get("ses_ev").await.unwrap().unwrap(), s);
+
+        let all = store.events("ses_ev", 0, 100).await.unwrap();
+        let seqs: Vec<i64> = all.iter().map(|e| e.sequence).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(all[0].event, created);
+        assert_eq!(all[1].event, call);
+        assert_eq!(all[2].event, moved);
+        assert_eq!(all[3].event, rejected(4));
+        assert_eq!(all[5].event.kind(), "redacted");
+        let page = store.events("ses_ev", 2, 2).await.unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert!(store.events("other", 0, 10).await.unwrap().is_empty());
+
+        let summary = store.events_summary("ses_ev").await.unwrap();
+        assert_eq!(summary.events, 6);
+        assert_eq!(summary.vendor_calls, 1);
+        assert_eq!(summary.billed_calls, 1);
+        assert_eq!(summary.callbacks_rejected, 2);
+        assert_eq!(summary.last_event_at_ms, Some(all[5].event.at_ms));
+        assert_eq!(
+            store.events_summary("other").await.unwrap(),
+            EventsSummary::default()
+        );
+
+        drop(store);
+        backend.restart_server();
+        let store = backend.open().await;
+        assert_eq!(store.events("ses_ev", 0, 100).await.unwrap(), all);
+    }
+
+    pub async fn concurrent_appends_get_distinct_sequences(backend: Backend) {
+        let store = backend.open().await;
+        let other = backend.open().await;
+        store
+            .create(&blank_session("ses_race"), None, &[])
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let store = if i % 2 == 0 {
+                Arc::clone(&store)
+            } else {
+                Arc::clone(&other)
+            };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .append_event("ses_race", &rejected(i), None)
+                    .await
+                    .unwrap()
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        let seqs: Vec<i64> = store
+            .events("ses_race", 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(seqs, (1..=16).collect::<Vec<i64>>());
     }
 }
 
@@ -652,6 +806,12 @@ macro_rules! contract_suite {
                 tenants_are_stored_and_request_ids_are_per_tenant
             );
             contract_test!($attrs, $backend, pre_tenant_rows_get_the_default_tenant);
+            contract_test!(
+                $attrs,
+                $backend,
+                session_events_are_written_with_their_change
+            );
+            contract_test!($attrs, $backend, concurrent_appends_get_distinct_sequences);
         }
     };
 }
@@ -677,7 +837,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4], "each migration applied once");
+    assert_eq!(versions, [1, 2, 3, 4, 5], "each migration applied once");
 
     sqlx::query("INSERT INTO facegate_schema_migrations (version) VALUES (999)")
         .execute(&pool)

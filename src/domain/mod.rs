@@ -2,6 +2,7 @@
 
 pub mod caller;
 pub mod error;
+pub mod events;
 pub mod far;
 pub mod quota;
 pub mod service;

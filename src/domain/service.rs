@@ -14,6 +14,9 @@ use tracing::Instrument;
 
 use super::caller::Caller;
 use super::error::{Error, VendorError};
+use super::events::{
+    self as ev, CallResult, EventDetail, EventsSummary, SessionEvent, StoredEvent,
+};
 use super::far::{describe, threshold_for};
 use super::now_ms;
 use super::quota::{BilledCall, Quotas};
@@ -241,7 +244,24 @@ impl SessionService {
 
     /// Loads, changes and stores a session with compare-and-set, retrying on conflicts. `change` returns whether it
     /// changed anything; the version is bumped once per stored change. Watchers hear of it when `publish`.
-    async fn mutate<F>(&self, id: &str, publish: bool, mut change: F) -> Result<Session, Error>
+    async fn mutate<F>(&self, id: &str, publish: bool, change: F) -> Result<Session, Error>
+    where
+        F: FnMut(&mut Session) -> Result<bool, Error>,
+    {
+        self.mutate_logged(id, publish, &[], false, change).await
+    }
+
+    /// [`SessionService::mutate`] that also appends `extra` events (and, always, the state change it made) to the
+    /// session's log in the same transaction. When `change` changes nothing, `extra` is appended on its own unless
+    /// `only_if_changed`.
+    pub(crate) async fn mutate_logged<F>(
+        &self,
+        id: &str,
+        publish: bool,
+        extra: &[SessionEvent],
+        only_if_changed: bool,
+        mut change: F,
+    ) -> Result<Session, Error>
     where
         F: FnMut(&mut Session) -> Result<bool, Error>,
     {
@@ -249,13 +269,20 @@ impl SessionService {
             let original = self.load(id).await?;
             let mut session = original.clone();
             if !change(&mut session)? {
+                if !only_if_changed {
+                    for event in extra {
+                        self.append(id, event, None).await;
+                    }
+                }
                 return Ok(original);
             }
             if session.version == original.version {
                 session.version += 1;
             }
             session.updated_at_ms = now_ms().max(original.updated_at_ms);
-            match self.store.update(&session, original.version).await {
+            let mut events = extra.to_vec();
+            events.extend(ev::state_change(Some(&original), &session));
+            match self.store.update(&session, original.version, &events).await {
                 Ok(()) => {
                     count_new_billing(&original, &session);
                     if publish {
@@ -363,7 +390,14 @@ impl SessionService {
             fingerprint: fingerprint.clone(),
             session_id: session.id.clone(),
         };
-        let created = self.store.create(&session, Some(&idem)).await;
+        let created = self
+            .store
+            .create(
+                &session,
+                Some(&idem),
+                &Vec::from_iter(ev::state_change(None, &session)),
+            )
+            .await;
         if !matches!(created, Ok(Created::New)) {
             // Not written (a failure, or a concurrent repeat of this request won): no call was claimed.
             if let Some(reserved) = reservation {
@@ -527,14 +561,23 @@ impl SessionService {
     async fn run_attempt(&self, claimed: Session) -> Result<Session, Error> {
         let adapter = self.vendors.adapter(claimed.vendor)?;
         let id = claimed.id.clone();
-        let result = adapter.proceed(&claimed).await;
+        let (result, calls) = crate::vendors::http::collect_calls(adapter.proceed(&claimed)).await;
         drop(claimed);
+        let vendor = adapter.vendor();
+        let billed_by = |outcome: &Outcome| CallResult {
+            billed: outcome.billing.iter().any(|b| b.billed),
+            ..Default::default()
+        };
         match result {
             Ok(Progress::Final {
                 verified,
                 failure,
                 outcome,
-            }) => self.decide(&id, verified, failure, outcome, true).await,
+            }) => {
+                let events = ev::vendor_calls(vendor, &calls, &billed_by(&outcome));
+                self.decide(&id, verified, failure, outcome, true, &events)
+                    .await
+            }
             Ok(Progress::AwaitUser {
                 user_url,
                 expires_at_ms,
@@ -542,8 +585,9 @@ impl SessionService {
                 vendor_ref,
                 outcome,
             }) => {
+                let events = ev::vendor_calls(vendor, &calls, &billed_by(&outcome));
                 let stored = self
-                    .mutate(&id, true, |s| {
+                    .mutate_logged(&id, true, &events, false, |s| {
                         if s.state.is_final() {
                             return Ok(false);
                         }
@@ -569,7 +613,8 @@ impl SessionService {
                 Ok(stored)
             }
             Err(err) => {
-                self.record_attempt_error(Some(adapter), &id, &err, err.kind.reason())
+                let events = ev::vendor_calls(vendor, &calls, &failed_call(&err));
+                self.record_attempt_error(Some(adapter), &id, &err, err.kind.reason(), &events)
                     .await?;
                 Err(Error::Vendor {
                     session_id: id,
@@ -588,9 +633,10 @@ impl SessionService {
         failure: Option<Failure>,
         outcome: Outcome,
         append_billing: bool,
+        events: &[SessionEvent],
     ) -> Result<Session, Error> {
         let stored = self
-            .mutate(id, true, |s| {
+            .mutate_logged(id, true, events, false, |s| {
                 let mut outcome = outcome.clone();
                 if append_billing {
                     let mut billing = s.outcome.billing.clone();
@@ -664,16 +710,32 @@ impl SessionService {
             }
         };
         crate::metrics::global().status_poll(session.vendor.as_str());
-        let polled =
-            crate::metrics::for_tenant(&session.tenant, adapter.poll(&session, final_check)).await;
+        let (polled, calls) = crate::vendors::http::collect_calls(crate::metrics::for_tenant(
+            &session.tenant,
+            adapter.poll(&session, final_check),
+        ))
+        .await;
         let result = match polled {
-            Ok(outcome) => self.apply_vendor_outcome(&session, outcome).await,
+            Ok(outcome) => {
+                let result = CallResult {
+                    billed: match &outcome {
+                        PollOutcome::Pending { outcome, .. }
+                        | PollOutcome::Final { outcome, .. }
+                        | PollOutcome::Expired { outcome } => new_billed(&session.outcome, outcome),
+                    },
+                    ..Default::default()
+                };
+                let events = ev::vendor_calls(session.vendor, &calls, &result);
+                self.apply_vendor_outcome(&session, outcome, &events, false)
+                    .await
+            }
             Err(e) => {
+                let events = ev::vendor_calls(session.vendor, &calls, &failed_call(&e));
                 tracing::warn!(session_id = %id, vendor = e.vendor.as_str(), reason = e.kind.reason(),
                     vendor_code = %e.vendor_code, "vendor result query failed");
                 if adapter.result_query() == ResultQuery::OnceAtEnd {
                     let _ = self
-                        .mutate(id, true, |s| {
+                        .mutate_logged(id, true, &events, false, |s| {
                             if s.state.is_final() {
                                 return Ok(false);
                             }
@@ -688,6 +750,16 @@ impl SessionService {
                         .await;
                     return PollStep::Done;
                 }
+                // Failed polls are recorded while the session's log has room for them (a vendor down for hours
+                // must not grow it without bound).
+                for event in &events {
+                    self.append(
+                        id,
+                        event,
+                        Some((&ev::VENDOR_CALL_KINDS[..], ev::MAX_UNPROMPTED_CALLS)),
+                    )
+                    .await;
+                }
                 Ok(PollStep::Backoff(e.retry_after))
             }
         };
@@ -700,6 +772,8 @@ impl SessionService {
         &self,
         before: &Session,
         outcome: PollOutcome,
+        events: &[SessionEvent],
+        record_unchanged: bool,
     ) -> Result<PollStep, Error> {
         let id = before.id.as_str();
         match outcome {
@@ -715,8 +789,10 @@ impl SessionService {
                     vendor_message: f.vendor_message,
                     possibly_billed: billed,
                 });
+                // A poll that changed nothing is not recorded (the log stays bounded however long a session is
+                // polled); one that changed the session is, with the change. A callback is recorded either way.
                 let stored = self
-                    .mutate(id, true, |s| {
+                    .mutate_logged(id, true, events, !record_unchanged, |s| {
                         if s.state.is_final() {
                             return Ok(false);
                         }
@@ -746,12 +822,12 @@ impl SessionService {
                 failure,
                 outcome,
             } => self
-                .decide(id, verified, failure, outcome, false)
+                .decide(id, verified, failure, outcome, false, events)
                 .await
                 .map(|_| PollStep::Done),
             PollOutcome::Expired { outcome } => {
                 let s = self
-                    .mutate(id, true, |s| {
+                    .mutate_logged(id, true, events, false, |s| {
                         if s.state.is_final() {
                             return Ok(false);
                         }
@@ -768,13 +844,19 @@ impl SessionService {
     /// A vendor callback: verified (signature over the data as received, strict parsing), matched to its session
     /// and flow, then applied as a hint that can only move the session forward. Duplicates and replays change
     /// nothing. Every callback is counted as accepted or rejected.
+    ///
+    /// Each lands on the event log of the session it names: accepted ones with the change they made, rejected ones
+    /// (when they name a real session of this vendor) while it has fewer than [`ev::MAX_REJECTED_CALLBACKS`], so
+    /// forged callbacks cannot grow the log without bound. `source` is [`ev::SOURCE_NOTIFY`] or
+    /// [`ev::SOURCE_RETURN`].
     pub async fn callback(
         &self,
         vendor: Vendor,
         data: &[u8],
         sign: &[u8],
+        source: &'static str,
     ) -> Result<Session, CallbackRejection> {
-        let result = self.callback_inner(vendor, data, sign).await;
+        let result = self.callback_inner(vendor, data, sign, source).await;
         let counter = match &result {
             Ok(_) => &self.callbacks.accepted,
             Err(_) => &self.callbacks.rejected,
@@ -787,8 +869,131 @@ impl SessionService {
                 rejection = r.as_str(),
                 "callback rejected"
             );
+            self.record_rejected_callback(vendor, data, *r, source)
+                .await;
         }
         result
+    }
+
+    /// Records a rejected callback on the session it names, if that is a session of `vendor`.
+    async fn record_rejected_callback(
+        &self,
+        vendor: Vendor,
+        data: &[u8],
+        rejection: CallbackRejection,
+        source: &'static str,
+    ) {
+        let Ok(adapter) = self.vendors.adapter(vendor) else {
+            return;
+        };
+        let Some(id) = adapter.claimed_session_id(data) else {
+            return;
+        };
+        match self.store.get(&id).await {
+            Ok(Some(s)) if s.vendor == vendor => {}
+            _ => return,
+        }
+        let event = SessionEvent::now(EventDetail::Callback {
+            vendor,
+            accepted: false,
+            rejection_reason: rejection.as_str().to_owned(),
+            source: source.to_owned(),
+        });
+        self.append(
+            &id,
+            &event,
+            Some((
+                &[ev::KIND_CALLBACK_REJECTED][..],
+                ev::MAX_REJECTED_CALLBACKS,
+            )),
+        )
+        .await;
+    }
+
+    /// Appends an event on its own (see [`SessionStore::append_event`]); a failure is logged, not returned: the
+    /// change it would describe has happened or not regardless.
+    async fn append(&self, id: &str, event: &SessionEvent, cap: Option<(&[&str], u32)>) {
+        if let Err(e) = self.store.append_event(id, event, cap).await {
+            tracing::warn!(session_id = %id, error = %e, kind = event.kind(), "session event not recorded");
+        }
+    }
+
+    /// Records that `caller` read `kinds` (`personal_data`, `face_image`, `media`) of a session unmasked. Fails
+    /// when it cannot be recorded, so that no unmasked read goes unrecorded.
+    pub async fn record_unmasked_read(
+        &self,
+        caller: &Caller,
+        id: &str,
+        kinds: &[&str],
+    ) -> Result<(), Error> {
+        let event = SessionEvent::now(EventDetail::UnmaskedRead {
+            caller_id: caller.id.clone(),
+            tenant: caller.tenant.clone(),
+            kinds: kinds.iter().map(|k| (*k).to_owned()).collect(),
+        });
+        self.store
+            .append_event(id, &event, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                StoreError::NotFound => Error::NotFound,
+                e => store_err(e),
+            })
+    }
+
+    /// Records the redaction of a session by `caller` on its own. A redaction that changes the session passes
+    /// [`SessionEvent::redacted`] to [`SessionService::mutate_logged`] instead, so both are one write.
+    pub async fn record_redaction(&self, caller: &Caller, id: &str) -> Result<(), Error> {
+        self.store
+            .append_event(id, &SessionEvent::redacted(&caller.id), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                StoreError::NotFound => Error::NotFound,
+                e => store_err(e),
+            })
+    }
+
+    /// A page of the event log of one of `caller`'s tenant's sessions (another tenant's is NOT_FOUND): at most
+    /// `page_size` events (0: [`ev::DEFAULT_PAGE_SIZE`]; at most [`ev::MAX_PAGE_SIZE`]) after `page_token`, and the
+    /// token of the next page (empty on the last).
+    pub async fn list_events(
+        &self,
+        caller: &Caller,
+        id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<StoredEvent>, String), Error> {
+        self.load_owned(caller, id).await?;
+        let size = match u32::try_from(page_size) {
+            Ok(0) => ev::DEFAULT_PAGE_SIZE,
+            Ok(n) => n.min(ev::MAX_PAGE_SIZE),
+            Err(_) => return Err(Error::invalid("page_size", "must not be negative")),
+        };
+        let after = if page_token.is_empty() {
+            0
+        } else {
+            ev::parse_page_token(&self.fingerprint_key, id, page_token).ok_or_else(|| {
+                Error::invalid("page_token", "is not a page token of this session's events")
+            })?
+        };
+        let mut events = self
+            .store
+            .events(id, after, size.saturating_add(1))
+            .await
+            .map_err(store_err)?;
+        let more = events.len() > size as usize;
+        events.truncate(size as usize);
+        let next = match events.last() {
+            Some(last) if more => ev::page_token(&self.fingerprint_key, id, last.sequence),
+            _ => String::new(),
+        };
+        Ok((events, next))
+    }
+
+    /// Counts over a session's event log (for GetResult; the caller has loaded the session as its own).
+    pub async fn events_summary(&self, id: &str) -> Result<EventsSummary, Error> {
+        self.store.events_summary(id).await.map_err(store_err)
     }
 
     async fn callback_inner(
@@ -796,6 +1001,7 @@ impl SessionService {
         vendor: Vendor,
         data: &[u8],
         sign: &[u8],
+        source: &'static str,
     ) -> Result<Session, CallbackRejection> {
         let adapter = self
             .vendors
@@ -811,12 +1017,28 @@ impl SessionService {
         {
             return Err(CallbackRejection::UnknownSession);
         }
+        let accepted = SessionEvent::now(EventDetail::Callback {
+            vendor,
+            accepted: true,
+            rejection_reason: String::new(),
+            source: source.to_owned(),
+        });
         if session.state.is_final() {
+            // A vendor's late or repeated callback: recorded, within the same bound as rejected ones.
+            self.append(
+                &session.id,
+                &accepted,
+                Some((
+                    &[ev::KIND_CALLBACK_ACCEPTED][..],
+                    ev::MAX_REJECTED_CALLBACKS,
+                )),
+            )
+            .await;
             return Ok(session);
         }
         let outcome = adapter.interpret_callback(&session, data)?;
         tracing::info!(session_id = %session.id, vendor = vendor.as_str(), "verified callback");
-        self.apply_vendor_outcome(&session, outcome)
+        self.apply_vendor_outcome(&session, outcome, std::slice::from_ref(&accepted), true)
             .await
             .map_err(|_| CallbackRejection::UnknownSession)?;
         self.load(&session.id)
@@ -919,13 +1141,27 @@ impl SessionService {
             return Ok((session, kept));
         }
         let adapter = self.vendors.adapter(session.vendor)?;
-        let mut fetched =
-            crate::metrics::for_tenant(&session.tenant, adapter.fetch_extras(&session, extras))
-                .await
-                .map_err(|err| Error::Vendor {
-                    session_id: session.id.clone(),
-                    err,
-                })?;
+        let (fetched, calls) = crate::vendors::http::collect_calls(crate::metrics::for_tenant(
+            &session.tenant,
+            adapter.fetch_extras(&session, extras),
+        ))
+        .await;
+        let result = match &fetched {
+            Ok(_) => CallResult::default(),
+            Err(err) => failed_call(err),
+        };
+        for event in ev::vendor_calls(session.vendor, &calls, &result) {
+            self.append(
+                id,
+                &event,
+                Some((&ev::VENDOR_CALL_KINDS[..], ev::MAX_UNPROMPTED_CALLS)),
+            )
+            .await;
+        }
+        let mut fetched = fetched.map_err(|err| Error::Vendor {
+            session_id: session.id.clone(),
+            err,
+        })?;
         if kept.identity_document.is_some() {
             fetched.identity_document = kept.identity_document;
         }
@@ -975,10 +1211,11 @@ impl SessionService {
         id: &str,
         err: &VendorError,
         reason: &str,
+        events: &[SessionEvent],
     ) -> Result<Session, Error> {
         tracing::warn!(session_id = %id, vendor = err.vendor.as_str(), reason,
             vendor_code = %err.vendor_code, possibly_billed = err.possibly_billed, "vendor call failed");
-        self.mutate(id, true, |s| {
+        self.mutate_logged(id, true, events, false, |s| {
             if s.state.is_final() {
                 return Ok(false);
             }
@@ -1152,7 +1389,7 @@ impl SessionService {
                 retry_after: None,
             };
             let adapter = self.vendors.adapter(session.vendor).ok();
-            self.record_attempt_error(adapter, &id, &err, REASON_OUTCOME_UNKNOWN)
+            self.record_attempt_error(adapter, &id, &err, REASON_OUTCOME_UNKNOWN, &[])
                 .await?;
             n += 1;
         }
@@ -1269,6 +1506,22 @@ fn count_new_billing(before: &Session, after: &Session) {
 }
 
 /// [`Error::NotFound`] unless `session` belongs to `caller`'s tenant.
+/// The result of a failed adapter operation, for its calls' events.
+fn failed_call(err: &VendorError) -> CallResult {
+    CallResult {
+        billed: false,
+        possibly_billed: err.possibly_billed,
+        error_reason: err.kind.reason().to_owned(),
+        vendor_code: err.vendor_code.clone(),
+    }
+}
+
+/// Whether `after` records a billed charge `before` did not.
+fn new_billed(before: &Outcome, after: &Outcome) -> bool {
+    let billed = |o: &Outcome| o.billing.iter().filter(|b| b.billed).count();
+    billed(after) > billed(before)
+}
+
 fn owned_by(session: &Session, caller: &Caller) -> Result<(), Error> {
     if session.tenant == caller.tenant {
         Ok(())
@@ -1638,7 +1891,7 @@ mod tests {
         });
         stuck.attempt_started_at_ms = Some(now_ms());
         stuck.version += 1;
-        store.update(&stuck, s.version).await.unwrap();
+        store.update(&stuck, s.version, &[]).await.unwrap();
         assert_eq!(store.in_flight().await.unwrap(), vec![s.id.clone()]);
 
         assert_eq!(
@@ -1732,5 +1985,67 @@ mod tests {
         let again = svc.start(&shop, start_req("same", false)).await.unwrap();
         assert_eq!(again.id, s.id);
         assert!(svc.cancel(&shop, &s.id, String::new()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn redaction_and_state_changes_land_on_the_event_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _, _, _tx) = service(&dir, 60_000, Duration::ZERO).await;
+        let shop = crate::domain::caller::Caller::anonymous("shop");
+        let s = svc.start(&shop, start_req("ev", false)).await.unwrap();
+        svc.cancel(&shop, &s.id, "the user's own words".into())
+            .await
+            .unwrap();
+        // A redaction that changes the session writes its event with the change; one on its own appends it.
+        svc.mutate_logged(&s.id, false, &[SessionEvent::redacted("ops")], false, |s| {
+            s.metadata.clear();
+            Ok(true)
+        })
+        .await
+        .unwrap();
+        svc.record_redaction(&shop, &s.id).await.unwrap();
+        assert!(matches!(
+            svc.record_redaction(&shop, "ses_missing").await,
+            Err(Error::NotFound)
+        ));
+        let (events, next) = svc.list_events(&shop, &s.id, 0, "").await.unwrap();
+        assert!(next.is_empty());
+        let details: Vec<EventDetail> = events.into_iter().map(|e| e.event.detail).collect();
+        assert_eq!(
+            details,
+            vec![
+                EventDetail::StateChanged {
+                    from: None,
+                    to: State::RequiresInput,
+                    failure_code: None,
+                    reason: String::new(),
+                },
+                EventDetail::StateChanged {
+                    from: Some(State::RequiresInput),
+                    to: State::Canceled,
+                    failure_code: None,
+                    reason: String::new(),
+                },
+                EventDetail::Redacted {
+                    caller_id: "ops".into()
+                },
+                EventDetail::Redacted {
+                    caller_id: shop.id.clone()
+                },
+            ]
+        );
+        let other = crate::domain::caller::Caller::anonymous("other");
+        assert!(matches!(
+            svc.list_events(&other, &s.id, 0, "").await,
+            Err(Error::NotFound)
+        ));
+        let (page, next) = svc.list_events(&shop, &s.id, 3, "").await.unwrap();
+        assert_eq!(page.len(), 3);
+        let (rest, last) = svc.list_events(&shop, &s.id, 3, &next).await.unwrap();
+        assert_eq!((rest.len(), rest[0].sequence, last.as_str()), (1, 4, ""));
+        assert!(matches!(
+            svc.list_events(&shop, &s.id, 0, "bogus").await,
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

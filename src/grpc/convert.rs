@@ -809,6 +809,97 @@ pub fn outcome(s: &d::Session, extras: &d::ResultExtras) -> pb::Outcome {
     }
 }
 
+fn duration_ms(ms: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A stored session event as sent.
+pub fn session_event(e: &crate::domain::events::StoredEvent) -> pb::SessionEvent {
+    use crate::domain::events::EventDetail as E;
+    use pb::session_event::Detail;
+    let detail = match &e.event.detail {
+        E::StateChanged {
+            from,
+            to,
+            failure_code,
+            reason,
+        } => Detail::StateChanged(pb::StateChangedEvent {
+            from: from.map_or(pb::SessionState::Unspecified, pb_state) as i32,
+            to: pb_state(*to) as i32,
+            failure_code: failure_code.map_or(pb::FailureCode::Unspecified, pb_failure_code) as i32,
+            reason: reason.clone(),
+        }),
+        E::VendorCall {
+            vendor,
+            endpoint,
+            outcome,
+            billed,
+            possibly_billed,
+            latency_ms,
+            error_reason,
+            vendor_code,
+        } => Detail::VendorCall(pb::VendorCallEvent {
+            vendor: pb_vendor(*vendor) as i32,
+            endpoint: endpoint.clone(),
+            outcome: outcome.clone(),
+            billed: *billed,
+            possibly_billed: *possibly_billed,
+            latency: Some(duration_ms(*latency_ms)),
+            error_reason: error_reason.clone(),
+            vendor_code: vendor_code.clone(),
+        }),
+        E::Callback {
+            vendor,
+            accepted,
+            rejection_reason,
+            source,
+        } => Detail::Callback(pb::CallbackEvent {
+            vendor: pb_vendor(*vendor) as i32,
+            accepted: *accepted,
+            rejection_reason: rejection_reason.clone(),
+            source: source.clone(),
+        }),
+        E::UnmaskedRead {
+            caller_id,
+            tenant,
+            kinds,
+        } => Detail::UnmaskedRead(pb::UnmaskedReadEvent {
+            caller_id: caller_id.clone(),
+            tenant: tenant.clone(),
+            kinds: kinds.clone(),
+        }),
+        E::Redacted { caller_id } => Detail::Redacted(pb::RedactedEvent {
+            caller_id: caller_id.clone(),
+        }),
+    };
+    pb::SessionEvent {
+        sequence: e.sequence,
+        time: Some(ts(e.event.at_ms)),
+        detail: Some(detail),
+    }
+}
+
+/// A session's event counts as sent.
+pub fn events_summary(s: &crate::domain::events::EventsSummary) -> pb::SessionEventsSummary {
+    pb::SessionEventsSummary {
+        events: count(s.events),
+        vendor_calls: count(s.vendor_calls),
+        billed_calls: count(s.billed_calls),
+        possibly_billed_calls: count(s.possibly_billed_calls),
+        callbacks_accepted: count(s.callbacks_accepted),
+        callbacks_rejected: count(s.callbacks_rejected),
+        unmasked_reads: count(s.unmasked_reads),
+        last_event_time: s.last_event_at_ms.map(ts),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,7 +78,7 @@ fn audit_unmasked_read(
     peer: Option<std::net::SocketAddr>,
     session_id: &str,
     extras: &crate::domain::ExtrasRequest,
-) {
+) -> Vec<&'static str> {
     let kinds: Vec<&'static str> = [
         (extras.reveal_personal_data, "personal_data"),
         (extras.face_image, "face_image"),
@@ -88,7 +88,7 @@ fn audit_unmasked_read(
     .filter_map(|(asked, kind)| asked.then_some(kind))
     .collect();
     if kinds.is_empty() {
-        return;
+        return kinds;
     }
     for kind in &kinds {
         crate::metrics::global().unmasked_read(&caller.tenant, &caller.id, kind);
@@ -96,6 +96,7 @@ fn audit_unmasked_read(
     let peer = peer.map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(audit = "unmasked_read", caller = %caller.id, tenant = %caller.tenant, peer = %peer,
         session_id = %session_id, kinds = %kinds.join(","), "unmasked read");
+    kinds
 }
 
 fn with_session<T>(s: Session, f: impl FnOnce(pb::Session) -> T) -> T {
@@ -177,10 +178,15 @@ impl VerificationService for VerificationApi {
                 media: req.include_media,
             };
             let (s, fetched) = svc.result(&caller, &id, extras).await?;
-            audit_unmasked_read(&caller, peer, &s.id, &extras);
+            let kinds = audit_unmasked_read(&caller, peer, &s.id, &extras);
+            if !kinds.is_empty() {
+                svc.record_unmasked_read(&caller, &s.id, &kinds).await?;
+            }
+            let summary = svc.events_summary(&s.id).await?;
             Ok(pb::GetResultResponse {
                 outcome: Some(convert::outcome(&s, &fetched)),
                 session: Some(convert::session(&s)),
+                events_summary: Some(convert::events_summary(&summary)),
             })
         })
         .await
@@ -229,6 +235,26 @@ impl VerificationService for VerificationApi {
             Ok(with_session(s, |session| pb::CancelSessionResponse {
                 session: Some(session),
             }))
+        })
+        .await
+    }
+
+    async fn list_session_events(
+        &self,
+        request: Request<pb::ListSessionEventsRequest>,
+    ) -> Result<Response<pb::ListSessionEventsResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let svc = Arc::clone(&self.service);
+        self.unary("ListSessionEvents", async move {
+            let req = request.get_ref();
+            let id = convert::session_id("session_id", &req.session_id)?;
+            let (events, next_page_token) = svc
+                .list_events(&caller, &id, req.page_size, &req.page_token)
+                .await?;
+            Ok(pb::ListSessionEventsResponse {
+                events: events.iter().map(convert::session_event).collect(),
+                next_page_token,
+            })
         })
         .await
     }

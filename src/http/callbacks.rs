@@ -110,7 +110,12 @@ async fn megvii_notify(
     let (data, sign) = data_and_sign(&headers, &body).unwrap_or_default();
     answer(
         service
-            .callback(Vendor::Megvii, &data, &sign)
+            .callback(
+                Vendor::Megvii,
+                &data,
+                &sign,
+                crate::domain::events::SOURCE_NOTIFY,
+            )
             .await
             .map(|_| ()),
     )

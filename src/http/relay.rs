@@ -59,7 +59,14 @@ async fn returned_with_form(
     }
     if let Ok(session) = service.get(&session_id).await {
         let (data, sign) = data_and_sign(&headers, &body).unwrap_or_default();
-        let _ = service.callback(session.vendor, &data, &sign).await;
+        let _ = service
+            .callback(
+                session.vendor,
+                &data,
+                &sign,
+                crate::domain::events::SOURCE_RETURN,
+            )
+            .await;
     }
     returned(State(service), Path(session_id), Query(params)).await
 }

@@ -9,6 +9,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+use crate::domain::events::{EventsSummary, SessionEvent, StoredEvent};
 use crate::domain::Session;
 
 /// What a store needs to know when it is opened: how to fill what rows written before a column existed lack.
@@ -74,16 +75,42 @@ pub enum StoreError {
 pub trait SessionStore: Send + Sync + 'static {
     /// Writes a new session (with its `tenant` and `live_mode`) and, atomically with it, its idempotency record. When
     /// the record's tenant has its `request_id` already, writes nothing and returns the existing record.
+    /// `events` are appended to the session's event log in the same transaction (sequences from 1).
     async fn create(
         &self,
         session: &Session,
         idempotency: Option<&IdempotencyRecord>,
+        events: &[SessionEvent],
     ) -> Result<Created, StoreError>;
     /// Reads a session (its `tenant` and `live_mode` from their columns). Tenant-blind: the domain keeps callers to
     /// their tenant.
     async fn get(&self, id: &str) -> Result<Option<Session>, StoreError>;
-    /// Replaces a session if the stored version is `expected_version` (else [`StoreError::Conflict`]).
-    async fn update(&self, session: &Session, expected_version: i64) -> Result<(), StoreError>;
+    /// Replaces a session if the stored version is `expected_version` (else [`StoreError::Conflict`]), and appends
+    /// `events` to its log in the same transaction (each the next sequence, under the row lock of the update).
+    async fn update(
+        &self,
+        session: &Session,
+        expected_version: i64,
+        events: &[SessionEvent],
+    ) -> Result<(), StoreError>;
+    /// Appends one event to a session's log without changing the session, under its row lock. With a `cap`, only
+    /// while the session has fewer than `cap.1` events of the kinds `cap.0`. Returns whether it was appended;
+    /// [`StoreError::NotFound`] when the session does not exist.
+    async fn append_event(
+        &self,
+        session_id: &str,
+        event: &SessionEvent,
+        cap: Option<(&[&str], u32)>,
+    ) -> Result<bool, StoreError>;
+    /// A session's events after sequence `after_seq`, in order, at most `limit`.
+    async fn events(
+        &self,
+        session_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Counts over a session's events.
+    async fn events_summary(&self, session_id: &str) -> Result<EventsSummary, StoreError>;
     /// Reads a tenant's idempotency record.
     async fn idempotency(
         &self,

@@ -67,6 +67,17 @@ const MIGRATIONS: &[&[Step]] = &[
         PRIMARY KEY (tenant, day)
     )",
     )],
+    // The per-session event log (issue 10): append-only, one row per event, the typed event as JSON in `body`.
+    &[Step::Sql(
+        "CREATE TABLE session_events (
+        session_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (session_id, sequence)
+    )",
+    )],
 ];
 
 /// The advisory lock key replicas migrate under ("facegate" in ASCII).
@@ -110,6 +121,15 @@ impl Dialect for PostgresDialect {
         release_billed_call:
             "UPDATE billed_calls SET calls = calls - 1 WHERE tenant = $1 AND day = $2 AND calls > 0",
         billed_calls: "SELECT tenant, calls FROM billed_calls WHERE day = $1 ORDER BY tenant",
+        lock_session: "UPDATE sessions SET version = version WHERE id = $1",
+        insert_event: "INSERT INTO session_events (session_id, sequence, at_ms, kind, body)
+             SELECT $1, COALESCE(MAX(sequence), 0) + 1, $2, $3, $4 FROM session_events WHERE session_id = $5",
+        count_events_of_kinds:
+            "SELECT COUNT(*) FROM session_events WHERE session_id = $1 AND kind IN ($2, $3, $4)",
+        select_events: "SELECT sequence, at_ms, body FROM session_events
+             WHERE session_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+        summarize_events:
+            "SELECT kind, COUNT(*), MAX(at_ms) FROM session_events WHERE session_id = $1 GROUP BY kind",
     };
 
     /// Migrates in one transaction under an advisory lock: replicas starting together wait for each other, and

@@ -16,6 +16,7 @@ use sqlx::{
 };
 
 use super::{Created, IdempotencyRecord, SessionStore, StoreError, StoreOptions};
+use crate::domain::events::{EventsSummary, SessionEvent, StoredEvent};
 use crate::domain::Session;
 
 /// The statements of a store in one database's SQL, each with its parameters in the order they are bound.
@@ -54,6 +55,17 @@ pub struct Statements {
     pub release_billed_call: &'static str,
     /// Billed calls of a day: rows `tenant, calls` for `day`.
     pub billed_calls: &'static str,
+    /// Takes a session's row lock (SQLite: the write lock) without changing it: `id`.
+    pub lock_session: &'static str,
+    /// Appends an event as the session's next sequence (run under the session's row lock): `session_id, at_ms,
+    /// kind, body, session_id`.
+    pub insert_event: &'static str,
+    /// Events of a session of three kinds (repeat one to ask for fewer): `session_id, kind, kind, kind`.
+    pub count_events_of_kinds: &'static str,
+    /// Rows `sequence, at_ms, body` of a session after a sequence, in order: `session_id, after, limit`.
+    pub select_events: &'static str,
+    /// Rows `kind, count, max at_ms` of a session's events: `session_id`.
+    pub summarize_events: &'static str,
 }
 
 /// What a database brings to [`SqlStore`].
@@ -202,6 +214,7 @@ where
         &self,
         session: &Session,
         idempotency: Option<&IdempotencyRecord>,
+        events: &[SessionEvent],
     ) -> Result<Created, StoreError> {
         let sql = &D::STATEMENTS;
         let record = encode(session)?;
@@ -240,6 +253,7 @@ where
                     }
                 }
             }
+            insert_events::<D>(&mut tx, &session.id, events).await?;
             match tx.commit().await {
                 Ok(()) => return Ok(Created::New),
                 Err(e) if idempotency.is_some() && D::lost_race(&e) => continue,
@@ -270,17 +284,27 @@ where
         }
     }
 
-    async fn update(&self, session: &Session, expected_version: i64) -> Result<(), StoreError> {
+    async fn update(
+        &self,
+        session: &Session,
+        expected_version: i64,
+        events: &[SessionEvent],
+    ) -> Result<(), StoreError> {
         let record = encode(session)?;
+        // The update takes the row lock (SQLite: the write lock) first, so the events' sequences are assigned
+        // one writer at a time.
+        let mut tx = self.pool.begin().await.map_err(D::error)?;
         let result = bind_changing(sqlx::query(D::STATEMENTS.update_session), session, &record)
             .bind(session.id.as_str())
             .bind(expected_version)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(D::error)?;
         if D::rows_affected(&result) == 1 {
-            return Ok(());
+            insert_events::<D>(&mut tx, &session.id, events).await?;
+            return tx.commit().await.map_err(D::error);
         }
+        tx.rollback().await.map_err(D::error)?;
         let exists = sqlx::query(D::STATEMENTS.session_exists)
             .bind(session.id.as_str())
             .fetch_optional(&self.pool)
@@ -292,6 +316,88 @@ where
         } else {
             StoreError::NotFound
         })
+    }
+
+    async fn append_event(
+        &self,
+        session_id: &str,
+        event: &SessionEvent,
+        cap: Option<(&[&str], u32)>,
+    ) -> Result<bool, StoreError> {
+        let sql = &D::STATEMENTS;
+        let mut tx = self.pool.begin().await.map_err(D::error)?;
+        let locked = sqlx::query(sql.lock_session)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(D::error)?;
+        if D::rows_affected(&locked) == 0 {
+            tx.rollback().await.map_err(D::error)?;
+            return Err(StoreError::NotFound);
+        }
+        if let Some((kinds, max)) = cap {
+            let kind = |i: usize| kinds.get(i).or(kinds.first()).copied().unwrap_or("");
+            let n: i64 = sqlx::query(sql.count_events_of_kinds)
+                .bind(session_id)
+                .bind(kind(0))
+                .bind(kind(1))
+                .bind(kind(2))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(D::error)?
+                .try_get(0)
+                .map_err(D::error)?;
+            if n >= i64::from(max) {
+                tx.rollback().await.map_err(D::error)?;
+                return Ok(false);
+            }
+        }
+        insert_events::<D>(&mut tx, session_id, std::slice::from_ref(event)).await?;
+        tx.commit().await.map_err(D::error)?;
+        Ok(true)
+    }
+
+    async fn events(
+        &self,
+        session_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(D::STATEMENTS.select_events)
+            .bind(session_id)
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::error)?;
+        rows.iter()
+            .map(|r| {
+                let sequence: i64 = r.try_get(0).map_err(D::error)?;
+                let at_ms: i64 = r.try_get(1).map_err(D::error)?;
+                let body: String = r.try_get(2).map_err(D::error)?;
+                let event = SessionEvent::from_body(at_ms, &body)
+                    .map_err(|e| StoreError::Corrupt(format!("session event: {e}")))?;
+                Ok(StoredEvent { sequence, event })
+            })
+            .collect()
+    }
+
+    async fn events_summary(&self, session_id: &str) -> Result<EventsSummary, StoreError> {
+        let rows = sqlx::query(D::STATEMENTS.summarize_events)
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::error)?;
+        let counts = rows
+            .iter()
+            .map(|r| {
+                let kind: String = r.try_get(0).map_err(D::error)?;
+                let n: i64 = r.try_get(1).map_err(D::error)?;
+                let last: i64 = r.try_get(2).map_err(D::error)?;
+                Ok((kind, u64::try_from(n).unwrap_or(0), last))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(EventsSummary::from_counts(&counts))
     }
 
     async fn idempotency(
@@ -423,6 +529,35 @@ where
             })
             .collect()
     }
+}
+
+/// Appends `events` to a session's log inside `tx`, which holds the session's row lock.
+async fn insert_events<D: Dialect>(
+    tx: &mut sqlx::Transaction<'_, D::Database>,
+    session_id: &str,
+    events: &[SessionEvent],
+) -> Result<(), StoreError>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+{
+    for event in events {
+        let body = event
+            .body()
+            .map_err(|e| StoreError::Corrupt(format!("session event: {e}")))?;
+        sqlx::query(D::STATEMENTS.insert_event)
+            .bind(session_id)
+            .bind(event.at_ms)
+            .bind(event.kind())
+            .bind(body.as_str())
+            .bind(session_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(D::error)?;
+    }
+    Ok(())
 }
 
 impl<D: Dialect> SqlStore<D>

@@ -75,6 +75,17 @@ const MIGRATIONS: &[&[Step]] = &[
         PRIMARY KEY (tenant, day)
     )",
     )],
+    // The per-session event log (issue 10): append-only, one row per event, the typed event as JSON in `body`.
+    &[Step::Sql(
+        "CREATE TABLE session_events (
+        session_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (session_id, sequence)
+    )",
+    )],
 ];
 
 /// SQLite's statements (booleans are 0 and 1).
@@ -108,6 +119,15 @@ impl Dialect for SqliteDialect {
         release_billed_call:
             "UPDATE billed_calls SET calls = calls - 1 WHERE tenant = ? AND day = ? AND calls > 0",
         billed_calls: "SELECT tenant, calls FROM billed_calls WHERE day = ? ORDER BY tenant",
+        lock_session: "UPDATE sessions SET version = version WHERE id = ?",
+        insert_event: "INSERT INTO session_events (session_id, sequence, at_ms, kind, body)
+             SELECT ?, COALESCE(MAX(sequence), 0) + 1, ?, ?, ? FROM session_events WHERE session_id = ?",
+        count_events_of_kinds:
+            "SELECT COUNT(*) FROM session_events WHERE session_id = ? AND kind IN (?, ?, ?)",
+        select_events: "SELECT sequence, at_ms, body FROM session_events
+             WHERE session_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+        summarize_events:
+            "SELECT kind, COUNT(*), MAX(at_ms) FROM session_events WHERE session_id = ? GROUP BY kind",
     };
 
     /// Migrates in one transaction that holds the write lock from the start, so that processes opening the file

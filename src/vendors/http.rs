@@ -9,6 +9,7 @@ use tracing::field::Empty;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::domain::events::CallRecord;
 use crate::domain::{Vendor, VendorError, VendorErrorKind};
 
 /// Builds a client with connect and whole-request timeouts. No redirects are followed (a vendor API never
@@ -166,6 +167,44 @@ pub async fn send(
         span.record("error.type", error_type.as_str());
         span.set_status(SpanStatus::error(error_type));
     }
-    crate::metrics::global().vendor_request(vendor.as_str(), endpoint, outcome, started.elapsed());
+    let elapsed = started.elapsed();
+    crate::metrics::global().vendor_request(vendor.as_str(), endpoint, outcome, elapsed);
+    record_call(CallRecord {
+        endpoint,
+        outcome,
+        latency: elapsed,
+        at_ms: crate::domain::now_ms(),
+    });
     result
+}
+
+tokio::task_local! {
+    /// The calls made inside [`collect_calls`].
+    static CALLS: std::sync::Mutex<Vec<CallRecord>>;
+}
+
+/// Calls kept per collection at most (an adapter operation makes a handful).
+const MAX_COLLECTED: usize = 64;
+
+fn record_call(call: CallRecord) {
+    let _ = CALLS.try_with(|calls| {
+        let mut calls = calls.lock().unwrap_or_else(|p| p.into_inner());
+        if calls.len() < MAX_COLLECTED {
+            calls.push(call);
+        }
+    });
+}
+
+/// Runs `f` and returns, with its output, the vendor calls [`send`] made inside it (endpoint, outcome, latency),
+/// for the session's event log.
+pub async fn collect_calls<F: std::future::Future>(f: F) -> (F::Output, Vec<CallRecord>) {
+    CALLS
+        .scope(std::sync::Mutex::new(Vec::new()), async move {
+            let out = f.await;
+            let calls = CALLS
+                .try_with(|c| std::mem::take(&mut *c.lock().unwrap_or_else(|p| p.into_inner())))
+                .unwrap_or_default();
+            (out, calls)
+        })
+        .await
 }

@@ -153,6 +153,12 @@ pub trait VendorAdapter: Send + Sync {
         let _ = (data, sign);
         Err(CallbackRejection::UnknownSession)
     }
+    /// The session a callback names, read without verifying it (only to record a rejection on that session's event
+    /// log). `None` when the data names none or the vendor does not call back.
+    fn claimed_session_id(&self, data: &[u8]) -> Option<String> {
+        let _ = data;
+        None
+    }
     /// What a verified callback's data says about `session`.
     fn interpret_callback(
         &self,

@@ -580,6 +580,13 @@ impl VendorAdapter for MegviiAdapter {
         })
     }
 
+    fn claimed_session_id(&self, data: &[u8]) -> Option<String> {
+        let text = std::str::from_utf8(data).ok()?;
+        wire::parse_callback_data(text)
+            .ok()
+            .map(|r| r.biz_info.biz_no)
+    }
+
     fn interpret_callback(
         &self,
         session: &Session,
