@@ -249,6 +249,7 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         )
         .unwrap_or(i64::MAX),
         live_mode: !sandbox_mode,
+        require_consent: config.session.require_consent(sandbox_mode),
     };
     crate::metrics::global().register_tenants(
         std::iter::once(config.auth.default_tenant.as_str())

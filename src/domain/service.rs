@@ -51,6 +51,8 @@ pub struct ServiceConfig {
     pub watch_refresh: Option<Duration>,
     /// Whether real vendors serve new sessions (false with the sandbox simulators); stored with each session.
     pub live_mode: bool,
+    /// Whether StartSession must carry the end user's consent evidence.
+    pub require_consent: bool,
 }
 
 /// Vendor options as requested, before the adapter resolves them.
@@ -111,6 +113,8 @@ pub struct StartRequest {
     pub metadata: BTreeMap<String, String>,
     /// Requested FAR.
     pub target_far: Option<f64>,
+    /// The end user's consent evidence (validated).
+    pub consent: Option<Consent>,
     /// A deterministic encoding of the whole request, for the idempotency fingerprint.
     pub canonical: Vec<u8>,
 }
@@ -282,6 +286,12 @@ impl SessionService {
         if *self.shutdown.borrow() {
             return Err(Error::ShuttingDown);
         }
+        // Before anything is looked up, stored or sent to a vendor.
+        match &req.consent {
+            None if self.cfg.require_consent => return Err(Error::ConsentRequired),
+            None => {}
+            Some(consent) => check_consent(consent, now_ms(), self.cfg.session_ttl_ms)?,
+        }
         let adapter = self.vendors.adapter(req.vendor)?;
         let far = req.target_far.unwrap_or(self.cfg.default_far);
         if threshold_for(adapter.published_thresholds(), far).is_none() {
@@ -340,6 +350,8 @@ impl SessionService {
             final_query_at_ms: None,
             tenant: caller.tenant.clone(),
             live_mode: self.cfg.live_mode,
+            redaction: None,
+            consent: req.consent,
         };
         for (i, image) in req.images.into_iter().enumerate() {
             take_image(adapter, &mut session.inputs, image).map_err(|v| {
@@ -890,6 +902,13 @@ impl SessionService {
             self.refresh_on_demand(id).await;
             session = self.load(id).await?;
         }
+        if session.redaction.is_some() {
+            // Nothing personal is left to reveal, and the vendor is never asked.
+            if extras.any() {
+                return Err(Error::SessionRedacted);
+            }
+            return Ok((session, ResultExtras::default()));
+        }
         let mut kept = ResultExtras::default();
         if extras.reveal_personal_data {
             if let Some(doc) = &session.outcome.revealable_identity {
@@ -1126,6 +1145,46 @@ impl SessionService {
         .await
     }
 
+    /// Redacts one of `caller`'s tenant's sessions: its personal data is removed for good (see
+    /// [`Session::redact_personal_data`]). A session that is not final is canceled first and its vendor flow
+    /// abandoned (no further vendor call is made for it; a late callback or poll result changes nothing, since the
+    /// session is final and the vendor's handle is gone); one with a vendor call under way is [`Error::SessionBusy`].
+    /// Repeating it returns the redacted session unchanged. One compare-and-set write, so it holds across replicas.
+    pub async fn redact(&self, caller: &Caller, id: &str) -> Result<Session, Error> {
+        let mut redacted_now = false;
+        let session = self
+            .mutate(id, true, |s| {
+                redacted_now = false;
+                owned_by(s, caller)?;
+                if s.redaction.is_some() {
+                    return Ok(false);
+                }
+                if s.attempt_started_at_ms.is_some() {
+                    return Err(Error::SessionBusy);
+                }
+                let now = now_ms();
+                if !s.state.is_final() {
+                    s.apply(
+                        Event::Canceled {
+                            reason: String::new(),
+                        },
+                        now,
+                    )
+                    .map_err(|TransitionError::AlreadyFinal(st)| Error::SessionFinal(st))?;
+                }
+                s.redact_personal_data(now);
+                redacted_now = true;
+                Ok(true)
+            })
+            .await?;
+        if redacted_now {
+            // A poller of the session sees it final and stops.
+            self.pollers.wake(id);
+            tracing::info!(session_id = %session.id, state = session.state.as_str(), "session redacted");
+        }
+        Ok(session)
+    }
+
     /// Vendor calls whose process stopped have unknown outcomes: they are released (never repeated automatically)
     /// and recorded as possibly billed. With `all` (at start-up over a store no other process uses) every claimed
     /// call is taken; otherwise only claims older than any call can run, so another replica's live call is never
@@ -1266,6 +1325,27 @@ fn count_new_billing(before: &Session, after: &Session) {
     if added > 0 {
         crate::metrics::global().billed(after.vendor.as_str(), &after.tenant, added as u64);
     }
+}
+
+/// How far in the future a consent's granted time may lie (clock skew between the caller and facegate), in ms.
+pub const CONSENT_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// A consent's granted time must lie between one session lifetime ago and [`CONSENT_SKEW_MS`] ahead: consent is
+/// collected for this verification, just before it starts.
+fn check_consent(consent: &Consent, now: i64, session_ttl_ms: i64) -> Result<(), Error> {
+    if consent.granted_at_ms > now.saturating_add(CONSENT_SKEW_MS) {
+        return Err(Error::invalid(
+            "consent.granted_time",
+            "must not be in the future",
+        ));
+    }
+    if consent.granted_at_ms < now.saturating_sub(session_ttl_ms) {
+        return Err(Error::invalid(
+            "consent.granted_time",
+            "must not be older than the session lifetime (session.ttl_secs)",
+        ));
+    }
+    Ok(())
 }
 
 /// [`Error::NotFound`] unless `session` belongs to `caller`'s tenant.
@@ -1424,6 +1504,7 @@ mod tests {
             final_check_grace_ms: 60_000,
             watch_refresh: None,
             live_mode: true,
+            require_consent: false,
         };
         let svc = SessionService::new(Arc::clone(&store), vendors, Arc::new(Hub::new()), cfg, rx)
             .await
@@ -1461,6 +1542,7 @@ mod tests {
             client_reference_id: String::new(),
             metadata: BTreeMap::new(),
             target_far: None,
+            consent: None,
             canonical: id.as_bytes().to_vec(),
         }
     }
