@@ -53,6 +53,11 @@ pub struct ServiceConfig {
     pub live_mode: bool,
     /// Whether StartSession must carry the end user's consent evidence.
     pub require_consent: bool,
+    /// How long personal data (identity, images) may live in a session that is not final, in ms from its creation
+    /// (at most `session_ttl_ms`): a session still holding it then expires, which wipes it.
+    pub personal_data_max_ms: i64,
+    /// After how long from creation whole session rows and their idempotency keys are deleted, in ms.
+    pub session_rows_max_ms: i64,
 }
 
 /// Vendor options as requested, before the adapter resolves them.
@@ -258,6 +263,7 @@ impl SessionService {
             if session.version == original.version {
                 session.version += 1;
             }
+            self.limit_personal_data(&mut session);
             session.updated_at_ms = now_ms().max(original.updated_at_ms);
             match self.store.update(&session, original.version).await {
                 Ok(()) => {
@@ -275,6 +281,17 @@ impl SessionService {
         Err(Error::Internal(
             "too many concurrent updates of one session".into(),
         ))
+    }
+
+    /// A session that is not final and holds personal data expires (and so is wiped) at most
+    /// `personal_data_max_ms` after its creation; one whose inputs went to the vendor keeps its own deadline.
+    fn limit_personal_data(&self, session: &mut Session) {
+        if !session.state.is_final() && !session.inputs.is_empty() {
+            let limit = session
+                .created_at_ms
+                .saturating_add(self.cfg.personal_data_max_ms);
+            session.expires_at_ms = session.expires_at_ms.min(limit);
+        }
     }
 
     /// Starts a session of `caller`'s tenant (idempotent by the tenant's `request_id`).
@@ -359,6 +376,7 @@ impl SessionService {
             })?;
         }
         session.required_inputs = adapter.required_inputs(&session);
+        self.limit_personal_data(&mut session);
         // Inputs complete at creation: the daily cap is reserved first (refused: nothing is written, so a retry of
         // this request once the cap allows starts afresh), then the same write claims the vendor call, so a
         // concurrent repeat of this request waits for its outcome instead of seeing a half-started session.
@@ -565,7 +583,11 @@ impl SessionService {
                         s.outcome = outcome.clone();
                         // The inputs are with the vendor now; facegate keeps only their masked form.
                         s.inputs = Inputs::default();
-                        s.expires_at_ms = s.expires_at_ms.min(decide_by_ms);
+                        // The vendor has what it needs: the session lives to its own deadline again.
+                        s.expires_at_ms = s
+                            .created_at_ms
+                            .saturating_add(self.cfg.session_ttl_ms)
+                            .min(decide_by_ms);
                         let _ = s.apply(
                             Event::UserUrlReady {
                                 url: user_url.clone(),
@@ -1104,6 +1126,25 @@ impl SessionService {
         Ok(n)
     }
 
+    /// Deletes whole sessions older than `session_rows_max_ms` with their idempotency keys, their billing records
+    /// kept in the daily aggregate; returns how many. Safe on every replica at once: each row is taken by one.
+    pub async fn delete_old_rows(&self) -> Result<usize, Error> {
+        const BATCH: u32 = 500;
+        let before = now_ms().saturating_sub(self.cfg.session_rows_max_ms);
+        let mut total = 0;
+        loop {
+            let n = self
+                .store
+                .delete_sessions_before(before, BATCH)
+                .await
+                .map_err(store_err)?;
+            total += n;
+            if n < BATCH as usize || *self.shutdown.borrow() {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Expires every session whose time is up; returns how many changed.
     pub async fn expire_due(&self) -> Result<usize, Error> {
         let ids = self.store.expired(now_ms(), 500).await.map_err(store_err)?;
@@ -1505,6 +1546,8 @@ mod tests {
             watch_refresh: None,
             live_mode: true,
             require_consent: false,
+            personal_data_max_ms: ttl_ms,
+            session_rows_max_ms: 90 * 86_400_000,
         };
         let svc = SessionService::new(Arc::clone(&store), vendors, Arc::new(Hub::new()), cfg, rx)
             .await

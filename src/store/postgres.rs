@@ -67,6 +67,20 @@ const MIGRATIONS: &[&[Step]] = &[
         PRIMARY KEY (tenant, day)
     )",
     )],
+    // Retention: aggregated billing of deleted sessions, and the index the row sweep reads.
+    &[
+        Step::Sql(
+        "CREATE TABLE billing_daily (
+        tenant TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        vendor TEXT NOT NULL,
+        item TEXT NOT NULL,
+        billed BOOLEAN NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (tenant, day, vendor, item, billed)
+    )",
+    ),
+    Step::Sql("CREATE INDEX sessions_by_create_time ON sessions (created_at_ms)")],
 ];
 
 /// The advisory lock key replicas migrate under ("facegate" in ASCII).
@@ -110,6 +124,16 @@ impl Dialect for PostgresDialect {
         release_billed_call:
             "UPDATE billed_calls SET calls = calls - 1 WHERE tenant = $1 AND day = $2 AND calls > 0",
         billed_calls: "SELECT tenant, calls FROM billed_calls WHERE day = $1 ORDER BY tenant",
+        begin_sweep: "BEGIN",
+        old_sessions: "SELECT id FROM sessions WHERE created_at_ms < $1 ORDER BY created_at_ms LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+        delete_idempotency_of: "DELETE FROM idempotency WHERE session_id = $1",
+        delete_session: "DELETE FROM sessions WHERE id = $1 RETURNING record, tenant",
+        add_billing_daily: "INSERT INTO billing_daily (tenant, day, vendor, item, billed, count)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, day, vendor, item, billed)
+             DO UPDATE SET count = billing_daily.count + excluded.count",
+        billing_daily: "SELECT tenant, day, vendor, item, billed, count FROM billing_daily
+             ORDER BY tenant, day, vendor, item, billed",
     };
 
     /// Migrates in one transaction under an advisory lock: replicas starting together wait for each other, and
