@@ -539,3 +539,34 @@ async fn redaction_holds_across_two_replicas_on_one_postgresql_database() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn personal_data_in_a_session_that_is_not_final_lives_no_longer_than_its_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sandbox_config(&dir.path().join("facegate.db"));
+    config.retention.personal_data_max_secs = Some(1);
+    config.session.sweep_interval_secs = 1;
+    let mut srv = Server::start_with(dir, config).await;
+    let empty = srv.start_ok(juhe_empty("no-data")).await;
+    let mut req = juhe_empty("holds-identity");
+    req.identity = Some(identity(1));
+    let s = srv.start_ok(req).await;
+    assert_eq!(state(&s), pb::SessionState::RequiresInput);
+    let limit = s.create_time.unwrap().seconds + 1;
+    assert!(
+        s.expire_time.unwrap().seconds <= limit,
+        "expires with its personal data"
+    );
+    assert!(
+        empty.expire_time.unwrap().seconds > limit + 3600,
+        "a session without personal data keeps session.ttl_secs"
+    );
+    let mut client = srv.client.clone();
+    let seen = stream_to_end(&mut client, &s.id).await;
+    assert_eq!(state(seen.last().unwrap()), pb::SessionState::Expired);
+    assert!(
+        srv.result(&s.id).await.identity.is_some(),
+        "the masked form stays"
+    );
+    srv.stop().await;
+}
