@@ -219,7 +219,12 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
             None
         } else {
             Some(Box::new(
-                MegviiAdapter::new(&config.megvii, &public_base).map_err(AppError::Startup)?,
+                MegviiAdapter::new(
+                    &config.megvii,
+                    &public_base,
+                    config.retention.revealable_secs,
+                )
+                .map_err(AppError::Startup)?,
             ))
         },
     });
@@ -249,6 +254,21 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         )
         .unwrap_or(i64::MAX),
         live_mode: !sandbox_mode,
+        require_consent: config.session.require_consent(sandbox_mode),
+        personal_data_max_ms: i64::try_from(
+            config
+                .retention
+                .personal_data_max_secs(&config.session)
+                .saturating_mul(1000),
+        )
+        .unwrap_or(i64::MAX),
+        session_rows_max_ms: i64::try_from(
+            config
+                .retention
+                .session_rows_days
+                .saturating_mul(86_400_000),
+        )
+        .unwrap_or(i64::MAX),
     };
     crate::metrics::global().register_tenants(
         std::iter::once(config.auth.default_tenant.as_str())

@@ -68,6 +68,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Session rules.
     pub session: SessionConfig,
+    /// How long personal data and session rows are kept.
+    pub retention: RetentionConfig,
     /// Juhe verifyface.
     pub juhe: JuheConfig,
     /// Baidu H5 faceprint.
@@ -344,6 +346,10 @@ pub struct SessionConfig {
     /// With a shared database (several replicas), how often a StatusStream re-reads its session for changes made
     /// by another replica, in ms.
     pub watch_refresh_ms: u64,
+    /// Whether StartSession must carry the end user's consent evidence (`consent`). Unset: true in production,
+    /// false in the sandbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub require_consent: Option<bool>,
 }
 
 impl Default for SessionConfig {
@@ -353,7 +359,75 @@ impl Default for SessionConfig {
             default_target_false_accept_rate: 1e-3,
             sweep_interval_secs: 30,
             watch_refresh_ms: 2000,
+            require_consent: None,
         }
+    }
+}
+
+impl SessionConfig {
+    /// The consent policy in effect: as configured, else on in production and off in the sandbox.
+    pub fn require_consent(&self, sandbox: bool) -> bool {
+        self.require_consent.unwrap_or(!sandbox)
+    }
+}
+
+/// Retention of personal data and session rows (`[retention]`), enforced by the sweeper on every replica.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Longest time personal data (identity, images) may live in a session that is not final, in seconds from its
+    /// creation. Past it the inputs are wiped; a session whose vendor already has what it needs goes on, any other
+    /// expires. Unset: `session.ttl_secs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personal_data_max_secs: Option<u64>,
+    /// How long revealable vendor OCR data (Megvii) is kept after the session became final, in seconds.
+    pub revealable_secs: u64,
+    /// After how many days from creation whole session rows and their idempotency keys are deleted (their billing
+    /// records are first added to the `billing_daily` aggregate, kept for good).
+    pub session_rows_days: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            personal_data_max_secs: None,
+            revealable_secs: 86_400,
+            session_rows_days: 90,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The personal-data limit in effect, in seconds.
+    pub fn personal_data_max_secs(&self, session: &SessionConfig) -> u64 {
+        self.personal_data_max_secs.unwrap_or(session.ttl_secs)
+    }
+
+    fn problems(&self, session: &SessionConfig) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.personal_data_max_secs {
+            Some(0) => {
+                problems.push("retention.personal_data_max_secs must be at least 1".to_owned())
+            }
+            Some(n) if n > session.ttl_secs => problems.push(format!(
+                "retention.personal_data_max_secs ({n}) must not exceed session.ttl_secs ({})",
+                session.ttl_secs
+            )),
+            _ => {}
+        }
+        if self.revealable_secs == 0 || self.revealable_secs > 30 * 86_400 {
+            problems.push(
+                "retention.revealable_secs must be between 1 and 2592000 (30 days)".to_owned(),
+            );
+        }
+        // Rows must outlive the session they hold: ttl plus a day for the final result to be read.
+        let min_days = session.ttl_secs / 86_400 + 1;
+        if self.session_rows_days < min_days || self.session_rows_days > 36_500 {
+            problems.push(format!(
+                "retention.session_rows_days must be between {min_days} (a day past session.ttl_secs) and 36500"
+            ));
+        }
+        problems
     }
 }
 
@@ -766,6 +840,7 @@ impl Config {
                 "session.ttl_secs and session.sweep_interval_secs must be at least 1".to_owned(),
             );
         }
+        problems.extend(self.retention.problems(&self.session));
         for (name, url) in [
             ("juhe.base_url", &self.juhe.base_url),
             ("baidu.base_url", &self.baidu.base_url),

@@ -600,6 +600,127 @@ mod contract {
         assert_eq!(b.billed_calls(day).await.unwrap(), [("shop".to_owned(), 8)]);
     }
 
+    /// A session created at `created_at_ms` with `billed` billed and one unbilled Juhe record on day 3.
+    fn old_session(id: &str, created_at_ms: i64, billed: usize) -> facegate::domain::Session {
+        let mut s = blank_session(id);
+        s.created_at_ms = created_at_ms;
+        s.state = State::Verified;
+        for i in 0..=billed {
+            s.outcome.billing.push(facegate::domain::BillingRecord {
+                vendor: facegate::domain::Vendor::Juhe,
+                item: "verifyface/verify".into(),
+                billed: i < billed,
+                at_ms: 3 * 86_400_000 + 1000,
+                vendor_reference: format!("JH{id}{i}"),
+            });
+        }
+        s
+    }
+
+    fn juhe_day3(billed: bool, count: i64) -> facegate::store::BillingDaily {
+        facegate::store::BillingDaily {
+            tenant: "default".into(),
+            day: 3,
+            vendor: "juhe".into(),
+            item: "verifyface/verify".into(),
+            billed,
+            count,
+        }
+    }
+
+    pub async fn old_rows_are_deleted_with_their_keys_and_billing_aggregated(backend: Backend) {
+        let store = backend.open().await;
+        for (id, created, billed) in [
+            ("ses_old1", 10, 2),
+            ("ses_old2", 20, 1),
+            ("ses_new", 5000, 1),
+        ] {
+            let created = store
+                .create(
+                    &old_session(id, created, billed),
+                    Some(&idem(&format!("r-{id}"), id)),
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(created, Created::New);
+        }
+        assert_eq!(
+            store.delete_sessions_before(1000, 1).await.unwrap(),
+            1,
+            "the limit holds"
+        );
+        assert_eq!(store.delete_sessions_before(1000, 10).await.unwrap(), 1);
+        assert_eq!(store.delete_sessions_before(1000, 10).await.unwrap(), 0);
+        for id in ["ses_old1", "ses_old2"] {
+            assert!(store.get(id).await.unwrap().is_none());
+            assert!(store
+                .idempotency("default", &format!("r-{id}"))
+                .await
+                .unwrap()
+                .is_none());
+        }
+        assert!(store.get("ses_new").await.unwrap().is_some());
+        assert!(store
+            .idempotency("default", "r-ses_new")
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            store.billing_daily().await.unwrap(),
+            [juhe_day3(false, 2), juhe_day3(true, 3)],
+            "2 + 1 billed and one unbilled of each deleted session"
+        );
+        // A request id of a deleted session is free again.
+        let again = store
+            .create(
+                &old_session("ses_again", 6000, 0),
+                Some(&idem("r-ses_old1", "ses_again")),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, Created::New);
+    }
+
+    pub async fn two_stores_sweeping_at_once_aggregate_each_row_once(backend: Backend) {
+        let (a, b) = tokio::join!(backend.open(), backend.open());
+        let n: usize = 60;
+        for i in 0..n {
+            let id = format!("ses_sweep{i}");
+            a.create(
+                &old_session(&id, 10 + i as i64, 1),
+                Some(&idem(&format!("r{i}"), &id)),
+                &[],
+            )
+            .await
+            .unwrap();
+        }
+        let sweep = |store: Arc<dyn SessionStore>| {
+            tokio::spawn(async move {
+                let mut total = 0;
+                loop {
+                    let k = store.delete_sessions_before(1000, 7).await.unwrap();
+                    if k == 0 {
+                        return total;
+                    }
+                    total += k;
+                }
+            })
+        };
+        let (da, db) = tokio::join!(sweep(Arc::clone(&a)), sweep(Arc::clone(&b)));
+        assert_eq!(
+            da.unwrap() + db.unwrap(),
+            n,
+            "every row deleted by exactly one store"
+        );
+        let n = n as i64;
+        assert_eq!(
+            b.billing_daily().await.unwrap(),
+            [juhe_day3(false, n), juhe_day3(true, n)]
+        );
+    }
+
     pub async fn errors_carry_no_personal_data(backend: Backend) {
         let store = backend.open().await;
         let mut s = blank_session("ses_pii");
@@ -812,6 +933,16 @@ macro_rules! contract_suite {
                 session_events_are_written_with_their_change
             );
             contract_test!($attrs, $backend, concurrent_appends_get_distinct_sequences);
+            contract_test!(
+                $attrs,
+                $backend,
+                old_rows_are_deleted_with_their_keys_and_billing_aggregated
+            );
+            contract_test!(
+                $attrs,
+                $backend,
+                two_stores_sweeping_at_once_aggregate_each_row_once
+            );
         }
     };
 }
@@ -837,7 +968,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5], "each migration applied once");
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each migration applied once");
 
     sqlx::query("INSERT INTO facegate_schema_migrations (version) VALUES (999)")
         .execute(&pool)

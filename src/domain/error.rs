@@ -139,6 +139,14 @@ pub enum Error {
         /// When waiting helps, how long until the request would be allowed.
         retry_after: Option<Duration>,
     },
+    /// The session was redacted: its personal data is gone.
+    #[error("the session was redacted; its personal data and media are gone")]
+    SessionRedacted,
+    /// The policy requires the end user's consent evidence and the request has none.
+    #[error(
+        "the request has no consent evidence and the policy session.require_consent requires it"
+    )]
+    ConsentRequired,
     /// The store failed.
     #[error("session store unavailable")]
     Store,

@@ -54,6 +54,13 @@ pub struct ServiceConfig {
     pub watch_refresh: Option<Duration>,
     /// Whether real vendors serve new sessions (false with the sandbox simulators); stored with each session.
     pub live_mode: bool,
+    /// Whether StartSession must carry the end user's consent evidence.
+    pub require_consent: bool,
+    /// How long personal data (identity, images) may live in a session that is not final, in ms from its creation
+    /// (at most `session_ttl_ms`): a session still holding it then expires, which wipes it.
+    pub personal_data_max_ms: i64,
+    /// After how long from creation whole session rows and their idempotency keys are deleted, in ms.
+    pub session_rows_max_ms: i64,
 }
 
 /// Vendor options as requested, before the adapter resolves them.
@@ -114,6 +121,8 @@ pub struct StartRequest {
     pub metadata: BTreeMap<String, String>,
     /// Requested FAR.
     pub target_far: Option<f64>,
+    /// The end user's consent evidence (validated).
+    pub consent: Option<Consent>,
     /// A deterministic encoding of the whole request, for the idempotency fingerprint.
     pub canonical: Vec<u8>,
 }
@@ -279,6 +288,7 @@ impl SessionService {
             if session.version == original.version {
                 session.version += 1;
             }
+            self.limit_personal_data(&mut session);
             session.updated_at_ms = now_ms().max(original.updated_at_ms);
             let mut events = extra.to_vec();
             events.extend(ev::state_change(Some(&original), &session));
@@ -300,6 +310,17 @@ impl SessionService {
         ))
     }
 
+    /// A session that is not final and holds personal data expires (and so is wiped) at most
+    /// `personal_data_max_ms` after its creation; one whose inputs went to the vendor keeps its own deadline.
+    fn limit_personal_data(&self, session: &mut Session) {
+        if !session.state.is_final() && !session.inputs.is_empty() {
+            let limit = session
+                .created_at_ms
+                .saturating_add(self.cfg.personal_data_max_ms);
+            session.expires_at_ms = session.expires_at_ms.min(limit);
+        }
+    }
+
     /// Starts a session of `caller`'s tenant (idempotent by the tenant's `request_id`).
     pub async fn start(
         self: &Arc<Self>,
@@ -308,6 +329,12 @@ impl SessionService {
     ) -> Result<Session, Error> {
         if *self.shutdown.borrow() {
             return Err(Error::ShuttingDown);
+        }
+        // Before anything is looked up, stored or sent to a vendor.
+        match &req.consent {
+            None if self.cfg.require_consent => return Err(Error::ConsentRequired),
+            None => {}
+            Some(consent) => check_consent(consent, now_ms(), self.cfg.session_ttl_ms)?,
         }
         let adapter = self.vendors.adapter(req.vendor)?;
         let far = req.target_far.unwrap_or(self.cfg.default_far);
@@ -367,6 +394,8 @@ impl SessionService {
             final_query_at_ms: None,
             tenant: caller.tenant.clone(),
             live_mode: self.cfg.live_mode,
+            redaction: None,
+            consent: req.consent,
         };
         for (i, image) in req.images.into_iter().enumerate() {
             take_image(adapter, &mut session.inputs, image).map_err(|v| {
@@ -374,6 +403,7 @@ impl SessionService {
             })?;
         }
         session.required_inputs = adapter.required_inputs(&session);
+        self.limit_personal_data(&mut session);
         // Inputs complete at creation: the daily cap is reserved first (refused: nothing is written, so a retry of
         // this request once the cap allows starts afresh), then the same write claims the vendor call, so a
         // concurrent repeat of this request waits for its outcome instead of seeing a half-started session.
@@ -597,7 +627,11 @@ impl SessionService {
                         s.outcome = outcome.clone();
                         // The inputs are with the vendor now; facegate keeps only their masked form.
                         s.inputs = Inputs::default();
-                        s.expires_at_ms = s.expires_at_ms.min(decide_by_ms);
+                        // The vendor has what it needs: the session lives to its own deadline again.
+                        s.expires_at_ms = s
+                            .created_at_ms
+                            .saturating_add(self.cfg.session_ttl_ms)
+                            .min(decide_by_ms);
                         let _ = s.apply(
                             Event::UserUrlReady {
                                 url: user_url.clone(),
@@ -1112,6 +1146,13 @@ impl SessionService {
             self.refresh_on_demand(id).await;
             session = self.load(id).await?;
         }
+        if session.redaction.is_some() {
+            // Nothing personal is left to reveal, and the vendor is never asked.
+            if extras.any() {
+                return Err(Error::SessionRedacted);
+            }
+            return Ok((session, ResultExtras::default()));
+        }
         let mut kept = ResultExtras::default();
         if extras.reveal_personal_data {
             if let Some(doc) = &session.outcome.revealable_identity {
@@ -1322,6 +1363,25 @@ impl SessionService {
         Ok(n)
     }
 
+    /// Deletes whole sessions older than `session_rows_max_ms` with their idempotency keys, their billing records
+    /// kept in the daily aggregate; returns how many. Safe on every replica at once: each row is taken by one.
+    pub async fn delete_old_rows(&self) -> Result<usize, Error> {
+        const BATCH: u32 = 500;
+        let before = now_ms().saturating_sub(self.cfg.session_rows_max_ms);
+        let mut total = 0;
+        loop {
+            let n = self
+                .store
+                .delete_sessions_before(before, BATCH)
+                .await
+                .map_err(store_err)?;
+            total += n;
+            if n < BATCH as usize || *self.shutdown.borrow() {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Expires every session whose time is up; returns how many changed.
     pub async fn expire_due(&self) -> Result<usize, Error> {
         let ids = self.store.expired(now_ms(), 500).await.map_err(store_err)?;
@@ -1361,6 +1421,48 @@ impl SessionService {
             Ok(true)
         })
         .await
+    }
+
+    /// Redacts one of `caller`'s tenant's sessions: its personal data is removed for good (see
+    /// [`Session::redact_personal_data`]). A session that is not final is canceled first and its vendor flow
+    /// abandoned (no further vendor call is made for it; a late callback or poll result changes nothing, since the
+    /// session is final and the vendor's handle is gone); one with a vendor call under way is [`Error::SessionBusy`].
+    /// Repeating it returns the redacted session unchanged. One compare-and-set write, so it holds across replicas.
+    pub async fn redact(&self, caller: &Caller, id: &str) -> Result<Session, Error> {
+        let mut redacted_now = false;
+        // The Redacted event is written in the same store transaction as the redaction itself.
+        let event = [SessionEvent::redacted(&caller.id)];
+        let session = self
+            .mutate_logged(id, true, &event, true, |s| {
+                redacted_now = false;
+                owned_by(s, caller)?;
+                if s.redaction.is_some() {
+                    return Ok(false);
+                }
+                if s.attempt_started_at_ms.is_some() {
+                    return Err(Error::SessionBusy);
+                }
+                let now = now_ms();
+                if !s.state.is_final() {
+                    s.apply(
+                        Event::Canceled {
+                            reason: String::new(),
+                        },
+                        now,
+                    )
+                    .map_err(|TransitionError::AlreadyFinal(st)| Error::SessionFinal(st))?;
+                }
+                s.redact_personal_data(now);
+                redacted_now = true;
+                Ok(true)
+            })
+            .await?;
+        if redacted_now {
+            // A poller of the session sees it final and stops.
+            self.pollers.wake(id);
+            tracing::info!(session_id = %session.id, state = session.state.as_str(), "session redacted");
+        }
+        Ok(session)
     }
 
     /// Vendor calls whose process stopped have unknown outcomes: they are released (never repeated automatically)
@@ -1503,6 +1605,27 @@ fn count_new_billing(before: &Session, after: &Session) {
     if added > 0 {
         crate::metrics::global().billed(after.vendor.as_str(), &after.tenant, added as u64);
     }
+}
+
+/// How far in the future a consent's granted time may lie (clock skew between the caller and facegate), in ms.
+pub const CONSENT_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// A consent's granted time must lie between one session lifetime ago and [`CONSENT_SKEW_MS`] ahead: consent is
+/// collected for this verification, just before it starts.
+fn check_consent(consent: &Consent, now: i64, session_ttl_ms: i64) -> Result<(), Error> {
+    if consent.granted_at_ms > now.saturating_add(CONSENT_SKEW_MS) {
+        return Err(Error::invalid(
+            "consent.granted_time",
+            "must not be in the future",
+        ));
+    }
+    if consent.granted_at_ms < now.saturating_sub(session_ttl_ms) {
+        return Err(Error::invalid(
+            "consent.granted_time",
+            "must not be older than the session lifetime (session.ttl_secs)",
+        ));
+    }
+    Ok(())
 }
 
 /// [`Error::NotFound`] unless `session` belongs to `caller`'s tenant.
@@ -1677,6 +1800,9 @@ mod tests {
             final_check_grace_ms: 60_000,
             watch_refresh: None,
             live_mode: true,
+            require_consent: false,
+            personal_data_max_ms: ttl_ms,
+            session_rows_max_ms: 90 * 86_400_000,
         };
         let svc = SessionService::new(Arc::clone(&store), vendors, Arc::new(Hub::new()), cfg, rx)
             .await
@@ -1714,6 +1840,7 @@ mod tests {
             client_reference_id: String::new(),
             metadata: BTreeMap::new(),
             target_far: None,
+            consent: None,
             canonical: id.as_bytes().to_vec(),
         }
     }

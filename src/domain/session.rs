@@ -811,6 +811,100 @@ pub struct Session {
     /// authoritative.
     #[serde(default)]
     pub live_mode: bool,
+    /// Set once the session was redacted: its personal data is gone for good.
+    #[serde(default)]
+    pub redaction: Option<Redaction>,
+    /// The end user's consent evidence given to StartSession (kept after redaction).
+    #[serde(default)]
+    pub consent: Option<Consent>,
+}
+
+/// The redaction of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redaction {
+    /// When it was redacted (unix ms).
+    pub redacted_at_ms: i64,
+}
+
+/// How the end user gave consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentMethod {
+    /// A checkbox.
+    Checkbox,
+    /// A button.
+    Button,
+    /// A signature.
+    Signature,
+    /// Anything else.
+    Other,
+}
+
+/// Evidence of the end user's separate consent to face processing (no personal data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    /// When consent was given (unix ms).
+    pub granted_at_ms: i64,
+    /// The notice version agreed to.
+    pub notice_version: String,
+    /// How it was given.
+    pub method: ConsentMethod,
+}
+
+impl Session {
+    /// Removes every piece of personal data, and everything that could lead to it, for good: the inputs, the
+    /// masked identity, OCR data, the caller's metadata, reference and return URLs, the cancel reason, the vendor's
+    /// handles and page URL, and vendor free text. Kept: ids, tenant, vendor, state, decision, scores, failure
+    /// codes, billing records, consent evidence and timestamps.
+    pub fn redact_personal_data(&mut self, now_ms: i64) {
+        self.inputs = Inputs::default();
+        self.identity_masked = None;
+        self.client_reference_id.clear();
+        self.metadata.clear();
+        self.return_success_url.clear();
+        self.return_failure_url.clear();
+        self.cancel_reason = None;
+        self.user_url = None;
+        self.user_url_expires_at_ms = None;
+        self.vendor_ref = None;
+        if let Some(f) = &mut self.failure {
+            f.vendor_message.clear();
+        }
+        if let Some(e) = &mut self.last_attempt_error {
+            e.vendor_message.clear();
+        }
+        if let VendorOptions::Megvii(m) = &mut self.options {
+            m.web_title.clear();
+            m.biz_extra_data.clear();
+            m.uuid.clear();
+        }
+        let outcome = &mut self.outcome;
+        outcome.identity_document = None;
+        outcome.revealable_identity = None;
+        outcome.revealable_until_ms = None;
+        match &mut outcome.vendor_detail {
+            Some(VendorDetail::Juhe(j)) => {
+                j.desc.clear();
+                j.message.clear();
+            }
+            Some(VendorDetail::Baidu(b)) => {
+                b.verify_token.clear();
+                for a in &mut b.attempts {
+                    a.message.clear();
+                    a.verify_log_id.clear();
+                }
+            }
+            Some(VendorDetail::Megvii(m)) => {
+                m.biz_id.clear();
+                m.biz_extra_data.clear();
+                m.verify_error_message.clear();
+            }
+            None => {}
+        }
+        self.redaction = Some(Redaction {
+            redacted_at_ms: now_ms,
+        });
+    }
 }
 
 #[cfg(test)]

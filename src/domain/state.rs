@@ -170,6 +170,8 @@ pub mod tests_support {
             final_query_at_ms: None,
             tenant: crate::domain::caller::DEFAULT_TENANT.into(),
             live_mode: false,
+            redaction: None,
+            consent: None,
         }
     }
 }

@@ -275,6 +275,7 @@ pub fn start_request(req: &pb::StartSessionRequest) -> Result<StartRequest, Erro
         printable(&mut v, &format!("metadata[{k}]"), val, MAX_METADATA_VALUE);
     }
     let far = target_far(&mut v, req.target_false_accept_rate);
+    let consent = req.consent.as_ref().and_then(|c| consent(c, &mut v));
     fail(v)?;
     let vendor = vendor.ok_or_else(|| Error::invalid("vendor", "required"))?;
     Ok(StartRequest {
@@ -292,7 +293,58 @@ pub fn start_request(req: &pb::StartSessionRequest) -> Result<StartRequest, Erro
         client_reference_id: req.client_reference_id.clone(),
         metadata: req.metadata.clone().into_iter().collect::<BTreeMap<_, _>>(),
         target_far: far,
+        consent,
         canonical: req.encode_to_vec(),
+    })
+}
+
+/// Longest consent notice version.
+const MAX_NOTICE_VERSION: usize = 64;
+
+/// Validates the form of consent evidence (its time window is the domain's to check).
+fn consent(c: &pb::Consent, v: &mut Vec<Violation>) -> Option<d::Consent> {
+    let granted_at_ms = match &c.granted_time {
+        Some(t) if (0..1_000_000_000).contains(&t.nanos) => t
+            .seconds
+            .checked_mul(1000)
+            .and_then(|ms| ms.checked_add(i64::from(t.nanos / 1_000_000))),
+        _ => None,
+    };
+    if granted_at_ms.is_none() {
+        v.push(violation(
+            "consent.granted_time",
+            "required: a valid timestamp",
+        ));
+    }
+    let n = c.notice_version.chars().count();
+    if n == 0 || n > MAX_NOTICE_VERSION {
+        v.push(violation(
+            "consent.notice_version",
+            format!("required: 1 to {MAX_NOTICE_VERSION} characters"),
+        ));
+    } else if c.notice_version.chars().any(char::is_control) {
+        v.push(violation(
+            "consent.notice_version",
+            "control characters are not allowed",
+        ));
+    }
+    let method = match pb::ConsentMethod::try_from(c.method) {
+        Ok(pb::ConsentMethod::Checkbox) => Some(d::ConsentMethod::Checkbox),
+        Ok(pb::ConsentMethod::Button) => Some(d::ConsentMethod::Button),
+        Ok(pb::ConsentMethod::Signature) => Some(d::ConsentMethod::Signature),
+        Ok(pb::ConsentMethod::Other) => Some(d::ConsentMethod::Other),
+        Ok(pb::ConsentMethod::Unspecified) | Err(_) => {
+            v.push(violation(
+                "consent.method",
+                "required: CONSENT_METHOD_CHECKBOX, _BUTTON, _SIGNATURE or _OTHER",
+            ));
+            None
+        }
+    };
+    Some(d::Consent {
+        granted_at_ms: granted_at_ms?,
+        notice_version: c.notice_version.clone(),
+        method: method?,
     })
 }
 
@@ -601,6 +653,20 @@ pub fn session(s: &d::Session) -> pb::Session {
         request_id: s.request_id.clone(),
         cancel_reason: s.cancel_reason.clone().unwrap_or_default(),
         live_mode: s.live_mode,
+        redaction: s.redaction.map(|r| pb::Redaction {
+            state: pb::RedactionState::Redacted as i32,
+            redact_time: Some(ts(r.redacted_at_ms)),
+        }),
+        consent: s.consent.as_ref().map(|c| pb::Consent {
+            granted_time: Some(ts(c.granted_at_ms)),
+            notice_version: c.notice_version.clone(),
+            method: match c.method {
+                d::ConsentMethod::Checkbox => pb::ConsentMethod::Checkbox,
+                d::ConsentMethod::Button => pb::ConsentMethod::Button,
+                d::ConsentMethod::Signature => pb::ConsentMethod::Signature,
+                d::ConsentMethod::Other => pb::ConsentMethod::Other,
+            } as i32,
+        }),
     }
 }
 

@@ -185,6 +185,25 @@ pub fn to_status(err: &Error) -> tonic::Status {
             }
             tonic::Status::with_error_details(Code::ResourceExhausted, msg, details)
         }
+        Error::SessionRedacted => status(
+            Code::FailedPrecondition,
+            "SESSION_REDACTED",
+            msg,
+            none(),
+            None,
+            vec![],
+        ),
+        Error::ConsentRequired => status(
+            Code::InvalidArgument,
+            "CONSENT_REQUIRED",
+            msg,
+            none(),
+            None,
+            vec![FieldViolation::new(
+                "consent",
+                "required by the policy session.require_consent",
+            )],
+        ),
         Error::Store => status(
             Code::Unavailable,
             "STORE_UNAVAILABLE",

@@ -258,4 +258,20 @@ impl VerificationService for VerificationApi {
         })
         .await
     }
+
+    async fn redact_session(
+        &self,
+        request: Request<pb::RedactSessionRequest>,
+    ) -> Result<Response<pb::RedactSessionResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let svc = Arc::clone(&self.service);
+        self.unary("RedactSession", async move {
+            let id = convert::session_id("session_id", &request.get_ref().session_id)?;
+            let s = svc.redact(&caller, &id).await?;
+            Ok(with_session(s, |session| pb::RedactSessionResponse {
+                session: Some(session),
+            }))
+        })
+        .await
+    }
 }

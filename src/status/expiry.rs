@@ -1,5 +1,6 @@
 //! The sweeper: sessions that are not final by their `expires_at_ms` get their last vendor check and, if still
-//! undecided, become EXPIRED (their watchers hear of it); vendor personal data kept past its retention is wiped.
+//! undecided, become EXPIRED (their watchers hear of it); vendor personal data kept past its retention is wiped;
+//! whole session rows past `retention.session_rows_days` are deleted, their billing kept in `billing_daily`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,11 @@ pub async fn run(
                     Ok(0) => {}
                     Ok(n) => tracing::info!(sessions = n, "vendor personal data wiped after retention"),
                     Err(e) => tracing::warn!(error = %e, "personal data sweep failed"),
+                }
+                match service.delete_old_rows().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "session rows deleted after retention; billing aggregated"),
+                    Err(e) => tracing::warn!(error = %e, "session row sweep failed"),
                 }
             }
             changed = shutdown.changed() => {

@@ -140,4 +140,28 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn release_billed_call(&self, tenant: &str, day: i64) -> Result<(), StoreError>;
     /// The billed calls reserved on UTC day `day`, by tenant (tenants without any are left out).
     async fn billed_calls(&self, day: i64) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Deletes up to `limit` whole sessions created before `before_ms`, with their idempotency keys, after adding
+    /// their billing records to the `billing_daily` aggregate, all in one transaction that counts only the rows it
+    /// deleted itself (so stores sweeping the same database at once never count a row twice). Returns how many.
+    async fn delete_sessions_before(&self, before_ms: i64, limit: u32)
+        -> Result<usize, StoreError>;
+    /// The aggregated billing records of deleted sessions, ordered by tenant, day, vendor, item and billed.
+    async fn billing_daily(&self) -> Result<Vec<BillingDaily>, StoreError>;
+}
+
+/// Billing records of deleted sessions, counted per tenant, UTC day of the call, vendor, item and billed flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingDaily {
+    /// The session's tenant.
+    pub tenant: String,
+    /// UTC day of the call (whole days since 1970-01-01).
+    pub day: i64,
+    /// The vendor (`Vendor::as_str`).
+    pub vendor: String,
+    /// The endpoint or charge type.
+    pub item: String,
+    /// Whether the vendor billed the calls.
+    pub billed: bool,
+    /// How many.
+    pub count: i64,
 }

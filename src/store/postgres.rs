@@ -78,6 +78,20 @@ const MIGRATIONS: &[&[Step]] = &[
         PRIMARY KEY (session_id, sequence)
     )",
     )],
+    // Retention: aggregated billing of deleted sessions, and the index the row sweep reads.
+    &[
+        Step::Sql(
+        "CREATE TABLE billing_daily (
+        tenant TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        vendor TEXT NOT NULL,
+        item TEXT NOT NULL,
+        billed BOOLEAN NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (tenant, day, vendor, item, billed)
+    )",
+    ),
+    Step::Sql("CREATE INDEX sessions_by_create_time ON sessions (created_at_ms)")],
 ];
 
 /// The advisory lock key replicas migrate under ("facegate" in ASCII).
@@ -130,6 +144,17 @@ impl Dialect for PostgresDialect {
              WHERE session_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
         summarize_events:
             "SELECT kind, COUNT(*), MAX(at_ms) FROM session_events WHERE session_id = $1 GROUP BY kind",
+        begin_sweep: "BEGIN",
+        old_sessions: "SELECT id FROM sessions WHERE created_at_ms < $1 ORDER BY created_at_ms LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+        delete_idempotency_of: "DELETE FROM idempotency WHERE session_id = $1",
+        delete_events_of: "DELETE FROM session_events WHERE session_id = $1",
+        delete_session: "DELETE FROM sessions WHERE id = $1 RETURNING record, tenant",
+        add_billing_daily: "INSERT INTO billing_daily (tenant, day, vendor, item, billed, count)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, day, vendor, item, billed)
+             DO UPDATE SET count = billing_daily.count + excluded.count",
+        billing_daily: "SELECT tenant, day, vendor, item, billed, count FROM billing_daily
+             ORDER BY tenant, day, vendor, item, billed",
     };
 
     /// Migrates in one transaction under an advisory lock: replicas starting together wait for each other, and

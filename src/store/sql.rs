@@ -5,6 +5,7 @@
 //! A [`Dialect`] gives the statements in its database's SQL, its schema migrations and what differs in error
 //! handling.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ops::Range;
 
@@ -15,7 +16,7 @@ use sqlx::{
     ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
 };
 
-use super::{Created, IdempotencyRecord, SessionStore, StoreError, StoreOptions};
+use super::{BillingDaily, Created, IdempotencyRecord, SessionStore, StoreError, StoreOptions};
 use crate::domain::events::{EventsSummary, SessionEvent, StoredEvent};
 use crate::domain::Session;
 
@@ -66,7 +67,25 @@ pub struct Statements {
     pub select_events: &'static str,
     /// Rows `kind, count, max at_ms` of a session's events: `session_id`.
     pub summarize_events: &'static str,
+    /// Starts the retention sweep's transaction (as a writer from the start on SQLite).
+    pub begin_sweep: &'static str,
+    /// Ids of up to `limit` sessions created before a time, locked for this transaction (skipping rows another
+    /// transaction holds) where the database can.
+    pub old_sessions: &'static str,
+    /// Deletes a session's idempotency keys.
+    pub delete_idempotency_of: &'static str,
+    /// Deletes a session's event log: `session_id`.
+    pub delete_events_of: &'static str,
+    /// Deletes a session, returning `record, tenant` only when this statement deleted it.
+    pub delete_session: &'static str,
+    /// Adds `count` records to the aggregate row `tenant, day, vendor, item, billed`.
+    pub add_billing_daily: &'static str,
+    /// Every aggregate row: `tenant, day, vendor, item, billed, count`.
+    pub billing_daily: &'static str,
 }
+
+/// Milliseconds of a day.
+const DAY_MS: i64 = 86_400_000;
 
 /// What a database brings to [`SqlStore`].
 pub trait Dialect: Send + Sync + 'static {
@@ -526,6 +545,94 @@ where
                 let tenant: String = r.try_get(0).map_err(D::error)?;
                 let n: i64 = r.try_get(1).map_err(D::error)?;
                 Ok((tenant, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    async fn delete_sessions_before(
+        &self,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<usize, StoreError> {
+        let sql = &D::STATEMENTS;
+        let mut tx = self
+            .pool
+            .begin_with(sql.begin_sweep)
+            .await
+            .map_err(D::error)?;
+        let ids: Vec<String> = sqlx::query(sql.old_sessions)
+            .bind(before_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(D::error)?
+            .iter()
+            .map(|r| r.try_get(0).map_err(D::error))
+            .collect::<Result<_, _>>()?;
+        let mut counts: BTreeMap<(String, i64, String, String, bool), i64> = BTreeMap::new();
+        let mut deleted = 0;
+        for id in &ids {
+            for statement in [sql.delete_idempotency_of, sql.delete_events_of] {
+                sqlx::query(statement)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(D::error)?;
+            }
+            let Some(row) = sqlx::query(sql.delete_session)
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(D::error)?
+            else {
+                continue;
+            };
+            let record: String = row.try_get(0).map_err(D::error)?;
+            let tenant: String = row.try_get(1).map_err(D::error)?;
+            let session = decode(&record)?;
+            for b in &session.outcome.billing {
+                let key = (
+                    tenant.clone(),
+                    b.at_ms.div_euclid(DAY_MS),
+                    b.vendor.as_str().to_owned(),
+                    b.item.clone(),
+                    b.billed,
+                );
+                *counts.entry(key).or_insert(0) += 1;
+            }
+            deleted += 1;
+        }
+        for ((tenant, day, vendor, item, billed), count) in counts {
+            sqlx::query(sql.add_billing_daily)
+                .bind(tenant.as_str())
+                .bind(day)
+                .bind(vendor.as_str())
+                .bind(item.as_str())
+                .bind(billed)
+                .bind(count)
+                .execute(&mut *tx)
+                .await
+                .map_err(D::error)?;
+        }
+        tx.commit().await.map_err(D::error)?;
+        Ok(deleted)
+    }
+
+    async fn billing_daily(&self) -> Result<Vec<BillingDaily>, StoreError> {
+        let rows = sqlx::query(D::STATEMENTS.billing_daily)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(BillingDaily {
+                    tenant: r.try_get(0).map_err(D::error)?,
+                    day: r.try_get(1).map_err(D::error)?,
+                    vendor: r.try_get(2).map_err(D::error)?,
+                    item: r.try_get(3).map_err(D::error)?,
+                    billed: r.try_get(4).map_err(D::error)?,
+                    count: r.try_get(5).map_err(D::error)?,
+                })
             })
             .collect()
     }

@@ -86,6 +86,20 @@ const MIGRATIONS: &[&[Step]] = &[
         PRIMARY KEY (session_id, sequence)
     )",
     )],
+    // Retention: aggregated billing of deleted sessions, and the index the row sweep reads.
+    &[
+        Step::Sql(
+        "CREATE TABLE billing_daily (
+        tenant TEXT NOT NULL,
+        day INTEGER NOT NULL,
+        vendor TEXT NOT NULL,
+        item TEXT NOT NULL,
+        billed INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (tenant, day, vendor, item, billed)
+    )",
+    ),
+    Step::Sql("CREATE INDEX sessions_by_create_time ON sessions (created_at_ms)")],
 ];
 
 /// SQLite's statements (booleans are 0 and 1).
@@ -128,6 +142,16 @@ impl Dialect for SqliteDialect {
              WHERE session_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
         summarize_events:
             "SELECT kind, COUNT(*), MAX(at_ms) FROM session_events WHERE session_id = ? GROUP BY kind",
+        begin_sweep: "BEGIN IMMEDIATE",
+        old_sessions: "SELECT id FROM sessions WHERE created_at_ms < ? ORDER BY created_at_ms LIMIT ?",
+        delete_idempotency_of: "DELETE FROM idempotency WHERE session_id = ?",
+        delete_events_of: "DELETE FROM session_events WHERE session_id = ?",
+        delete_session: "DELETE FROM sessions WHERE id = ? RETURNING record, tenant",
+        add_billing_daily: "INSERT INTO billing_daily (tenant, day, vendor, item, billed, count)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, day, vendor, item, billed)
+             DO UPDATE SET count = billing_daily.count + excluded.count",
+        billing_daily: "SELECT tenant, day, vendor, item, billed, count FROM billing_daily
+             ORDER BY tenant, day, vendor, item, billed",
     };
 
     /// Migrates in one transaction that holds the write lock from the start, so that processes opening the file

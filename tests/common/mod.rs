@@ -415,9 +415,12 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 }
 
 /// A server outside sandbox mode (real adapters, pointed by the test at its own endpoint) that serves
-/// unauthenticated on purpose (`auth.mode = "none"`), as production may only when told so.
+/// unauthenticated on purpose (`auth.mode = "none"`), as production may only when told so. The tests using it are
+/// about vendor wire formats, TLS and auth, not consent evidence, so the consent policy is off
+/// (`tests/redaction.rs` covers it).
 pub fn live_unauthenticated(c: &mut Config) {
     c.auth.mode = facegate::config::AuthMode::None;
+    c.session.require_consent = Some(false);
 }
 
 /// Lowercase hex SHA-256 of a bearer key, as `api_key_sha256` takes it.

@@ -59,7 +59,7 @@ pub const MEGVII_THRESHOLDS: [ScoreThreshold; 4] = [
 
 /// Largest reference image (image_ref1..3).
 pub const MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
-/// How long Megvii keeps results (and facegate the unmasked OCR of a callback), ms.
+/// How long Megvii keeps results, ms.
 pub const RESULT_RETENTION_MS: i64 = 24 * 3600 * 1000;
 /// The billing item of a Megvii verification.
 const BILLING_ITEM: &str = "faceid/lite";
@@ -75,11 +75,18 @@ pub struct MegviiAdapter {
     max_response: usize,
     max_flow_ms: i64,
     result_wait_ms: i64,
+    /// How long facegate keeps the unmasked OCR of a result, ms.
+    revealable_ms: i64,
 }
 
 impl MegviiAdapter {
     /// Builds the adapter. `public_base_url` is facegate's HTTP address as Megvii and browsers reach it.
-    pub fn new(cfg: &MegviiConfig, public_base_url: &str) -> Result<Self, String> {
+    /// The adapter; facegate keeps the unmasked OCR of a result for `revealable_secs` (`retention.revealable_secs`).
+    pub fn new(
+        cfg: &MegviiConfig,
+        public_base_url: &str,
+        revealable_secs: u64,
+    ) -> Result<Self, String> {
         let http = crate::vendors::http::client(
             Duration::from_secs(cfg.connect_timeout_secs),
             Duration::from_secs(cfg.timeout_secs),
@@ -95,6 +102,7 @@ impl MegviiAdapter {
             max_response: cfg.max_response_bytes,
             max_flow_ms: ms(cfg.max_flow_secs),
             result_wait_ms: ms(cfg.result_wait_secs),
+            revealable_ms: ms(revealable_secs),
         })
     }
 
@@ -236,7 +244,9 @@ impl MegviiAdapter {
                 procedure: l.procedure_type.clone().unwrap_or_default(),
             }),
             identity_document: identity.as_ref().map(IdentityDocument::masked),
-            revealable_until_ms: identity.as_ref().map(|_| now + RESULT_RETENTION_MS),
+            revealable_until_ms: identity
+                .as_ref()
+                .map(|_| now.saturating_add(self.revealable_ms)),
             revealable_identity: identity,
             billing: if ran {
                 vec![BillingRecord {
