@@ -3,6 +3,7 @@
 pub mod caller;
 pub mod error;
 pub mod far;
+pub mod listing;
 pub mod quota;
 pub mod service;
 pub mod session;
