@@ -291,12 +291,12 @@ mod contract {
         let mut s = blank_session(&format!("ses_{i:02}"));
         s.tenant = "shop".into();
         s.created_at_ms = 1_000 * (i as i64 / 2);
-        s.state = if i % 2 == 0 {
+        s.state = if i.is_multiple_of(2) {
             State::RequiresInput
         } else {
             State::Canceled
         };
-        s.vendor = if i % 3 == 0 {
+        s.vendor = if i.is_multiple_of(3) {
             Vendor::Baidu
         } else {
             Vendor::Juhe
@@ -810,7 +810,7 @@ mod contract {
         assert!(a.reserve_billed_call("shop", day, Some(8)).await.unwrap());
         let tasks: Vec<_> = (0..30)
             .map(|i| {
-                let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+                let store = Arc::clone(if i.is_multiple_of(2) { &a } else { &b });
                 tokio::spawn(async move { store.reserve_billed_call("shop", day, Some(8)).await })
             })
             .collect();
