@@ -810,7 +810,7 @@ mod contract {
         assert!(a.reserve_billed_call("shop", day, Some(8)).await.unwrap());
         let tasks: Vec<_> = (0..30)
             .map(|i| {
-                let store = Arc::clone(if i.is_multiple_of(2) { &a } else { &b });
+                let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
                 tokio::spawn(async move { store.reserve_billed_call("shop", day, Some(8)).await })
             })
             .collect();
