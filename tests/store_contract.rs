@@ -17,7 +17,9 @@ use facegate::domain::{IdentityDocument, State};
 use facegate::proto::v1 as pb;
 use facegate::store::postgres::PostgresStore;
 use facegate::store::sqlite::SqliteStore;
-use facegate::store::{Created, IdempotencyRecord, SessionStore, StoreError, StoreOptions};
+use facegate::store::{
+    Created, IdempotencyRecord, ListFilter, SessionStore, StoreError, StoreOptions,
+};
 
 /// Writes a session and its idempotency record with the statements of the build before tenants.
 macro_rules! legacy_rows {
@@ -80,6 +82,52 @@ impl Backend {
                     .await
                     .unwrap(),
             ),
+        }
+    }
+
+    /// Runs one statement on the database directly (as an older build, or an operator, would).
+    async fn execute(&self, statement: &str) {
+        match self {
+            Backend::Sqlite(dir) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(dir.path().join("db/facegate.db"));
+                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+            Backend::Postgres(cluster) => {
+                let pool = sqlx::PgPool::connect(&cluster.url("postgres"))
+                    .await
+                    .unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+        }
+    }
+
+    /// The plan of the list query (SQLite only: PostgreSQL's planner rightly scans a table this small; the
+    /// benchmark checks its plan over a million rows).
+    async fn sqlite_list_plan(
+        &self,
+        filter: &ListFilter,
+        after: Option<(i64, String)>,
+    ) -> Option<Vec<String>> {
+        match self {
+            Backend::Sqlite(dir) => Some(
+                SqliteStore::open(&dir.path().join("db/facegate.db"), &StoreOptions::default())
+                    .await
+                    .unwrap()
+                    .explain_list("shop", filter, after, 100)
+                    .await
+                    .unwrap(),
+            ),
+            Backend::Postgres(_) => None,
         }
     }
 
@@ -236,6 +284,188 @@ fn idem(request_id: &str, session_id: &str) -> IdempotencyRecord {
 /// The behaviour every store has.
 mod contract {
     use super::*;
+    use facegate::domain::Vendor;
+
+    /// Sessions of tenant `shop` (and one of `other`) for the list tests: 12 sessions over 6 create times (ties of
+    /// two), alternating states and vendors, client references `order-0` to `order-2`.
+    fn listed(i: usize) -> facegate::domain::Session {
+        let mut s = blank_session(&format!("ses_{i:02}"));
+        s.tenant = "shop".into();
+        s.created_at_ms = 1_000 * (i as i64 / 2);
+        s.state = if i.is_multiple_of(2) {
+            State::RequiresInput
+        } else {
+            State::Canceled
+        };
+        s.vendor = if i.is_multiple_of(3) {
+            Vendor::Baidu
+        } else {
+            Vendor::Juhe
+        };
+        s.client_reference_id = format!("order-{}", i % 3);
+        s
+    }
+
+    fn ids(sessions: &[facegate::domain::Session]) -> Vec<String> {
+        sessions.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// The ids of `listed` sessions (0..12) that `keep` keeps, newest first, ties by id descending.
+    fn expected(keep: impl Fn(&facegate::domain::Session) -> bool) -> Vec<String> {
+        let mut all: Vec<_> = (0..12).map(listed).filter(|s| keep(s)).collect();
+        all.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+        ids(&all)
+    }
+
+    pub async fn list_pages_newest_first_with_filters(backend: Backend) {
+        let store = backend.open().await;
+        for i in 0..12 {
+            store.create(&listed(i), None, &[]).await.unwrap();
+        }
+        let mut foreign = listed(99);
+        foreign.tenant = "other".into();
+        store.create(&foreign, None, &[]).await.unwrap();
+        let all = ListFilter::default();
+        // Pages of 5 by keyset: every session once, in order.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list("shop", &all, after.clone(), 5).await.unwrap();
+            assert!(page.len() <= 5);
+            if let Some(last) = page.last() {
+                after = Some((last.created_at_ms, last.id.clone()));
+            }
+            let done = page.len() < 5;
+            seen.extend(ids(&page));
+            if done {
+                break;
+            }
+        }
+        assert_eq!(seen, expected(|_| true));
+        assert_eq!(
+            ids(&store.list("other", &all, None, 50).await.unwrap()),
+            vec!["ses_99"]
+        );
+        assert!(store
+            .list("nobody", &all, None, 50)
+            .await
+            .unwrap()
+            .is_empty());
+        // Each filter, alone and combined.
+        let by_state = ListFilter {
+            state: Some(State::Canceled),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.list("shop", &by_state, None, 50).await.unwrap()),
+            expected(|s| s.state == State::Canceled)
+        );
+        let by_vendor = ListFilter {
+            vendor: Some(Vendor::Baidu),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.list("shop", &by_vendor, None, 50).await.unwrap()),
+            expected(|s| s.vendor == Vendor::Baidu)
+        );
+        let by_reference = ListFilter {
+            client_reference_id: "order-1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.list("shop", &by_reference, None, 50).await.unwrap()),
+            expected(|s| s.client_reference_id == "order-1")
+        );
+        let by_time = ListFilter {
+            created_from_ms: Some(1_000),
+            created_before_ms: Some(4_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.list("shop", &by_time, None, 50).await.unwrap()),
+            expected(|s| (1_000..4_000).contains(&s.created_at_ms))
+        );
+        let combined = ListFilter {
+            state: Some(State::RequiresInput),
+            vendor: Some(Vendor::Juhe),
+            client_reference_id: "order-2".into(),
+            created_from_ms: Some(0),
+            created_before_ms: Some(10_000),
+        };
+        let want = expected(|s| {
+            s.state == State::RequiresInput
+                && s.vendor == Vendor::Juhe
+                && s.client_reference_id == "order-2"
+        });
+        assert!(!want.is_empty());
+        assert_eq!(
+            ids(&store.list("shop", &combined, None, 50).await.unwrap()),
+            want
+        );
+        // Another tenant's reference does not match: the key is per tenant.
+        assert!(store
+            .list("other", &by_reference, None, 50)
+            .await
+            .unwrap()
+            .is_empty());
+        // A position inside a tie continues with the rest of the tie.
+        let tie = store
+            .list("shop", &all, Some((5_000, "ses_11".into())), 1)
+            .await
+            .unwrap();
+        assert_eq!(ids(&tie), vec!["ses_10"]);
+        // An update that changes the reference moves the session to the new one's filter.
+        let mut moved = store.get("ses_04").await.unwrap().unwrap();
+        moved.client_reference_id = "order-1".into();
+        moved.version = 2;
+        store.update(&moved, 1, &[]).await.unwrap();
+        assert!(
+            ids(&store.list("shop", &by_reference, None, 50).await.unwrap())
+                .contains(&"ses_04".to_owned())
+        );
+        // The page query walks an index in order, without a sort or a scan of the table.
+        for (filter, after) in [
+            (all.clone(), None),
+            (all.clone(), Some((3_000, "ses_07".to_owned()))),
+            (by_state.clone(), Some((3_000, "ses_07".to_owned()))),
+            (by_vendor.clone(), None),
+            (by_reference.clone(), Some((3_000, "ses_07".to_owned()))),
+            (by_time.clone(), Some((3_000, "ses_07".to_owned()))),
+        ] {
+            let Some(plan) = backend.sqlite_list_plan(&filter, after).await else {
+                break;
+            };
+            let text = plan.join(" | ");
+            assert!(!plan.is_empty());
+            assert!(!text.contains("TEMP B-TREE"), "sorts: {text}");
+            assert!(
+                plan.iter()
+                    .all(|l| l.starts_with("SEARCH sessions USING INDEX sessions_list")),
+                "not an index search: {text}"
+            );
+        }
+    }
+
+    pub async fn client_reference_keys_are_backfilled(backend: Backend) {
+        let store = backend.open().await;
+        for i in 0..6 {
+            store.create(&listed(i), None, &[]).await.unwrap();
+        }
+        drop(store);
+        // As rows written before the column existed hold it.
+        backend
+            .execute("UPDATE sessions SET client_reference_key = NULL")
+            .await;
+        let store = backend.open().await;
+        let filter = ListFilter {
+            client_reference_id: "order-0".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.list("shop", &filter, None, 50).await.unwrap()),
+            vec!["ses_03", "ses_00"]
+        );
+    }
 
     pub async fn create_get_update_conflict(backend: Backend) {
         let store = backend.open().await;
@@ -943,6 +1173,8 @@ macro_rules! contract_suite {
                 $backend,
                 two_stores_sweeping_at_once_aggregate_each_row_once
             );
+            contract_test!($attrs, $backend, list_pages_newest_first_with_filters);
+            contract_test!($attrs, $backend, client_reference_keys_are_backfilled);
         }
     };
 }
@@ -968,7 +1200,11 @@ async fn postgres_replicas_starting_together_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each migration applied once");
+    assert_eq!(
+        versions,
+        [1, 2, 3, 4, 5, 6, 7],
+        "each migration applied once"
+    );
 
     sqlx::query("INSERT INTO facegate_schema_migrations (version) VALUES (999)")
         .execute(&pool)

@@ -4,6 +4,7 @@ pub mod caller;
 pub mod error;
 pub mod events;
 pub mod far;
+pub mod listing;
 pub mod quota;
 pub mod service;
 pub mod session;

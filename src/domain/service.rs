@@ -18,6 +18,7 @@ use super::events::{
     self as ev, CallResult, EventDetail, EventsSummary, SessionEvent, StoredEvent,
 };
 use super::far::{describe, threshold_for};
+use super::listing::{self, ListRequest, PageTokens};
 use super::now_ms;
 use super::quota::{BilledCall, Quotas};
 use super::session::*;
@@ -141,6 +142,8 @@ pub struct SessionService {
     hub: Arc<Hub>,
     cfg: ServiceConfig,
     fingerprint_key: Vec<u8>,
+    /// ListSessions' page tokens, keyed from the fingerprint key.
+    page_tokens: PageTokens,
     shutdown: watch::Receiver<bool>,
     pollers: Arc<Pollers>,
     callbacks: CallbackCounts,
@@ -165,6 +168,7 @@ impl SessionService {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, Error> {
         let fingerprint_key = store.fingerprint_key().await.map_err(store_err)?;
+        let page_tokens = PageTokens::new(&fingerprint_key)?;
         let pollers = Arc::new(Pollers::new(cfg.poll));
         Ok(Self {
             store,
@@ -172,6 +176,7 @@ impl SessionService {
             hub,
             cfg,
             fingerprint_key,
+            page_tokens,
             shutdown,
             pollers,
             callbacks: CallbackCounts::default(),
@@ -241,6 +246,46 @@ impl SessionService {
             .await
             .map_err(store_err)?
             .ok_or(Error::NotFound)
+    }
+
+    /// One page of the sessions of `caller`'s tenant that match the request's filters, newest first, and the token
+    /// of the next page (empty after the last). The sessions are whole: the caller of this method (the gRPC layer)
+    /// decides what of them is shown.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        req: &ListRequest,
+    ) -> Result<(Vec<Session>, String), Error> {
+        let limit = listing::page_size(req.page_size)?;
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                self.page_tokens
+                    .decode(&req.page_token, &caller.tenant, &req.filter)?,
+            )
+        };
+        // One more than a page: whether another page follows is known without a second query.
+        let mut sessions = self
+            .store
+            .list(&caller.tenant, &req.filter, after, limit.saturating_add(1))
+            .await
+            .map_err(store_err)?;
+        let page = usize::try_from(limit).unwrap_or(usize::MAX);
+        if sessions.len() <= page {
+            return Ok((sessions, String::new()));
+        }
+        sessions.truncate(page);
+        let next = match sessions.last() {
+            Some(last) => self.page_tokens.encode(
+                &caller.tenant,
+                &req.filter,
+                last.created_at_ms,
+                &last.id,
+            )?,
+            None => String::new(),
+        };
+        Ok((sessions, next))
     }
 
     /// Loads a session of `caller`'s tenant. Another tenant's session is [`Error::NotFound`], exactly as a missing

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 
+use crate::domain::listing::{ListFilter, ListRequest};
 use crate::domain::service::{ImageInput, RequestedOptions, StartRequest};
 use crate::domain::validation::{self, Date, IdType, Violation};
 use crate::domain::{self as d, Error};
@@ -557,6 +558,121 @@ pub fn cancel(req: &pb::CancelSessionRequest) -> Result<(String, String), Error>
     printable(&mut v, "reason", &req.reason, MAX_CANCEL_REASON);
     fail(v)?;
     Ok((id, req.reason.clone()))
+}
+
+/// Validates ListSessions.
+pub fn list_request(req: &pb::ListSessionsRequest) -> Result<ListRequest, Error> {
+    let mut v = Vec::new();
+    let state = match pb::SessionState::try_from(req.state) {
+        Ok(pb::SessionState::Unspecified) => None,
+        Ok(state) => Some(domain_state(state)),
+        Err(_) => {
+            v.push(violation("state", "unknown session state"));
+            None
+        }
+    };
+    let vendor = match pb::Vendor::try_from(req.vendor) {
+        Ok(pb::Vendor::Unspecified) => None,
+        Ok(pb_vendor) => vendor(pb_vendor),
+        Err(_) => {
+            v.push(violation("vendor", "unknown vendor"));
+            None
+        }
+    };
+    printable(
+        &mut v,
+        "client_reference_id",
+        &req.client_reference_id,
+        MAX_REFERENCE,
+    );
+    let start = req
+        .create_time_start
+        .as_ref()
+        .and_then(|t| timestamp_ms(&mut v, "create_time_start", t));
+    let end = req
+        .create_time_end
+        .as_ref()
+        .and_then(|t| timestamp_ms(&mut v, "create_time_end", t));
+    if let (Some(start), Some(end)) = (start, end) {
+        if end < start {
+            v.push(violation(
+                "create_time_end",
+                "must not be before create_time_start",
+            ));
+        }
+    }
+    if req.page_size < 0 {
+        v.push(violation("page_size", "must not be negative"));
+    }
+    if req.page_token.len() > 512 {
+        v.push(violation("page_token", "not a page token of this service"));
+    }
+    fail(v)?;
+    Ok(ListRequest {
+        page_size: req.page_size,
+        page_token: req.page_token.clone(),
+        filter: ListFilter {
+            state,
+            vendor,
+            client_reference_id: req.client_reference_id.clone(),
+            created_from_ms: start,
+            created_before_ms: end,
+        },
+    })
+}
+
+/// A timestamp as unix milliseconds, rounded up (sessions are created at whole milliseconds, so `created >= t` and
+/// `created < t` hold exactly when they hold against the rounded-up value).
+fn timestamp_ms(v: &mut Vec<Violation>, field: &str, t: &prost_types::Timestamp) -> Option<i64> {
+    // 0001-01-01 to 9999-12-31, as google.protobuf.Timestamp allows.
+    const MIN_SECONDS: i64 = -62_135_596_800;
+    const MAX_SECONDS: i64 = 253_402_300_799;
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) || !(0..1_000_000_000).contains(&t.nanos) {
+        v.push(violation(field, "not a valid timestamp"));
+        return None;
+    }
+    let nanos = i64::from(t.nanos);
+    Some(t.seconds * 1000 + (nanos + 999_999) / 1_000_000)
+}
+
+fn domain_state(s: pb::SessionState) -> d::State {
+    match s {
+        pb::SessionState::Unspecified | pb::SessionState::RequiresInput => d::State::RequiresInput,
+        pb::SessionState::AwaitingUser => d::State::AwaitingUser,
+        pb::SessionState::Processing => d::State::Processing,
+        pb::SessionState::Verified => d::State::Verified,
+        pb::SessionState::Failed => d::State::Failed,
+        pb::SessionState::Expired => d::State::Expired,
+        pb::SessionState::Canceled => d::State::Canceled,
+    }
+}
+
+/// A session as ListSessions shows it: no personal data and no outcome detail. It has id, vendor, state,
+/// required inputs, times, client reference, metadata, the failure's code, version, target false accept rate,
+/// request id and live mode; never the identity (not even masked), the user URL, the last attempt error, the
+/// cancel reason or the vendor's failure code and message.
+pub fn listed_session(s: &d::Session) -> pb::Session {
+    let full = session(s);
+    pb::Session {
+        id: full.id,
+        vendor: full.vendor,
+        state: full.state,
+        required_inputs: full.required_inputs,
+        create_time: full.create_time,
+        update_time: full.update_time,
+        expire_time: full.expire_time,
+        client_reference_id: full.client_reference_id,
+        metadata: full.metadata,
+        failure: full.failure.map(|f| pb::Failure {
+            code: f.code,
+            ..Default::default()
+        }),
+        version: full.version,
+        target_false_accept_rate: full.target_false_accept_rate,
+        request_id: full.request_id,
+        live_mode: full.live_mode,
+        ..Default::default()
+    }
 }
 
 fn ts(ms: i64) -> prost_types::Timestamp {

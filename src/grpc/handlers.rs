@@ -259,6 +259,23 @@ impl VerificationService for VerificationApi {
         .await
     }
 
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let svc = Arc::clone(&self.service);
+        self.unary("ListSessions", async move {
+            let req = convert::list_request(request.get_ref())?;
+            let (sessions, next_page_token) = svc.list(&caller, &req).await?;
+            Ok(pb::ListSessionsResponse {
+                sessions: sessions.iter().map(convert::listed_session).collect(),
+                next_page_token,
+            })
+        })
+        .await
+    }
+
     async fn redact_session(
         &self,
         request: Request<pb::RedactSessionRequest>,

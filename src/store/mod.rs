@@ -10,7 +10,23 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::domain::events::{EventsSummary, SessionEvent, StoredEvent};
-use crate::domain::Session;
+use crate::domain::{Session, State, Vendor};
+
+/// What [`SessionStore::list`] selects within a tenant; `None` (or empty) is no condition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only sessions in this state.
+    pub state: Option<State>,
+    /// Only sessions of this vendor.
+    pub vendor: Option<Vendor>,
+    /// Only sessions with exactly this `client_reference_id` (matched through its keyed hash, the indexed
+    /// `client_reference_key` column); empty: any.
+    pub client_reference_id: String,
+    /// Only sessions created at or after this time (unix ms).
+    pub created_from_ms: Option<i64>,
+    /// Only sessions created before this time (unix ms).
+    pub created_before_ms: Option<i64>,
+}
 
 /// What a store needs to know when it is opened: how to fill what rows written before a column existed lack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +133,17 @@ pub trait SessionStore: Send + Sync + 'static {
         tenant: &str,
         request_id: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Up to `limit` sessions of `tenant` that match `filter`, newest first (by `created_at_ms`, then by id, both
+    /// descending), starting after the position `after` (`created_at_ms, id` of the last session of the previous
+    /// page; `None`: from the newest). Keyset pagination over the index `(tenant, created_at_ms, id)` (and its
+    /// variants per filter): a page costs the same however deep it is.
+    async fn list(
+        &self,
+        tenant: &str,
+        filter: &ListFilter,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError>;
     /// Ids of sessions that are not final and whose `expires_at_ms` is before `now_ms` (at most `limit`).
     async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
     /// Ids of sessions holding vendor personal data past its retention (at most `limit`).

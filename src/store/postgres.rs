@@ -92,6 +92,24 @@ const MIGRATIONS: &[&[Step]] = &[
     )",
     ),
     Step::Sql("CREATE INDEX sessions_by_create_time ON sessions (created_at_ms)")],
+    // ListSessions (issue 10): the keyed hash of each session's client reference (filled on insert and update;
+    // rows from before are filled when the store opens, see `SqlStore::backfill_client_reference_keys`) and the
+    // indexes of the page query, newest first, per filter.
+    &[
+        Step::Sql("ALTER TABLE sessions ADD COLUMN client_reference_key TEXT"),
+        Step::Sql("CREATE INDEX sessions_list ON sessions (tenant, created_at_ms DESC, id DESC)"),
+        Step::Sql(
+            "CREATE INDEX sessions_list_by_state ON sessions (tenant, state, created_at_ms DESC, id DESC)",
+        ),
+        Step::Sql(
+            "CREATE INDEX sessions_list_by_vendor ON sessions (tenant, vendor, created_at_ms DESC, id DESC)",
+        ),
+        Step::Sql(
+            "CREATE INDEX sessions_list_by_reference
+     ON sessions (tenant, client_reference_key, created_at_ms DESC, id DESC)",
+        ),
+        Step::Sql("CREATE INDEX sessions_unkeyed ON sessions (id) WHERE client_reference_key IS NULL"),
+    ],
 ];
 
 /// The advisory lock key replicas migrate under ("facegate" in ASCII).
@@ -105,14 +123,14 @@ impl Dialect for PostgresDialect {
 
     const STATEMENTS: Statements = Statements {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
-             record, personal_data_until_ms, id, vendor, created_at_ms, tenant, live_mode)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             record, personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         insert_idempotency: "INSERT INTO idempotency (tenant, request_id, fingerprint, session_id, created_at_ms)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, request_id) DO NOTHING",
         select_record: "SELECT record, tenant, live_mode FROM sessions WHERE id = $1",
         update_session: "UPDATE sessions SET version = $1, state = $2, is_final = $3, in_flight = $4,
-             expires_at_ms = $5, updated_at_ms = $6, record = $7, personal_data_until_ms = $8
-             WHERE id = $9 AND version = $10",
+             expires_at_ms = $5, updated_at_ms = $6, record = $7, personal_data_until_ms = $8,
+             client_reference_key = $9 WHERE id = $10 AND version = $11",
         session_exists: "SELECT 1 FROM sessions WHERE id = $1",
         select_idempotency: "SELECT tenant, request_id, fingerprint, session_id FROM idempotency
              WHERE tenant = $1 AND request_id = $2",
@@ -155,7 +173,19 @@ impl Dialect for PostgresDialect {
              DO UPDATE SET count = billing_daily.count + excluded.count",
         billing_daily: "SELECT tenant, day, vendor, item, billed, count FROM billing_daily
              ORDER BY tenant, day, vendor, item, billed",
+        unkeyed_sessions: "SELECT record, tenant, live_mode, id FROM sessions WHERE client_reference_key IS NULL
+             LIMIT $1",
+        set_client_reference_key: "UPDATE sessions SET client_reference_key = $1
+             WHERE id = $2 AND client_reference_key IS NULL",
     };
+
+    fn placeholder(n: usize) -> String {
+        format!("${n}")
+    }
+
+    fn explain(sql: &str) -> (String, usize) {
+        (format!("EXPLAIN {sql}"), 0)
+    }
 
     /// Migrates in one transaction under an advisory lock: replicas starting together wait for each other, and
     /// the later ones find the schema migrated.

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolOptions;
@@ -16,21 +17,23 @@ use sqlx::{
     ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
 };
 
-use super::{BillingDaily, Created, IdempotencyRecord, SessionStore, StoreError, StoreOptions};
+use super::{
+    BillingDaily, Created, IdempotencyRecord, ListFilter, SessionStore, StoreError, StoreOptions,
+};
 use crate::domain::events::{EventsSummary, SessionEvent, StoredEvent};
 use crate::domain::Session;
 
 /// The statements of a store in one database's SQL, each with its parameters in the order they are bound.
 pub struct Statements {
     /// Writes a session: `version, state, is_final, in_flight, expires_at_ms, updated_at_ms, record,
-    /// personal_data_until_ms, id, vendor, created_at_ms, tenant, live_mode`.
+    /// personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode`.
     pub insert_session: &'static str,
     /// Writes an idempotency record unless its tenant's request id is taken (no row then): `tenant, request_id,
     /// fingerprint, session_id, created_at_ms`.
     pub insert_idempotency: &'static str,
     /// The `record`, `tenant` and `live_mode` of a session: `id`.
     pub select_record: &'static str,
-    /// Rewrites a session if it is at the expected version: the first eight parameters of `insert_session`, then
+    /// Rewrites a session if it is at the expected version: the first nine parameters of `insert_session`, then
     /// `id, expected_version`.
     pub update_session: &'static str,
     /// A row when the session exists: `id`.
@@ -82,6 +85,11 @@ pub struct Statements {
     pub add_billing_daily: &'static str,
     /// Every aggregate row: `tenant, day, vendor, item, billed, count`.
     pub billing_daily: &'static str,
+    /// Sessions written before `client_reference_key` existed: rows `record, tenant, live_mode, id`, at most
+    /// `limit`.
+    pub unkeyed_sessions: &'static str,
+    /// Fills the `client_reference_key` of a session that has none: `client_reference_key, id`.
+    pub set_client_reference_key: &'static str,
 }
 
 /// Milliseconds of a day.
@@ -106,6 +114,10 @@ pub trait Dialect: Send + Sync + 'static {
     fn error(e: sqlx::Error) -> StoreError {
         StoreError::Database(e.to_string())
     }
+    /// The `n`th (from 1) parameter of a statement built at run time.
+    fn placeholder(n: usize) -> String;
+    /// The statement that shows the plan of `sql`, and which column of its rows holds the plan's text.
+    fn explain(sql: &str) -> (String, usize);
     /// Whether a create lost the race for its request id with an error that a new try resolves.
     fn lost_race(_e: &sqlx::Error) -> bool {
         false
@@ -120,6 +132,8 @@ const RESERVE_ATTEMPTS: usize = 5;
 /// A session store over a pool of one SQL database.
 pub struct SqlStore<D: Dialect> {
     pub(super) pool: Pool<D::Database>,
+    /// The fingerprint key, read once (it never changes): `client_reference_key` is keyed with it.
+    key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
     dialect: PhantomData<D>,
 }
 
@@ -127,13 +141,28 @@ impl<D: Dialect> Clone for SqlStore<D> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            key: Arc::clone(&self.key),
             dialect: PhantomData,
         }
     }
 }
 
-impl<D: Dialect> SqlStore<D> {
-    /// A store over a pool of up to eight connections made with `options`, its schema migrated.
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+    for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> i64: Decode<'r, D::Database>,
+    for<'r> bool: Decode<'r, D::Database>,
+    usize: ColumnIndex<<D::Database as Database>::Row>,
+{
+    /// A store over a pool of up to eight connections made with `options`, its schema migrated (and the
+    /// `client_reference_key` of older rows filled).
     pub(super) async fn connect_with(
         options: <<D::Database as Database>::Connection as Connection>::Options,
         store_options: &StoreOptions,
@@ -144,10 +173,13 @@ impl<D: Dialect> SqlStore<D> {
             .await
             .map_err(D::error)?;
         D::migrate(&pool, store_options).await?;
-        Ok(Self {
+        let store = Self {
             pool,
+            key: Arc::new(tokio::sync::OnceCell::new()),
             dialect: PhantomData,
-        })
+        };
+        store.backfill_client_reference_keys().await?;
+        Ok(store)
     }
 }
 
@@ -181,6 +213,73 @@ fn personal_data_until(session: &Session) -> Option<i64> {
         .and(session.outcome.revealable_until_ms)
 }
 
+/// How many old rows one step of the `client_reference_key` backfill reads.
+const BACKFILL_BATCH: i64 = 500;
+
+/// The indexed stand-in of a session's `client_reference_id`: HMAC-SHA256 under the fingerprint key of the tenant
+/// (length-prefixed) and the reference, in hex. The caller's free text is not kept in clear in an index; equal
+/// references of one tenant have equal keys, so the exact-match filter can use the index.
+pub fn client_reference_key(
+    key: &[u8],
+    tenant: &str,
+    client_reference_id: &str,
+) -> Result<String, StoreError> {
+    use hmac::{KeyInit, Mac};
+    // HMAC takes keys of any length: the error does not happen.
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+        .map_err(|_| StoreError::Database("fingerprint key refused by HMAC".into()))?;
+    mac.update(&(tenant.len() as u64).to_be_bytes());
+    mac.update(tenant.as_bytes());
+    mac.update(client_reference_id.as_bytes());
+    Ok(mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The page query of [`SessionStore::list`] for `filter`, with or without a position to start after, and the
+/// number of its parameters. Parameters in order: `tenant`, then each condition the filter sets (state, vendor,
+/// client_reference_key, created_from_ms, created_before_ms), then `after_ms, after_id` when `after`, then
+/// `limit`. The order is the index's, `(created_at_ms, id)` descending, and the position a row-value comparison,
+/// so the database walks one index from the position and stops after `limit` rows: no sort, no offset.
+fn list_sql<D: Dialect>(filter: &ListFilter, after: bool) -> String {
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        D::placeholder(n)
+    };
+    let mut sql = format!(
+        "SELECT record, tenant, live_mode FROM sessions WHERE tenant = {}",
+        D::placeholder(1)
+    );
+    if filter.state.is_some() {
+        sql.push_str(&format!(" AND state = {}", next()));
+    }
+    if filter.vendor.is_some() {
+        sql.push_str(&format!(" AND vendor = {}", next()));
+    }
+    if !filter.client_reference_id.is_empty() {
+        sql.push_str(&format!(" AND client_reference_key = {}", next()));
+    }
+    if filter.created_from_ms.is_some() {
+        sql.push_str(&format!(" AND created_at_ms >= {}", next()));
+    }
+    if filter.created_before_ms.is_some() {
+        sql.push_str(&format!(" AND created_at_ms < {}", next()));
+    }
+    if after {
+        let (ms, id) = (next(), next());
+        sql.push_str(&format!(" AND (created_at_ms, id) < ({ms}, {id})"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at_ms DESC, id DESC LIMIT {}",
+        next()
+    ));
+    sql
+}
+
 fn encode(session: &Session) -> Result<String, StoreError> {
     serde_json::to_string(session).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -189,12 +288,13 @@ fn decode(text: &str) -> Result<Session, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("session record: {e}")))
 }
 
-/// Binds the columns an update rewrites (the first eight parameters of both `insert_session` and
+/// Binds the columns an update rewrites (the first nine parameters of both `insert_session` and
 /// `update_session`).
 fn bind_changing<'q, DB>(
     query: Query<'q, DB, <DB as Database>::Arguments>,
     session: &Session,
-    record: &str,
+    record: &'q str,
+    reference_key: &'q str,
 ) -> Query<'q, DB, <DB as Database>::Arguments>
 where
     DB: Database,
@@ -212,6 +312,7 @@ where
         .bind(session.updated_at_ms)
         .bind(record)
         .bind(personal_data_until(session))
+        .bind(reference_key)
 }
 
 #[async_trait]
@@ -237,17 +338,23 @@ where
     ) -> Result<Created, StoreError> {
         let sql = &D::STATEMENTS;
         let record = encode(session)?;
+        let reference_key = self.reference_key(session).await?;
         for _ in 0..CREATE_ATTEMPTS {
             let mut tx = self.pool.begin().await.map_err(D::error)?;
-            bind_changing(sqlx::query(sql.insert_session), session, &record)
-                .bind(session.id.as_str())
-                .bind(session.vendor.as_str())
-                .bind(session.created_at_ms)
-                .bind(session.tenant.as_str())
-                .bind(session.live_mode)
-                .execute(&mut *tx)
-                .await
-                .map_err(D::error)?;
+            bind_changing(
+                sqlx::query(sql.insert_session),
+                session,
+                &record,
+                &reference_key,
+            )
+            .bind(session.id.as_str())
+            .bind(session.vendor.as_str())
+            .bind(session.created_at_ms)
+            .bind(session.tenant.as_str())
+            .bind(session.live_mode)
+            .execute(&mut *tx)
+            .await
+            .map_err(D::error)?;
             if let Some(idem) = idempotency {
                 // A concurrent create of the same request id holds this insert until it ends; when it committed,
                 // the insert writes nothing and its record is read below.
@@ -290,17 +397,24 @@ where
             .fetch_optional(&self.pool)
             .await
             .map_err(D::error)?;
-        match row {
-            Some(row) => {
-                let text: String = row.try_get(0).map_err(D::error)?;
-                let mut session = decode(&text)?;
-                // The columns are authoritative (rows migrated from before tenants hold them only there).
-                session.tenant = row.try_get(1).map_err(D::error)?;
-                session.live_mode = row.try_get(2).map_err(D::error)?;
-                Ok(Some(session))
-            }
-            None => Ok(None),
-        }
+        row.as_ref().map(session_of::<D>).transpose()
+    }
+
+    async fn list(
+        &self,
+        tenant: &str,
+        filter: &ListFilter,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError> {
+        let sql = list_sql::<D>(filter, after.is_some());
+        let reference_key = self.filter_reference_key(tenant, filter).await?;
+        let rows = self
+            .bind_list(&sql, tenant, filter, &reference_key, after.as_ref(), limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::error)?;
+        rows.iter().map(session_of::<D>).collect()
     }
 
     async fn update(
@@ -310,15 +424,21 @@ where
         events: &[SessionEvent],
     ) -> Result<(), StoreError> {
         let record = encode(session)?;
+        let reference_key = self.reference_key(session).await?;
         // The update takes the row lock (SQLite: the write lock) first, so the events' sequences are assigned
         // one writer at a time.
         let mut tx = self.pool.begin().await.map_err(D::error)?;
-        let result = bind_changing(sqlx::query(D::STATEMENTS.update_session), session, &record)
-            .bind(session.id.as_str())
-            .bind(expected_version)
-            .execute(&mut *tx)
-            .await
-            .map_err(D::error)?;
+        let result = bind_changing(
+            sqlx::query(D::STATEMENTS.update_session),
+            session,
+            &record,
+            &reference_key,
+        )
+        .bind(session.id.as_str())
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(D::error)?;
         if D::rows_affected(&result) == 1 {
             insert_events::<D>(&mut tx, &session.id, events).await?;
             return tx.commit().await.map_err(D::error);
@@ -665,6 +785,150 @@ where
             .map_err(D::error)?;
     }
     Ok(())
+}
+
+/// A session from a row `record, tenant, live_mode`.
+fn session_of<D: Dialect>(row: &<D::Database as Database>::Row) -> Result<Session, StoreError>
+where
+    for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> bool: Decode<'r, D::Database> + Type<D::Database>,
+    usize: ColumnIndex<<D::Database as Database>::Row>,
+{
+    let text: String = row.try_get(0).map_err(D::error)?;
+    let mut session = decode(&text)?;
+    // The columns are authoritative (rows migrated from before tenants hold them only there).
+    session.tenant = row.try_get(1).map_err(D::error)?;
+    session.live_mode = row.try_get(2).map_err(D::error)?;
+    Ok(session)
+}
+
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+    for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> i64: Decode<'r, D::Database>,
+    for<'r> bool: Decode<'r, D::Database>,
+    usize: ColumnIndex<<D::Database as Database>::Row>,
+{
+    /// The fingerprint key, read (and made when missing) once.
+    async fn key(&self) -> Result<&[u8], StoreError> {
+        self.key
+            .get_or_try_init(|| self.fingerprint_key())
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// The `client_reference_key` of a session.
+    async fn reference_key(&self, session: &Session) -> Result<String, StoreError> {
+        let key = self.key().await?;
+        client_reference_key(key, &session.tenant, &session.client_reference_id)
+    }
+
+    /// The `client_reference_key` a filter looks for (empty when it has no client reference).
+    async fn filter_reference_key(
+        &self,
+        tenant: &str,
+        filter: &ListFilter,
+    ) -> Result<String, StoreError> {
+        if filter.client_reference_id.is_empty() {
+            return Ok(String::new());
+        }
+        let key = self.key().await?;
+        client_reference_key(key, tenant, &filter.client_reference_id)
+    }
+
+    /// The page query of [`list_sql`] with its parameters bound.
+    fn bind_list<'q>(
+        &self,
+        sql: &'q str,
+        tenant: &'q str,
+        filter: &'q ListFilter,
+        reference_key: &'q str,
+        after: Option<&'q (i64, String)>,
+        limit: u32,
+    ) -> Query<'q, D::Database, <D::Database as Database>::Arguments> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant);
+        if let Some(state) = filter.state {
+            query = query.bind(state.as_str());
+        }
+        if let Some(vendor) = filter.vendor {
+            query = query.bind(vendor.as_str());
+        }
+        if !filter.client_reference_id.is_empty() {
+            query = query.bind(reference_key);
+        }
+        if let Some(from) = filter.created_from_ms {
+            query = query.bind(from);
+        }
+        if let Some(before) = filter.created_before_ms {
+            query = query.bind(before);
+        }
+        if let Some((ms, id)) = after {
+            query = query.bind(*ms).bind(id.as_str());
+        }
+        query.bind(i64::from(limit))
+    }
+
+    /// The database's plan of the page query of [`SessionStore::list`] for these arguments, one line per row (for
+    /// tests and the benchmark: it must walk an index, without a sort or a scan of the tenant).
+    pub async fn explain_list(
+        &self,
+        tenant: &str,
+        filter: &ListFilter,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let (sql, column) = D::explain(&list_sql::<D>(filter, after.is_some()));
+        let reference_key = self.filter_reference_key(tenant, filter).await?;
+        let rows = self
+            .bind_list(&sql, tenant, filter, &reference_key, after.as_ref(), limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::error)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(column).map_err(D::error))
+            .collect()
+    }
+
+    /// Fills the `client_reference_key` of rows written before the column existed (the migration adds it empty:
+    /// SQL cannot compute the keyed hash). Runs at every open and finds nothing to do once done; replicas opening
+    /// together may fill the same rows, with the same value.
+    async fn backfill_client_reference_keys(&self) -> Result<(), StoreError> {
+        let key = self.key().await?.to_vec();
+        loop {
+            let rows = sqlx::query(D::STATEMENTS.unkeyed_sessions)
+                .bind(BACKFILL_BATCH)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(D::error)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in &rows {
+                let id: String = row.try_get(3).map_err(D::error)?;
+                // A record that cannot be read gets a key no filter matches (it is not listed by reference).
+                let reference_key = match session_of::<D>(row) {
+                    Ok(s) => client_reference_key(&key, &s.tenant, &s.client_reference_id)?,
+                    Err(e) => {
+                        tracing::warn!(session_id = %id, error = %e, "cannot key the client reference");
+                        String::new()
+                    }
+                };
+                sqlx::query(D::STATEMENTS.set_client_reference_key)
+                    .bind(reference_key.as_str())
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(D::error)?;
+            }
+        }
+    }
 }
 
 impl<D: Dialect> SqlStore<D>

@@ -100,6 +100,24 @@ const MIGRATIONS: &[&[Step]] = &[
     )",
     ),
     Step::Sql("CREATE INDEX sessions_by_create_time ON sessions (created_at_ms)")],
+    // ListSessions (issue 10): the keyed hash of each session's client reference (filled on insert and update;
+    // rows from before are filled when the store opens, see `SqlStore::backfill_client_reference_keys`) and the
+    // indexes of the page query, newest first, per filter.
+    &[
+        Step::Sql("ALTER TABLE sessions ADD COLUMN client_reference_key TEXT"),
+        Step::Sql("CREATE INDEX sessions_list ON sessions (tenant, created_at_ms DESC, id DESC)"),
+        Step::Sql(
+            "CREATE INDEX sessions_list_by_state ON sessions (tenant, state, created_at_ms DESC, id DESC)",
+        ),
+        Step::Sql(
+            "CREATE INDEX sessions_list_by_vendor ON sessions (tenant, vendor, created_at_ms DESC, id DESC)",
+        ),
+        Step::Sql(
+            "CREATE INDEX sessions_list_by_reference
+     ON sessions (tenant, client_reference_key, created_at_ms DESC, id DESC)",
+        ),
+        Step::Sql("CREATE INDEX sessions_unkeyed ON sessions (id) WHERE client_reference_key IS NULL"),
+    ],
 ];
 
 /// SQLite's statements (booleans are 0 and 1).
@@ -110,13 +128,14 @@ impl Dialect for SqliteDialect {
 
     const STATEMENTS: Statements = Statements {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
-             record, personal_data_until_ms, id, vendor, created_at_ms, tenant, live_mode)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             record, personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         insert_idempotency: "INSERT INTO idempotency (tenant, request_id, fingerprint, session_id, created_at_ms)
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, request_id) DO NOTHING",
         select_record: "SELECT record, tenant, live_mode FROM sessions WHERE id = ?",
         update_session: "UPDATE sessions SET version = ?, state = ?, is_final = ?, in_flight = ?,
-             expires_at_ms = ?, updated_at_ms = ?, record = ?, personal_data_until_ms = ? WHERE id = ? AND version = ?",
+             expires_at_ms = ?, updated_at_ms = ?, record = ?, personal_data_until_ms = ?,
+             client_reference_key = ? WHERE id = ? AND version = ?",
         session_exists: "SELECT 1 FROM sessions WHERE id = ?",
         select_idempotency: "SELECT tenant, request_id, fingerprint, session_id FROM idempotency
              WHERE tenant = ? AND request_id = ?",
@@ -152,7 +171,19 @@ impl Dialect for SqliteDialect {
              DO UPDATE SET count = billing_daily.count + excluded.count",
         billing_daily: "SELECT tenant, day, vendor, item, billed, count FROM billing_daily
              ORDER BY tenant, day, vendor, item, billed",
+        unkeyed_sessions: "SELECT record, tenant, live_mode, id FROM sessions WHERE client_reference_key IS NULL
+             LIMIT ?",
+        set_client_reference_key: "UPDATE sessions SET client_reference_key = ?
+             WHERE id = ? AND client_reference_key IS NULL",
     };
+
+    fn placeholder(n: usize) -> String {
+        format!("?{n}")
+    }
+
+    fn explain(sql: &str) -> (String, usize) {
+        (format!("EXPLAIN QUERY PLAN {sql}"), 3)
+    }
 
     /// Migrates in one transaction that holds the write lock from the start, so that processes opening the file
     /// at the same time read the version one after the other and migrate once.
