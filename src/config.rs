@@ -320,6 +320,12 @@ pub struct StoreConfig {
     /// A PostgreSQL URL (`postgres://user:password@host:5432/db?sslmode=verify-full`) for a store several
     /// replicas share. Empty means the SQLite file.
     pub database_url: Secret,
+    /// Data keys sealing every stored record, each `id:base64key` (32 random bytes, e.g. `openssl rand -base64
+    /// 32`): the first seals, all open. From the environment, comma-separated:
+    /// `FACEGATE__STORE__ENCRYPTION_KEYS=k2:...,k1:...`.
+    pub encryption_keys: Vec<Secret>,
+    /// A file of further `id:base64key` lines (a mounted Secret), after `encryption_keys`; `#` starts a comment.
+    pub encryption_keys_file: PathBuf,
 }
 
 impl Default for StoreConfig {
@@ -327,7 +333,54 @@ impl Default for StoreConfig {
         Self {
             sqlite_path: PathBuf::from("facegate.db"),
             database_url: Secret::default(),
+            encryption_keys: Vec::new(),
+            encryption_keys_file: PathBuf::new(),
         }
+    }
+}
+
+/// Largest `store.encryption_keys_file` read, in bytes.
+const MAX_KEYS_FILE_BYTES: u64 = 64 * 1024;
+
+impl StoreConfig {
+    /// The data keys of `encryption_keys` then `encryption_keys_file` (read now); `None` when there are none. The
+    /// error lists every problem, each naming its setting and key id, never key bytes.
+    pub fn key_ring(&self) -> Result<Option<crate::store::seal::KeyRing>, Vec<String>> {
+        use std::io::Read;
+        let mut entries: Vec<(String, String)> = self
+            .encryption_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("store.encryption_keys[{i}]"), k.expose().to_owned()))
+            .collect();
+        if !self.encryption_keys_file.as_os_str().is_empty() {
+            let path = &self.encryption_keys_file;
+            let mut raw = String::new();
+            let read = std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_KEYS_FILE_BYTES + 1).read_to_string(&mut raw));
+            match read {
+                Err(e) => {
+                    return Err(vec![format!(
+                        "store.encryption_keys_file: cannot read {}: {e}",
+                        path.display()
+                    )])
+                }
+                Ok(n) if n as u64 > MAX_KEYS_FILE_BYTES => {
+                    return Err(vec![format!(
+                        "store.encryption_keys_file: {} is larger than {MAX_KEYS_FILE_BYTES} bytes",
+                        path.display()
+                    )])
+                }
+                Ok(_) => {}
+            }
+            entries.extend(raw.lines().enumerate().map(|(i, line)| {
+                (
+                    format!("store.encryption_keys_file line {}", i + 1),
+                    line.to_owned(),
+                )
+            }));
+        }
+        crate::store::seal::KeyRing::parse(entries.iter().map(|(at, e)| (at.clone(), e.as_str())))
     }
 }
 
@@ -990,6 +1043,17 @@ impl Config {
     /// loopback): there, no callers means every request acts as the anonymous caller.
     pub fn start_problems(&self, sandbox: bool) -> ConfigProblems {
         let mut out = self.transport_problems(sandbox);
+        match self.store.key_ring() {
+            Ok(Some(_)) => {}
+            Ok(None) if sandbox => {}
+            Ok(None) => out.errors.push(
+                "no encryption key is configured (store.encryption_keys or store.encryption_keys_file): every \
+                 stored session is sealed with it; generate one with `openssl rand -base64 32` and set \
+                 store.encryption_keys = [\"k1:<key>\"]"
+                    .to_owned(),
+            ),
+            Err(problems) => out.errors.extend(problems),
+        }
         if self.auth.callers.is_empty() && !sandbox {
             match self.auth.mode {
                 AuthMode::Keys => out.errors.push(

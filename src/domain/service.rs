@@ -1082,6 +1082,12 @@ impl SessionService {
                 Err(e) => tracing::warn!(session_id = %id, error = %e, "cannot wipe personal data"),
             }
         }
+        if n > 0 {
+            // The old record versions must not survive in the database files.
+            if let Err(e) = self.store.compact().await {
+                tracing::warn!(error = %e, "cannot compact the store after a wipe");
+            }
+        }
         Ok(n)
     }
 
