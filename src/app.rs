@@ -112,7 +112,10 @@ pub fn install_crypto_provider() {
 
 /// The PostgreSQL store when `store.database_url` is set, else the SQLite file. Sessions stored before tenants
 /// existed get `auth.default_tenant`, and the live mode of this start.
-async fn open_store(config: &Config, sandbox: bool) -> Result<Arc<dyn SessionStore>, StoreError> {
+pub async fn open_store(
+    config: &Config,
+    sandbox: bool,
+) -> Result<Arc<dyn SessionStore>, StoreError> {
     let keys = match config.store.key_ring() {
         Ok(Some(keys)) => keys,
         Ok(None) if sandbox => {
