@@ -1880,6 +1880,7 @@ mod tests {
     #[test]
     fn serving_without_callers_needs_mode_none_on_purpose() {
         let mut c = Config::default();
+        c.store.encryption_keys = vec![test_store_key()];
         let p = c.start_problems(false);
         assert_eq!(p.errors.len(), 1);
         assert!(p.errors[0].contains("auth.callers") && p.errors[0].contains("auth.mode"));
@@ -1891,5 +1892,40 @@ mod tests {
         c.auth.mode = AuthMode::Keys;
         c.auth.callers = vec![caller("a", "k")];
         assert_eq!(c.start_problems(false), ConfigProblems::default());
+    }
+
+    fn test_store_key() -> Secret {
+        Secret::new(format!(
+            "k1:{}",
+            crate::store::seal::generate_key_base64().unwrap()
+        ))
+    }
+
+    #[test]
+    fn production_needs_an_encryption_key_and_the_sandbox_does_not() {
+        let mut c = Config::default();
+        c.auth.mode = AuthMode::None;
+        let p = c.start_problems(false);
+        assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+        assert!(p.errors[0].contains("store.encryption_keys"));
+        assert!(c.start_problems(true).errors.is_empty());
+        c.store.encryption_keys = vec![Secret::new("k1:dG9vLXNob3J0")];
+        let p = c.start_problems(true);
+        assert!(
+            p.errors.len() == 1 && p.errors[0].contains("store.encryption_keys[0]"),
+            "{:?}",
+            p.errors
+        );
+        assert!(!p.errors[0].contains("dG9vLXNob3J0"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, format!("{}\n", test_store_key().expose())).unwrap();
+        c.store.encryption_keys.clear();
+        c.store.encryption_keys_file = file;
+        assert!(c.start_problems(false).errors.is_empty());
+        let key = test_store_key();
+        c.store.encryption_keys = vec![key.clone()];
+        let shown = format!("{:?}", c.store);
+        assert!(shown.contains("***") && !shown.contains(key.expose().split_once(':').unwrap().1));
     }
 }
