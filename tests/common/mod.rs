@@ -82,7 +82,14 @@ impl Server {
     }
 
     /// A server with `config` in `mode` (`Mode::Production` for tests against fake vendor endpoints).
-    pub async fn start_mode(dir: tempfile::TempDir, config: Config, mode: Mode) -> Self {
+    pub async fn start_mode(dir: tempfile::TempDir, mut config: Config, mode: Mode) -> Self {
+        // Replicas sharing a PostgreSQL database share its key (unless the test chose keys).
+        if !config.store.database_url.is_empty()
+            && config.store.encryption_keys == vec![db_key(&config.store.sqlite_path)]
+        {
+            config.store.encryption_keys =
+                vec![db_key(Path::new(config.store.database_url.expose()))];
+        }
         let running = app::start(config, mode).await.unwrap();
         let client = connect(&running).await;
         Self {
