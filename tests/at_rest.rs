@@ -262,3 +262,73 @@ async fn the_database_files_are_private_to_their_owner() {
     }
     srv.stop().await;
 }
+
+fn assert_bytes_hold_no_canary(bytes: &[u8], sequences: &[u16], stage: &str) {
+    for (what, needle) in needles(sequences) {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+            "{stage}: pg_dump holds the canary {what}"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL (initdb, pg_ctl, pg_dump)"]
+async fn a_pg_dump_holds_no_canary_at_any_stage() {
+    let cluster = common::pg::PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sandbox_config(&dir.path().join("unused.db"));
+    fast_polling(&mut config);
+    config.store.database_url = facegate::config::Secret::new(cluster.url("postgres"));
+    let mut srv = Server::start_with(tempfile::tempdir().unwrap(), config.clone()).await;
+    let sequences = [1, 911];
+
+    let st = srv
+        .client
+        .start_session(juhe("pg-err", 911))
+        .await
+        .unwrap_err();
+    let juhe_waiting = reason(&st).1["session_id"].clone();
+    let megvii = srv
+        .start_ok(pb::StartSessionRequest {
+            identity: Some(canary_identity(1)),
+            ..megvii_inline("pg-megvii", 1)
+        })
+        .await;
+    let baidu = srv
+        .start_ok(pb::StartSessionRequest {
+            identity: Some(canary_identity(1)),
+            ..baidu_inline("pg-baidu", "", 1)
+        })
+        .await;
+    assert_bytes_hold_no_canary(&cluster.dump("postgres"), &sequences, "not final");
+
+    let juhe_final = srv.start_ok(juhe("pg-final", 1)).await;
+    assert_eq!(state(&juhe_final), pb::SessionState::Verified);
+    srv.megvii_page(
+        &megvii.user_url,
+        facegate::sandbox::megvii::PageOutcome::Pass,
+    )
+    .await;
+    let browser = Browser::new();
+    let relay = browser.choose(&baidu.user_url, "pass").await;
+    browser.follow(&relay).await;
+    for id in [&megvii.id, &baidu.id] {
+        let seen = stream_to_end(&mut srv.client.clone(), id).await;
+        assert_eq!(
+            state(seen.last().unwrap()),
+            pb::SessionState::Verified,
+            "{id}"
+        );
+    }
+    assert_bytes_hold_no_canary(&cluster.dump("postgres"), &sequences, "final");
+    srv.stop().await;
+
+    let mut again = Server::start_with(tempfile::tempdir().unwrap(), config).await;
+    for id in [&juhe_waiting, &juhe_final.id, &baidu.id, &megvii.id] {
+        let s = again.result_with(id, false, false, false).await;
+        assert_eq!(&s.session.unwrap().id, id);
+    }
+    assert_bytes_hold_no_canary(&cluster.dump("postgres"), &sequences, "after restart");
+    again.stop().await;
+}
