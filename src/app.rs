@@ -24,6 +24,7 @@ use crate::sandbox::Sandbox;
 use crate::status::poller::PollConfig;
 use crate::status::Hub;
 use crate::store::postgres::PostgresStore;
+use crate::store::seal::KeyRing;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError, StoreOptions};
 use crate::vendors::{baidu::BaiduAdapter, juhe::JuheAdapter, megvii::MegviiAdapter, Vendors};
@@ -111,10 +112,31 @@ pub fn install_crypto_provider() {
 
 /// The PostgreSQL store when `store.database_url` is set, else the SQLite file. Sessions stored before tenants
 /// existed get `auth.default_tenant`, and the live mode of this start.
-async fn open_store(config: &Config, sandbox: bool) -> Result<Arc<dyn SessionStore>, StoreError> {
+pub async fn open_store(
+    config: &Config,
+    sandbox: bool,
+) -> Result<Arc<dyn SessionStore>, StoreError> {
+    let keys = match config.store.key_ring() {
+        Ok(Some(keys)) => keys,
+        Ok(None) if sandbox => {
+            tracing::warn!(
+                "store.encryption_keys is not set: sessions are sealed with an ephemeral key, so those stored in \
+                 this run cannot be read after a restart (configure a key to keep them)"
+            );
+            KeyRing::ephemeral()
+        }
+        Ok(None) => {
+            return Err(StoreError::Database(
+                "no encryption key is configured (store.encryption_keys)".into(),
+            ))
+        }
+        Err(problems) => return Err(StoreError::Database(problems.join("; "))),
+    };
+    tracing::info!(key_ids = ?keys.key_ids(), "store encryption keys");
     let options = StoreOptions {
         default_tenant: config.auth.default_tenant.clone(),
         legacy_live_mode: !sandbox,
+        keys,
     };
     if config.store.database_url.is_empty() {
         tracing::info!(path = %config.store.sqlite_path.display(), "session store: SQLite");

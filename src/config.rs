@@ -322,6 +322,12 @@ pub struct StoreConfig {
     /// A PostgreSQL URL (`postgres://user:password@host:5432/db?sslmode=verify-full`) for a store several
     /// replicas share. Empty means the SQLite file.
     pub database_url: Secret,
+    /// Data keys sealing every stored record, each `id:base64key` (32 random bytes, e.g. `openssl rand -base64
+    /// 32`): the first seals, all open. From the environment, comma-separated:
+    /// `FACEGATE__STORE__ENCRYPTION_KEYS=k2:...,k1:...`.
+    pub encryption_keys: Vec<Secret>,
+    /// A file of further `id:base64key` lines (a mounted Secret), after `encryption_keys`; `#` starts a comment.
+    pub encryption_keys_file: PathBuf,
 }
 
 impl Default for StoreConfig {
@@ -329,7 +335,54 @@ impl Default for StoreConfig {
         Self {
             sqlite_path: PathBuf::from("facegate.db"),
             database_url: Secret::default(),
+            encryption_keys: Vec::new(),
+            encryption_keys_file: PathBuf::new(),
         }
+    }
+}
+
+/// Largest `store.encryption_keys_file` read, in bytes.
+const MAX_KEYS_FILE_BYTES: u64 = 64 * 1024;
+
+impl StoreConfig {
+    /// The data keys of `encryption_keys` then `encryption_keys_file` (read now); `None` when there are none. The
+    /// error lists every problem, each naming its setting and key id, never key bytes.
+    pub fn key_ring(&self) -> Result<Option<crate::store::seal::KeyRing>, Vec<String>> {
+        use std::io::Read;
+        let mut entries: Vec<(String, String)> = self
+            .encryption_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("store.encryption_keys[{i}]"), k.expose().to_owned()))
+            .collect();
+        if !self.encryption_keys_file.as_os_str().is_empty() {
+            let path = &self.encryption_keys_file;
+            let mut raw = String::new();
+            let read = std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_KEYS_FILE_BYTES + 1).read_to_string(&mut raw));
+            match read {
+                Err(e) => {
+                    return Err(vec![format!(
+                        "store.encryption_keys_file: cannot read {}: {e}",
+                        path.display()
+                    )])
+                }
+                Ok(n) if n as u64 > MAX_KEYS_FILE_BYTES => {
+                    return Err(vec![format!(
+                        "store.encryption_keys_file: {} is larger than {MAX_KEYS_FILE_BYTES} bytes",
+                        path.display()
+                    )])
+                }
+                Ok(_) => {}
+            }
+            entries.extend(raw.lines().enumerate().map(|(i, line)| {
+                (
+                    format!("store.encryption_keys_file line {}", i + 1),
+                    line.to_owned(),
+                )
+            }));
+        }
+        crate::store::seal::KeyRing::parse(entries.iter().map(|(at, e)| (at.clone(), e.as_str())))
     }
 }
 
@@ -1065,6 +1118,17 @@ impl Config {
     /// loopback): there, no callers means every request acts as the anonymous caller.
     pub fn start_problems(&self, sandbox: bool) -> ConfigProblems {
         let mut out = self.transport_problems(sandbox);
+        match self.store.key_ring() {
+            Ok(Some(_)) => {}
+            Ok(None) if sandbox => {}
+            Ok(None) => out.errors.push(
+                "no encryption key is configured (store.encryption_keys or store.encryption_keys_file): every \
+                 stored session is sealed with it; generate one with `openssl rand -base64 32` and set \
+                 store.encryption_keys = [\"k1:<key>\"]"
+                    .to_owned(),
+            ),
+            Err(problems) => out.errors.extend(problems),
+        }
         if self.auth.callers.is_empty() && !sandbox {
             match self.auth.mode {
                 AuthMode::Keys => out.errors.push(
@@ -1891,6 +1955,7 @@ mod tests {
     #[test]
     fn serving_without_callers_needs_mode_none_on_purpose() {
         let mut c = Config::default();
+        c.store.encryption_keys = vec![test_store_key()];
         let p = c.start_problems(false);
         assert_eq!(p.errors.len(), 1);
         assert!(p.errors[0].contains("auth.callers") && p.errors[0].contains("auth.mode"));
@@ -1902,5 +1967,40 @@ mod tests {
         c.auth.mode = AuthMode::Keys;
         c.auth.callers = vec![caller("a", "k")];
         assert_eq!(c.start_problems(false), ConfigProblems::default());
+    }
+
+    fn test_store_key() -> Secret {
+        Secret::new(format!(
+            "k1:{}",
+            crate::store::seal::generate_key_base64().unwrap()
+        ))
+    }
+
+    #[test]
+    fn production_needs_an_encryption_key_and_the_sandbox_does_not() {
+        let mut c = Config::default();
+        c.auth.mode = AuthMode::None;
+        let p = c.start_problems(false);
+        assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+        assert!(p.errors[0].contains("store.encryption_keys"));
+        assert!(c.start_problems(true).errors.is_empty());
+        c.store.encryption_keys = vec![Secret::new("k1:dG9vLXNob3J0")];
+        let p = c.start_problems(true);
+        assert!(
+            p.errors.len() == 1 && p.errors[0].contains("store.encryption_keys[0]"),
+            "{:?}",
+            p.errors
+        );
+        assert!(!p.errors[0].contains("dG9vLXNob3J0"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, format!("{}\n", test_store_key().expose())).unwrap();
+        c.store.encryption_keys.clear();
+        c.store.encryption_keys_file = file;
+        assert!(c.start_problems(false).errors.is_empty());
+        let key = test_store_key();
+        c.store.encryption_keys = vec![key.clone()];
+        let shown = format!("{:?}", c.store);
+        assert!(shown.contains("***") && !shown.contains(key.expose().split_once(':').unwrap().1));
     }
 }

@@ -1,4 +1,5 @@
-//! The `facegate` command: `serve [--sandbox [--sandbox-public]]`, `sandbox` (simulators alone), `check-config`.
+//! The `facegate` command: `serve [--sandbox [--sandbox-public]]`, `sandbox` (simulators alone), `check-config`,
+//! `rotate-keys`.
 //! A build without the `sandbox` cargo feature keeps the flags and the subcommand only to refuse them clearly.
 
 use std::net::SocketAddr;
@@ -47,6 +48,9 @@ enum Command {
     },
     /// Validate the configuration and print the effective values, secrets masked.
     CheckConfig,
+    /// Re-seal, online, every stored record not sealed with the first key of store.encryption_keys (run after
+    /// every replica has restarted with the new key first), printing how many it re-sealed.
+    RotateKeys,
 }
 
 /// A 1x1 synthetic JPEG (not a face): enough for the sandbox, which checks the image format only.
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
             } => serve(config, sandbox, sandbox_public).await,
             Command::Sandbox { listen } => simulators(listen).await,
             Command::CheckConfig => Ok(()),
+            Command::RotateKeys => rotate_keys(&config).await,
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, "facegate stopped with an error");
@@ -132,6 +137,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn rotate_keys(config: &Config) -> Result<(), String> {
+    let store = facegate::app::open_store(config, false)
+        .await
+        .map_err(|e| format!("cannot open the session store: {e}"))?;
+    let n = store.reseal().await.map_err(|e| e.to_string())?;
+    println!("re-sealed {n} records");
+    Ok(())
 }
 
 async fn shutdown_signal() {

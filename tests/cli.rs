@@ -2,7 +2,20 @@
 
 use std::process::Command;
 
+/// The binary with no FACEGATE variable of this process, and a data key generated now.
 fn facegate() -> Command {
+    let mut c = facegate_without_key();
+    c.env(
+        "FACEGATE__STORE__ENCRYPTION_KEYS",
+        format!(
+            "k1:{}",
+            facegate::store::seal::generate_key_base64().unwrap()
+        ),
+    );
+    c
+}
+
+fn facegate_without_key() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_facegate"));
     for (k, _) in std::env::vars() {
         if k.starts_with("FACEGATE") {
@@ -10,6 +23,74 @@ fn facegate() -> Command {
         }
     }
     c
+}
+
+#[test]
+fn check_config_refuses_production_without_an_encryption_key_and_masks_keys() {
+    let out = facegate_without_key()
+        .args(["check-config"])
+        .env("FACEGATE__AUTH__MODE", "none")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.encryption_keys"), "{err}");
+
+    // A bad key is named by its setting and id, its bytes never shown.
+    let short = "c2hvcnQta2V5LWJ5dGVz";
+    let good = facegate::store::seal::generate_key_base64().unwrap();
+    let out = facegate_without_key()
+        .args(["check-config"])
+        .env("FACEGATE__AUTH__MODE", "none")
+        .env(
+            "FACEGATE__STORE__ENCRYPTION_KEYS",
+            format!("k2:{good},k1:{short}"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("store.encryption_keys[1]") && all.contains("\"k1\""),
+        "{all}"
+    );
+    assert!(!all.contains(short) && !all.contains(&good), "{all}");
+
+    // Valid keys are accepted and printed masked.
+    let out = facegate_without_key()
+        .args(["check-config"])
+        .env("FACEGATE__AUTH__MODE", "none")
+        .env("FACEGATE__STORE__ENCRYPTION_KEYS", format!("k2:{good}"))
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("encryption_keys = [\"***\"]"), "{all}");
+    assert!(!all.contains(&good), "{all}");
+
+    // The same from a key file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys");
+    std::fs::write(&file, format!("# rotated 2026-12\nk2:{good}\n")).unwrap();
+    let out = facegate_without_key()
+        .args(["check-config"])
+        .env("FACEGATE__AUTH__MODE", "none")
+        .env("FACEGATE__STORE__ENCRYPTION_KEYS_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -21,6 +21,13 @@ use facegate::store::{
     Created, IdempotencyRecord, ListFilter, SessionStore, StoreError, StoreOptions,
 };
 
+/// The options of every store this process opens: one data key, generated at start, so reopened stores read what
+/// earlier ones wrote.
+fn test_options() -> StoreOptions {
+    static OPTIONS: std::sync::OnceLock<StoreOptions> = std::sync::OnceLock::new();
+    OPTIONS.get_or_init(StoreOptions::default).clone()
+}
+
 /// Writes a session and its idempotency record with the statements of the build before tenants.
 macro_rules! legacy_rows {
     ($pool:expr, $insert_session:expr, $insert_idem:expr, $s:expr, $record:expr, $request_id:expr) => {{
@@ -67,7 +74,7 @@ impl Backend {
     }
 
     async fn open(&self) -> Arc<dyn SessionStore> {
-        self.open_with(&StoreOptions::default()).await
+        self.open_with(&test_options()).await
     }
 
     async fn open_with(&self, options: &StoreOptions) -> Arc<dyn SessionStore> {
@@ -568,6 +575,7 @@ mod contract {
         let options = StoreOptions {
             default_tenant: "legacy-shop".into(),
             legacy_live_mode: true,
+            ..test_options()
         };
         let store = backend.open_with(&options).await;
         let mut got = store.get("ses_old").await.unwrap().unwrap();
@@ -600,7 +608,7 @@ mod contract {
         );
         drop(store);
         // Opening again (with other options) migrates nothing twice and changes no row.
-        let again = backend.open_with(&StoreOptions::default()).await;
+        let again = backend.open_with(&test_options()).await;
         assert_eq!(
             again.get("ses_old").await.unwrap().unwrap().tenant,
             "legacy-shop"
@@ -1189,7 +1197,7 @@ contract_suite!(postgres, Backend::postgres(), {
 async fn postgres_replicas_starting_together_migrate_once() {
     let cluster = PgCluster::start();
     let url = cluster.url("postgres");
-    let options = StoreOptions::default();
+    let options = test_options();
     let replicas = (0..4).map(|_| PostgresStore::connect(&url, &options));
     for replica in futures_util::future::join_all(replicas).await {
         replica.expect("every replica starts");

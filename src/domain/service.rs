@@ -1405,7 +1405,19 @@ impl SessionService {
                 Err(e) => tracing::warn!(session_id = %id, error = %e, "cannot wipe personal data"),
             }
         }
+        if n > 0 {
+            self.compact_store("wipe").await;
+        }
         Ok(n)
+    }
+
+    /// Makes removed data unrecoverable from the database files (SQLite: a WAL checkpoint that truncates the WAL,
+    /// with `secure_delete` zeroing freed pages). A failure is logged: the data is gone from the rows already.
+    async fn compact_store(&self, after: &'static str) {
+        // The old record versions must not survive in the database files.
+        if let Err(e) = self.store.compact().await {
+            tracing::warn!(error = %e, after, "cannot compact the store");
+        }
     }
 
     /// Deletes whole sessions older than `session_rows_max_ms` with their idempotency keys, their billing records
@@ -1422,6 +1434,9 @@ impl SessionService {
                 .map_err(store_err)?;
             total += n;
             if n < BATCH as usize || *self.shutdown.borrow() {
+                if total > 0 {
+                    self.compact_store("row deletion").await;
+                }
                 return Ok(total);
             }
         }
@@ -1503,6 +1518,7 @@ impl SessionService {
             })
             .await?;
         if redacted_now {
+            self.compact_store("redaction").await;
             // A poller of the session sees it final and stops.
             self.pollers.wake(id);
             tracing::info!(session_id = %session.id, state = session.state.as_str(), "session redacted");

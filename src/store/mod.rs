@@ -4,6 +4,7 @@
 //! migrations and error handling.
 
 pub mod postgres;
+pub mod seal;
 pub mod sql;
 pub mod sqlite;
 
@@ -28,13 +29,16 @@ pub struct ListFilter {
     pub created_before_ms: Option<i64>,
 }
 
-/// What a store needs to know when it is opened: how to fill what rows written before a column existed lack.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a store needs to know when it is opened: how to fill what rows written before a column existed lack, and
+/// the keys that seal what it keeps.
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// The tenant of sessions (and idempotency records) stored before tenants existed (`auth.default_tenant`).
     pub default_tenant: String,
     /// The `live_mode` of sessions stored before it was recorded.
     pub legacy_live_mode: bool,
+    /// The data keys sealing every record (`store.encryption_keys`): the first seals, all open.
+    pub keys: seal::KeyRing,
 }
 
 impl Default for StoreOptions {
@@ -42,6 +46,7 @@ impl Default for StoreOptions {
         Self {
             default_tenant: crate::domain::caller::DEFAULT_TENANT.to_owned(),
             legacy_live_mode: true,
+            keys: seal::KeyRing::ephemeral(),
         }
     }
 }
@@ -174,6 +179,14 @@ pub trait SessionStore: Send + Sync + 'static {
         -> Result<usize, StoreError>;
     /// The aggregated billing records of deleted sessions, ordered by tenant, day, vendor, item and billed.
     async fn billing_daily(&self) -> Result<Vec<BillingDaily>, StoreError>;
+    /// Makes deleted data unrecoverable from the database files after a wipe or redaction (SQLite: truncates the
+    /// WAL into the main file, whose freed pages `secure_delete` zeroes). A no-op for PostgreSQL, whose stale
+    /// tuples hold ciphertext only.
+    async fn compact(&self) -> Result<(), StoreError>;
+    /// Re-seals with the first key of the ring every record sealed with another key (or stored before sealing),
+    /// online: each row is rewritten only if its version is unchanged, so concurrent updates win. Returns how many
+    /// records it re-sealed.
+    async fn reseal(&self) -> Result<u64, StoreError>;
 }
 
 /// Billing records of deleted sessions, counted per tenant, UTC day of the call, vendor, item and billed flag.

@@ -139,11 +139,10 @@ impl Dialect for PostgresDialect {
              WHERE personal_data_until_ms IS NOT NULL AND personal_data_until_ms <= $1 LIMIT $2",
         in_flight: "SELECT id FROM sessions WHERE in_flight",
         count_by_state: "SELECT state, COUNT(*) FROM sessions GROUP BY state",
-        // 32 bytes from the server's strong random source (gen_random_uuid: 122 random bits each). The first
-        // replica to ask writes the key; every other one reads the same.
-        make_fingerprint_key: "INSERT INTO meta (key, value)
-             VALUES ('fingerprint_key', uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()))
+        // The first replica to ask writes the (sealed) key; every other one reads the same.
+        make_fingerprint_key: "INSERT INTO meta (key, value) VALUES ('fingerprint_key', $1)
              ON CONFLICT (key) DO NOTHING",
+        replace_fingerprint_key: "UPDATE meta SET value = $1 WHERE key = 'fingerprint_key'",
         select_fingerprint_key: "SELECT value FROM meta WHERE key = 'fingerprint_key'",
         // Under READ COMMITTED a concurrent reservation of the same row waits for this one and then sees its
         // count; under a stricter default isolation it fails with 40001, a lost race tried again.
@@ -177,6 +176,10 @@ impl Dialect for PostgresDialect {
              LIMIT $1",
         set_client_reference_key: "UPDATE sessions SET client_reference_key = $1
              WHERE id = $2 AND client_reference_key IS NULL",
+        // COLLATE "C": ids compare bytewise, the order the paging by `id >` needs whatever the database collation.
+        not_sealed_with: "SELECT id, version, record FROM sessions
+             WHERE id COLLATE \"C\" > $1 AND record NOT LIKE $2 ORDER BY id COLLATE \"C\" LIMIT $3",
+        reseal_session: "UPDATE sessions SET record = $1 WHERE id = $2 AND version = $3",
     };
 
     fn placeholder(n: usize) -> String {
@@ -233,6 +236,11 @@ impl Dialect for PostgresDialect {
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    /// Nothing to do: the stale tuples an update or wipe leaves (until VACUUM) hold sealed records only.
+    async fn compact(_pool: &PgPool) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// Errors of SQLSTATE class 22 (data exception) and 23 (integrity constraint violation) can quote the values a

@@ -1,14 +1,15 @@
 //! The session store over a SQL database, written once for SQLite and PostgreSQL.
 //!
-//! Both keep the same tables: `sessions` holds each session as the JSON text of `record` plus the columns the
-//! queries read, `idempotency` maps request ids to the session they created, and `meta` holds the fingerprint key.
+//! Both keep the same tables: `sessions` holds each session as the sealed JSON text of `record` (see
+//! [`super::seal`]; bound to the session id) plus the columns the queries read, none of them personal;
+//! `idempotency` maps keyed hashes of request ids to the session they created, and `meta` holds the sealed
+//! fingerprint key.
 //! A [`Dialect`] gives the statements in its database's SQL, its schema migrations and what differs in error
 //! handling.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolOptions;
@@ -17,6 +18,7 @@ use sqlx::{
     ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
 };
 
+use super::seal::{sealed_key_id, KeyRing};
 use super::{
     BillingDaily, Created, IdempotencyRecord, ListFilter, SessionStore, StoreError, StoreOptions,
 };
@@ -48,8 +50,10 @@ pub struct Statements {
     pub in_flight: &'static str,
     /// Sessions counted by state: rows `state, count`.
     pub count_by_state: &'static str,
-    /// Writes 32 random bytes as the fingerprint key unless there is one.
+    /// Writes the (sealed) fingerprint key unless there is one: `value`.
     pub make_fingerprint_key: &'static str,
+    /// Replaces the fingerprint key: `value`.
+    pub replace_fingerprint_key: &'static str,
     /// The fingerprint key.
     pub select_fingerprint_key: &'static str,
     /// Counts one billed call of a tenant's day unless the day has `limit` already (no row changed then):
@@ -90,6 +94,11 @@ pub struct Statements {
     pub unkeyed_sessions: &'static str,
     /// Fills the `client_reference_key` of a session that has none: `client_reference_key, id`.
     pub set_client_reference_key: &'static str,
+    /// Rows `id, version, record` of sessions after an id whose record does not match a LIKE pattern, by id:
+    /// `after_id, pattern, limit`.
+    pub not_sealed_with: &'static str,
+    /// Rewrites a record if the session is at a version: `record, id, version`.
+    pub reseal_session: &'static str,
 }
 
 /// Milliseconds of a day.
@@ -122,7 +131,16 @@ pub trait Dialect: Send + Sync + 'static {
     fn lost_race(_e: &sqlx::Error) -> bool {
         false
     }
+    /// See [`SessionStore::compact`].
+    fn compact(
+        pool: &Pool<Self::Database>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// Associated data of the sealed fingerprint key.
+const FINGERPRINT_KEY_AAD: &str = "meta:fingerprint_key";
+/// Rows re-sealed per batch.
+const RESEAL_BATCH: i64 = 200;
 
 /// How often a create is tried when it lost the race for its request id and could not read the winner.
 const CREATE_ATTEMPTS: usize = 3;
@@ -132,8 +150,9 @@ const RESERVE_ATTEMPTS: usize = 5;
 /// A session store over a pool of one SQL database.
 pub struct SqlStore<D: Dialect> {
     pub(super) pool: Pool<D::Database>,
-    /// The fingerprint key, read once (it never changes): `client_reference_key` is keyed with it.
-    key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
+    keys: KeyRing,
+    /// The fingerprint key, read (and made) once at open; it also keys the hashes of request ids.
+    fingerprint_key: Vec<u8>,
     dialect: PhantomData<D>,
 }
 
@@ -141,7 +160,8 @@ impl<D: Dialect> Clone for SqlStore<D> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
-            key: Arc::clone(&self.key),
+            keys: self.keys.clone(),
+            fingerprint_key: self.fingerprint_key.clone(),
             dialect: PhantomData,
         }
     }
@@ -166,20 +186,102 @@ where
     pub(super) async fn connect_with(
         options: <<D::Database as Database>::Connection as Connection>::Options,
         store_options: &StoreOptions,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, StoreError>
+    where
+        for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+        <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+        for<'t> &'t [u8]: Encode<'t, D::Database> + Type<D::Database>,
+        for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
+        usize: ColumnIndex<<D::Database as Database>::Row>,
+    {
         let pool = PoolOptions::new()
             .max_connections(8)
             .connect_with(options)
             .await
             .map_err(D::error)?;
         D::migrate(&pool, store_options).await?;
+        let keys = store_options.keys.clone();
+        let fingerprint_key = load_fingerprint_key::<D>(&pool, &keys).await?;
         let store = Self {
             pool,
-            key: Arc::new(tokio::sync::OnceCell::new()),
+            keys,
+            fingerprint_key,
             dialect: PhantomData,
         };
         store.backfill_client_reference_keys().await?;
         Ok(store)
+    }
+
+    fn encode(&self, session: &Session) -> Result<String, StoreError> {
+        let json = serde_json::to_vec(session).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.keys.seal(&session.id, &json)
+    }
+
+    fn decode(&self, id: &str, text: &str) -> Result<Session, StoreError> {
+        // A record stored before sealing is its JSON text (re-sealed by its next update or by `reseal`).
+        let json = if text.starts_with('{') {
+            text.as_bytes().to_vec()
+        } else {
+            self.keys.open(id, text)?
+        };
+        serde_json::from_slice(&json)
+            .map_err(|e| StoreError::Corrupt(format!("session record: {e}")))
+    }
+
+    /// How a request id is stored: a keyed hash, since a caller may put anything (even personal data) in it.
+    fn request_key(&self, request_id: &str) -> String {
+        KeyRing::keyed_hash(&self.fingerprint_key, &format!("request_id:{request_id}"))
+    }
+}
+
+/// What the fingerprint key's row holds.
+fn open_fingerprint_key(keys: &KeyRing, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    match std::str::from_utf8(value) {
+        Ok(text) if sealed_key_id(text).is_some() => keys.open(FINGERPRINT_KEY_AAD, text),
+        // Stored before sealing: the 32 bytes themselves (re-sealed by `reseal`).
+        _ if value.len() == 32 => Ok(value.to_vec()),
+        _ => Err(StoreError::Corrupt("fingerprint key".into())),
+    }
+}
+
+/// Reads the fingerprint key, making it first when the store has none. With an ephemeral key ring (the sandbox
+/// without a configured key), a key sealed by an earlier run cannot be opened and is replaced: the sessions of that
+/// run cannot be read either.
+async fn load_fingerprint_key<D: Dialect>(
+    pool: &Pool<D::Database>,
+    keys: &KeyRing,
+) -> Result<Vec<u8>, StoreError>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> &'t [u8]: Encode<'t, D::Database> + Type<D::Database>,
+    for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
+    usize: ColumnIndex<<D::Database as Database>::Row>,
+{
+    let fresh = super::seal::random_key()?;
+    let sealed = keys.seal(FINGERPRINT_KEY_AAD, &fresh)?;
+    sqlx::query(D::STATEMENTS.make_fingerprint_key)
+        .bind(sealed.as_bytes())
+        .execute(pool)
+        .await
+        .map_err(D::error)?;
+    let value: Vec<u8> = sqlx::query(D::STATEMENTS.select_fingerprint_key)
+        .fetch_one(pool)
+        .await
+        .map_err(D::error)?
+        .try_get(0)
+        .map_err(D::error)?;
+    match open_fingerprint_key(keys, &value) {
+        Ok(key) => Ok(key),
+        Err(StoreError::Corrupt(_)) if keys.is_ephemeral() => {
+            sqlx::query(D::STATEMENTS.replace_fingerprint_key)
+                .bind(sealed.as_bytes())
+                .execute(pool)
+                .await
+                .map_err(D::error)?;
+            Ok(fresh)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -251,7 +353,7 @@ fn list_sql<D: Dialect>(filter: &ListFilter, after: bool) -> String {
         D::placeholder(n)
     };
     let mut sql = format!(
-        "SELECT record, tenant, live_mode FROM sessions WHERE tenant = {}",
+        "SELECT record, tenant, live_mode, id FROM sessions WHERE tenant = {}",
         D::placeholder(1)
     );
     if filter.state.is_some() {
@@ -278,14 +380,6 @@ fn list_sql<D: Dialect>(filter: &ListFilter, after: bool) -> String {
         next()
     ));
     sql
-}
-
-fn encode(session: &Session) -> Result<String, StoreError> {
-    serde_json::to_string(session).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn decode(text: &str) -> Result<Session, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("session record: {e}")))
 }
 
 /// Binds the columns an update rewrites (the first nine parameters of both `insert_session` and
@@ -324,6 +418,7 @@ where
     for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
     for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
     for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t [u8]: Encode<'t, D::Database> + Type<D::Database>,
     for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
     for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
     for<'r> i64: Decode<'r, D::Database>,
@@ -337,8 +432,9 @@ where
         events: &[SessionEvent],
     ) -> Result<Created, StoreError> {
         let sql = &D::STATEMENTS;
-        let record = encode(session)?;
-        let reference_key = self.reference_key(session).await?;
+        let record = self.encode(session)?;
+        let reference_key = self.reference_key(session)?;
+        let request_key = idempotency.map(|idem| self.request_key(&idem.request_id));
         for _ in 0..CREATE_ATTEMPTS {
             let mut tx = self.pool.begin().await.map_err(D::error)?;
             bind_changing(
@@ -360,7 +456,7 @@ where
                 // the insert writes nothing and its record is read below.
                 let inserted = sqlx::query(sql.insert_idempotency)
                     .bind(idem.tenant.as_str())
-                    .bind(idem.request_id.as_str())
+                    .bind(request_key.as_deref().unwrap_or_default())
                     .bind(idem.fingerprint.as_str())
                     .bind(idem.session_id.as_str())
                     .bind(session.created_at_ms)
@@ -397,7 +493,7 @@ where
             .fetch_optional(&self.pool)
             .await
             .map_err(D::error)?;
-        row.as_ref().map(session_of::<D>).transpose()
+        row.as_ref().map(|r| self.session_of(r, id)).transpose()
     }
 
     async fn list(
@@ -408,13 +504,13 @@ where
         limit: u32,
     ) -> Result<Vec<Session>, StoreError> {
         let sql = list_sql::<D>(filter, after.is_some());
-        let reference_key = self.filter_reference_key(tenant, filter).await?;
+        let reference_key = self.filter_reference_key(tenant, filter)?;
         let rows = self
             .bind_list(&sql, tenant, filter, &reference_key, after.as_ref(), limit)
             .fetch_all(&self.pool)
             .await
             .map_err(D::error)?;
-        rows.iter().map(session_of::<D>).collect()
+        rows.iter().map(|r| self.session_with_id(r)).collect()
     }
 
     async fn update(
@@ -423,8 +519,8 @@ where
         expected_version: i64,
         events: &[SessionEvent],
     ) -> Result<(), StoreError> {
-        let record = encode(session)?;
-        let reference_key = self.reference_key(session).await?;
+        let record = self.encode(session)?;
+        let reference_key = self.reference_key(session)?;
         // The update takes the row lock (SQLite: the write lock) first, so the events' sequences are assigned
         // one writer at a time.
         let mut tx = self.pool.begin().await.map_err(D::error)?;
@@ -544,21 +640,25 @@ where
         tenant: &str,
         request_id: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(D::STATEMENTS.select_idempotency)
-            .bind(tenant)
-            .bind(request_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(D::error)?;
-        row.map(|r| {
-            Ok(IdempotencyRecord {
-                tenant: r.try_get(0).map_err(D::error)?,
-                request_id: r.try_get(1).map_err(D::error)?,
-                fingerprint: r.try_get(2).map_err(D::error)?,
-                session_id: r.try_get(3).map_err(D::error)?,
-            })
-        })
-        .transpose()
+        // Records from before request ids were hashed hold them as given.
+        let hashed = self.request_key(request_id);
+        for key in [hashed.as_str(), request_id] {
+            let row = sqlx::query(D::STATEMENTS.select_idempotency)
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(D::error)?;
+            if let Some(r) = row {
+                return Ok(Some(IdempotencyRecord {
+                    tenant: r.try_get(0).map_err(D::error)?,
+                    request_id: request_id.to_owned(),
+                    fingerprint: r.try_get(2).map_err(D::error)?,
+                    session_id: r.try_get(3).map_err(D::error)?,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
@@ -598,16 +698,7 @@ where
     }
 
     async fn fingerprint_key(&self) -> Result<Vec<u8>, StoreError> {
-        sqlx::query(D::STATEMENTS.make_fingerprint_key)
-            .execute(&self.pool)
-            .await
-            .map_err(D::error)?;
-        sqlx::query(D::STATEMENTS.select_fingerprint_key)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(D::error)?
-            .try_get::<Vec<u8>, _>(0)
-            .map_err(D::error)
+        Ok(self.fingerprint_key.clone())
     }
 
     async fn reserve_billed_call(
@@ -669,6 +760,63 @@ where
             .collect()
     }
 
+    async fn compact(&self) -> Result<(), StoreError> {
+        D::compact(&self.pool).await
+    }
+
+    async fn reseal(&self) -> Result<u64, StoreError> {
+        let sql = &D::STATEMENTS;
+        let pattern = format!("s1:{}:%", self.keys.sealing_key_id());
+        let mut resealed = 0u64;
+        // The fingerprint key first.
+        let value: Vec<u8> = sqlx::query(sql.select_fingerprint_key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(D::error)?
+            .try_get(0)
+            .map_err(D::error)?;
+        let current = std::str::from_utf8(&value).ok().and_then(sealed_key_id);
+        if current != Some(self.keys.sealing_key_id()) {
+            let sealed = self.keys.seal(FINGERPRINT_KEY_AAD, &self.fingerprint_key)?;
+            sqlx::query(sql.replace_fingerprint_key)
+                .bind(sealed.as_bytes())
+                .execute(&self.pool)
+                .await
+                .map_err(D::error)?;
+            resealed += 1;
+        }
+        let mut after = String::new();
+        loop {
+            let rows = sqlx::query(sql.not_sealed_with)
+                .bind(after.as_str())
+                .bind(pattern.as_str())
+                .bind(RESEAL_BATCH)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(D::error)?;
+            let Some(last) = rows.last() else {
+                return Ok(resealed);
+            };
+            after = last.try_get(0).map_err(D::error)?;
+            for row in &rows {
+                let id: String = row.try_get(0).map_err(D::error)?;
+                let version: i64 = row.try_get(1).map_err(D::error)?;
+                let text: String = row.try_get(2).map_err(D::error)?;
+                let session = self.decode(&id, &text)?;
+                let record = self.encode(&session)?;
+                // A row updated meanwhile was sealed by that update.
+                let done = sqlx::query(sql.reseal_session)
+                    .bind(record.as_str())
+                    .bind(id.as_str())
+                    .bind(version)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(D::error)?;
+                resealed += D::rows_affected(&done);
+            }
+        }
+    }
+
     async fn delete_sessions_before(
         &self,
         before_ms: i64,
@@ -709,7 +857,7 @@ where
             };
             let record: String = row.try_get(0).map_err(D::error)?;
             let tenant: String = row.try_get(1).map_err(D::error)?;
-            let session = decode(&record)?;
+            let session = self.decode(id, &record)?;
             for b in &session.outcome.billing {
                 let key = (
                     tenant.clone(),
@@ -787,21 +935,6 @@ where
     Ok(())
 }
 
-/// A session from a row `record, tenant, live_mode`.
-fn session_of<D: Dialect>(row: &<D::Database as Database>::Row) -> Result<Session, StoreError>
-where
-    for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
-    for<'r> bool: Decode<'r, D::Database> + Type<D::Database>,
-    usize: ColumnIndex<<D::Database as Database>::Row>,
-{
-    let text: String = row.try_get(0).map_err(D::error)?;
-    let mut session = decode(&text)?;
-    // The columns are authoritative (rows migrated from before tenants hold them only there).
-    session.tenant = row.try_get(1).map_err(D::error)?;
-    session.live_mode = row.try_get(2).map_err(D::error)?;
-    Ok(session)
-}
-
 impl<D: Dialect> SqlStore<D>
 where
     for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
@@ -816,22 +949,37 @@ where
     for<'r> bool: Decode<'r, D::Database>,
     usize: ColumnIndex<<D::Database as Database>::Row>,
 {
-    /// The fingerprint key, read (and made when missing) once.
-    async fn key(&self) -> Result<&[u8], StoreError> {
-        self.key
-            .get_or_try_init(|| self.fingerprint_key())
-            .await
-            .map(Vec::as_slice)
+    /// A session from a row `record, tenant, live_mode` of session `id`: the record opened with the session id as
+    /// associated data, the columns authoritative (rows migrated from before tenants hold them only there).
+    fn session_of(
+        &self,
+        row: &<D::Database as Database>::Row,
+        id: &str,
+    ) -> Result<Session, StoreError> {
+        let text: String = row.try_get(0).map_err(D::error)?;
+        let mut session = self.decode(id, &text)?;
+        session.tenant = row.try_get(1).map_err(D::error)?;
+        session.live_mode = row.try_get(2).map_err(D::error)?;
+        Ok(session)
+    }
+
+    /// A session from a row `record, tenant, live_mode, id`.
+    fn session_with_id(&self, row: &<D::Database as Database>::Row) -> Result<Session, StoreError> {
+        let id: String = row.try_get(3).map_err(D::error)?;
+        self.session_of(row, &id)
     }
 
     /// The `client_reference_key` of a session.
-    async fn reference_key(&self, session: &Session) -> Result<String, StoreError> {
-        let key = self.key().await?;
-        client_reference_key(key, &session.tenant, &session.client_reference_id)
+    fn reference_key(&self, session: &Session) -> Result<String, StoreError> {
+        client_reference_key(
+            &self.fingerprint_key,
+            &session.tenant,
+            &session.client_reference_id,
+        )
     }
 
     /// The `client_reference_key` a filter looks for (empty when it has no client reference).
-    async fn filter_reference_key(
+    fn filter_reference_key(
         &self,
         tenant: &str,
         filter: &ListFilter,
@@ -839,8 +987,7 @@ where
         if filter.client_reference_id.is_empty() {
             return Ok(String::new());
         }
-        let key = self.key().await?;
-        client_reference_key(key, tenant, &filter.client_reference_id)
+        client_reference_key(&self.fingerprint_key, tenant, &filter.client_reference_id)
     }
 
     /// The page query of [`list_sql`] with its parameters bound.
@@ -885,7 +1032,7 @@ where
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
         let (sql, column) = D::explain(&list_sql::<D>(filter, after.is_some()));
-        let reference_key = self.filter_reference_key(tenant, filter).await?;
+        let reference_key = self.filter_reference_key(tenant, filter)?;
         let rows = self
             .bind_list(&sql, tenant, filter, &reference_key, after.as_ref(), limit)
             .fetch_all(&self.pool)
@@ -900,7 +1047,7 @@ where
     /// SQL cannot compute the keyed hash). Runs at every open and finds nothing to do once done; replicas opening
     /// together may fill the same rows, with the same value.
     async fn backfill_client_reference_keys(&self) -> Result<(), StoreError> {
-        let key = self.key().await?.to_vec();
+        let key = self.fingerprint_key.clone();
         loop {
             let rows = sqlx::query(D::STATEMENTS.unkeyed_sessions)
                 .bind(BACKFILL_BATCH)
@@ -913,7 +1060,7 @@ where
             for row in &rows {
                 let id: String = row.try_get(3).map_err(D::error)?;
                 // A record that cannot be read gets a key no filter matches (it is not listed by reference).
-                let reference_key = match session_of::<D>(row) {
+                let reference_key = match self.session_with_id(row) {
                     Ok(s) => client_reference_key(&key, &s.tenant, &s.client_reference_id)?,
                     Err(e) => {
                         tracing::warn!(session_id = %id, error = %e, "cannot key the client reference");

@@ -144,8 +144,9 @@ impl Dialect for SqliteDialect {
              WHERE personal_data_until_ms IS NOT NULL AND personal_data_until_ms <= ? LIMIT ?",
         in_flight: "SELECT id FROM sessions WHERE in_flight = 1",
         count_by_state: "SELECT state, COUNT(*) FROM sessions GROUP BY state",
-        make_fingerprint_key: "INSERT INTO meta (key, value) VALUES ('fingerprint_key', randomblob(32))
+        make_fingerprint_key: "INSERT INTO meta (key, value) VALUES ('fingerprint_key', ?)
              ON CONFLICT (key) DO NOTHING",
+        replace_fingerprint_key: "UPDATE meta SET value = ? WHERE key = 'fingerprint_key'",
         select_fingerprint_key: "SELECT value FROM meta WHERE key = 'fingerprint_key'",
         reserve_billed_call: "INSERT INTO billed_calls (tenant, day, calls) VALUES (?, ?, 1)
              ON CONFLICT (tenant, day) DO UPDATE SET calls = billed_calls.calls + 1 WHERE billed_calls.calls < ?",
@@ -175,6 +176,9 @@ impl Dialect for SqliteDialect {
              LIMIT ?",
         set_client_reference_key: "UPDATE sessions SET client_reference_key = ?
              WHERE id = ? AND client_reference_key IS NULL",
+        not_sealed_with: "SELECT id, version, record FROM sessions WHERE id > ? AND record NOT LIKE ?
+             ORDER BY id LIMIT ?",
+        reseal_session: "UPDATE sessions SET record = ? WHERE id = ? AND version = ?",
     };
 
     fn placeholder(n: usize) -> String {
@@ -209,6 +213,16 @@ impl Dialect for SqliteDialect {
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
     }
+
+    /// Moves the WAL into the main file and truncates it, so that the old page images it held are gone (the main
+    /// file's freed pages are zeroed by `secure_delete`). A checkpoint blocked by readers is retried next time.
+    async fn compact(pool: &SqlitePool) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
 }
 
 /// The embedded store.
@@ -228,10 +242,13 @@ impl SqliteStore {
                     .map_err(|e| StoreError::Database(format!("cannot create directory: {e}")))?;
             }
         }
+        create_private(path)?;
         let url = format!("sqlite://{}", path.display());
         let options = SqliteConnectOptions::from_str(&url)
             .map_err(db)?
             .create_if_missing(true)
+            // Deleted content is overwritten with zeros, not left in free pages.
+            .pragma("secure_delete", "ON")
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
@@ -248,6 +265,22 @@ impl SqliteStore {
                 other => return other,
             }
         }
+    }
+}
+
+/// Creates the database file readable by its owner only (mode 0600) unless it exists: SQLite then creates its
+/// `-wal` and `-shm` files with the same mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    match file.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(format!(
+            "cannot create the database file: {e}"
+        ))),
     }
 }
 

@@ -34,7 +34,28 @@ pub fn sandbox_config(db: &Path) -> Config {
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.store.sqlite_path = db.to_path_buf();
+    c.store.encryption_keys = vec![db_key(db)];
     c
+}
+
+/// The data key of the database at `db`: generated on first use, then the same for every server of this test
+/// process that opens that file (a restart reads what the previous server wrote).
+pub fn db_key(db: &Path) -> facegate::config::Secret {
+    static KEYS: std::sync::Mutex<std::collections::BTreeMap<PathBuf, facegate::config::Secret>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    KEYS.lock()
+        .unwrap()
+        .entry(db.to_path_buf())
+        .or_insert_with(|| test_key("k1"))
+        .clone()
+}
+
+/// A data key generated now, as a `store.encryption_keys` entry.
+pub fn test_key(id: &str) -> facegate::config::Secret {
+    facegate::config::Secret::new(format!(
+        "{id}:{}",
+        facegate::store::seal::generate_key_base64().unwrap()
+    ))
 }
 
 pub async fn connect(running: &Running) -> VerificationServiceClient<Channel> {
@@ -61,7 +82,14 @@ impl Server {
     }
 
     /// A server with `config` in `mode` (`Mode::Production` for tests against fake vendor endpoints).
-    pub async fn start_mode(dir: tempfile::TempDir, config: Config, mode: Mode) -> Self {
+    pub async fn start_mode(dir: tempfile::TempDir, mut config: Config, mode: Mode) -> Self {
+        // Replicas sharing a PostgreSQL database share its key (unless the test chose keys).
+        if !config.store.database_url.is_empty()
+            && config.store.encryption_keys == vec![db_key(&config.store.sqlite_path)]
+        {
+            config.store.encryption_keys =
+                vec![db_key(Path::new(config.store.database_url.expose()))];
+        }
         let running = app::start(config, mode).await.unwrap();
         let client = connect(&running).await;
         Self {

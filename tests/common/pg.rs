@@ -18,7 +18,10 @@ pub struct PgCluster {
 
 /// The directory holding `initdb` and `pg_ctl`: on PATH, else Debian's `/usr/lib/postgresql/<version>/bin`.
 fn bin_dir() -> PathBuf {
-    let has_both = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    // pg_dump too: the at-rest tests dump the database.
+    let has_both = |d: &Path| {
+        d.join("initdb").is_file() && d.join("pg_ctl").is_file() && d.join("pg_dump").is_file()
+    };
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
@@ -137,6 +140,21 @@ impl PgCluster {
     /// A URL of a database in this cluster (`postgres` always exists).
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A plain `pg_dump` of `database`: every byte a backup of it would hold.
+    pub fn dump(&self, database: &str) -> Vec<u8> {
+        let port = self.port.to_string();
+        let out = self.run(
+            "pg_dump",
+            &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", database],
+        );
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
     }
 
     /// Restarts the server (the data stays).

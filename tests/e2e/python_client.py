@@ -8,6 +8,7 @@ StreamStatus watcher, server reflection through grpcurl, and a kill -9 + restart
 
 Usage: python_client.py PATH_TO_FACEGATE_BINARY
 """
+import base64
 import json
 import os
 import socket
@@ -75,6 +76,8 @@ def test_id(seq):
 JPEG = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + bytes(range(32)) + bytes([0xFF, 0xD9])
 GRPC_PORT, HTTP_PORT = free_port(), free_port()
 DB = os.path.join(WORK, "facegate.db")
+# A data key generated for this run: the restart after kill -9 must read the sessions sealed before it.
+STORE_KEY = "e2e:" + base64.b64encode(os.urandom(32)).decode()
 
 
 def start_server():
@@ -83,6 +86,7 @@ def start_server():
         "FACEGATE__GRPC__LISTEN": f"127.0.0.1:{GRPC_PORT}",
         "FACEGATE__HTTP__LISTEN": f"127.0.0.1:{HTTP_PORT}",
         "FACEGATE__STORE__SQLITE_PATH": DB,
+        "FACEGATE__STORE__ENCRYPTION_KEYS": STORE_KEY,
     })
     log = open(os.path.join(WORK, "server.log"), "ab")
     proc = subprocess.Popen([BIN, "serve", "--sandbox"], env=env, stdout=log, stderr=log)
