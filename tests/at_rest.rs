@@ -48,6 +48,16 @@ fn needles(sequences: &[u16]) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// `bytes` contain none of the canary's name, ID numbers, base64 image or raw image bytes.
+fn assert_bytes_free_of_canary(bytes: &[u8], sequences: &[u16], stage: &str) {
+    for (what, needle) in needles(sequences) {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+            "{stage}: holds the canary {what}"
+        );
+    }
+}
+
 fn assert_no_canary(db: &Path, sequences: &[u16], stage: &str) {
     let mut checked = 0;
     for suffix in ["", "-wal", "-shm"] {
@@ -145,6 +155,20 @@ async fn the_sqlite_files_hold_no_canary_at_any_stage_and_nothing_opens_without_
         );
     }
     assert_no_canary(&db, &sequences, "final");
+
+    // Redacted: a final and a non-final session. Even opened with the key, their records hold no canary.
+    for id in [&juhe_final.id, &juhe_waiting] {
+        srv.client
+            .redact_session(pb::RedactSessionRequest {
+                session_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        let opened = srv.running().service.get(id).await.unwrap();
+        let json = serde_json::to_vec(&opened).unwrap();
+        assert_bytes_free_of_canary(&json, &sequences, "a redacted record, opened");
+    }
+    assert_no_canary(&db, &sequences, "redacted");
     srv.stop().await;
 
     // After a restart, with the key: every session reads back.
@@ -322,6 +346,15 @@ async fn a_pg_dump_holds_no_canary_at_any_stage() {
         );
     }
     assert_bytes_hold_no_canary(&cluster.dump("postgres"), &sequences, "final");
+    for id in [&juhe_final.id, &juhe_waiting] {
+        srv.client
+            .redact_session(pb::RedactSessionRequest {
+                session_id: id.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    assert_bytes_hold_no_canary(&cluster.dump("postgres"), &sequences, "redacted");
     srv.stop().await;
 
     let mut again = Server::start_with(tempfile::tempdir().unwrap(), config).await;
