@@ -6,12 +6,13 @@ usage: check_render.py RENDER.yaml OUTDIR [VALUES.yaml]
 Writes OUTDIR/k8s.yaml (every object but the ServiceMonitor, for kubernetes-validate), OUTDIR/facegate.toml (the
 ConfigMap's file), OUTDIR/env (the container's literal FACEGATE__* variables, NAME=VALUE lines, plus
 placeholders for those that come from Secrets, marked with '#secret ' in front), and OUTDIR/facegate.check.toml:
-the same file with each path of a mounted Secret file (callers' keys, TLS certificates) pointing under
-OUTDIR/mounts, where placeholder files stand in for the Secrets (a random key; a self-signed certificate made
-with openssl). Asserts what the chart promises. VALUES.yaml is the values file of the render, if any (the
+the same file with each path of a mounted Secret file (callers' keys, the data key ring, TLS certificates)
+pointing under OUTDIR/mounts, where placeholder files stand in for the Secrets (a random key; a key ring with one
+random 32-byte key; a self-signed certificate made with openssl). Asserts what the chart promises. VALUES.yaml is the values file of the render, if any (the
 NetworkPolicy is on unless it turns it off). Prints the problems and exits 1 if there are any.
 """
 
+import base64
 import hashlib
 import os
 import re
@@ -46,7 +47,10 @@ SECRET_KEYS = {
     ("megvii", "api_key"),
     ("megvii", "api_secret"),
     ("store", "database_url"),
+    ("store", "encryption_keys"),
 }
+# The only store key the ConfigMap may hold: the path of the mounted key-ring Secret.
+STORE_KEYS = {"encryption_keys_file"}
 SCOPES = {"sessions:create", "sessions:read", "sessions:cancel", "personal_data:reveal", "media:read"}
 # Where the chart mounts Secrets for facegate; the ConfigMap names files under it.
 SECRET_MOUNT_ROOT = "/run/secrets/facegate/"
@@ -171,6 +175,11 @@ def placeholders(outdir, text, mounted):
         if kind == "key":
             with open(local, "w") as f:
                 f.write(secrets.token_urlsafe(32))
+        elif kind == "keyring":
+            # A valid key-ring file: one `id:base64key` line, 32 random bytes.
+            with open(local, "w") as f:
+                f.write("# placeholder data key ring (helm/check_render.py)\n")
+                f.write(f"k1:{base64.b64encode(secrets.token_bytes(32)).decode()}\n")
         elif openssl:
             directory = os.path.dirname(local)
             if directory not in made:
@@ -183,7 +192,7 @@ def placeholders(outdir, text, mounted):
             shutil.copyfile(f"{directory}/{src}", local)
         else:
             open(local, "w").close()
-        if kind in ("key", "privkey"):
+        if kind in ("key", "keyring", "privkey"):
             os.chmod(local, 0o600)
         text = text.replace(f'"{path}"', f'"{local}"')
     with open(os.path.join(outdir, "facegate.check.toml"), "w") as f:
@@ -267,7 +276,10 @@ def main():
         toml = {}
     for section, key in SECRET_KEYS:
         check(key not in (toml.get(section) or {}), f"secret {section}.{key} must not be in the ConfigMap")
-    check("store" not in toml, "the store section (sqlite_path, database_url) is set by the chart, not the ConfigMap")
+    store = toml.get("store") or {}
+    check(set(store) <= STORE_KEYS,
+          f"the ConfigMap's [store] may only hold {sorted(STORE_KEYS)} (sqlite_path and database_url are set by the "
+          f"chart as variables, keys come from a Secret), got {sorted(store)}")
     check("sandbox" not in toml, "the ConfigMap must not have a sandbox section (the production image has none)")
     auth = toml.get("auth") or {}
     grpc_tls = (toml.get("grpc") or {}).get("tls") or {}
@@ -318,6 +330,22 @@ def main():
                 mounted[caller["api_key_file"]] = "key"
         if caller.get("mtls_subject"):
             check(bool(grpc_tls.get("client_ca_file")), f"{at}: mtls_subject without grpc.tls.client_ca_file")
+
+    # Encryption at rest: facegate refuses to start without a data key, so the key ring is always a file of a
+    # Secret mounted read-only (0440, no subPath, so a rotated ring reaches the pod), named as encryption_keys_file.
+    keys_file = store.get("encryption_keys_file")
+    if check(bool(keys_file), "store.encryption_keys_file missing: facegate refuses to start without a data key"):
+        ref = secret_file(c, volumes, keys_file, "store.encryption_keys_file")
+        if ref is not None:
+            check(bool(ref[0]), "store.encryption_keys_file: the key ring's Secret needs a name")
+            mounted[keys_file] = "keyring"
+            mount = next(m for m in c["volumeMounts"] if m["mountPath"].rstrip("/") == os.path.dirname(keys_file))
+            vol = volumes.get(mount["name"], {})
+            mode = (vol.get("projected") or vol.get("secret") or {}).get("defaultMode")
+            check(mode == 0o440, f"store.encryption_keys_file: the key ring's volume must have mode 0440, got {mode}")
+            if values.get("encryption"):
+                want = (values["encryption"].get("existingSecret"), values["encryption"].get("key", "keys"))
+                check(ref == want, f"store.encryption_keys_file: expected Secret {want}, mounted {ref}")
 
     # TLS: certificate and key are tls.crt and tls.key of one Secret, mounted read-only; the client CA too.
     for listener, tls in (("grpc", grpc_tls), ("http", http_tls)):

@@ -108,12 +108,13 @@ app.kubernetes.io/part-of: facegate
 
 {{/* Environment variables the chart sets itself; extraEnv may not name them. */}}
 {{- define "facegate.managedEnv" -}}
-FACEGATE_CONFIG FACEGATE__GRPC__LISTEN FACEGATE__HTTP__LISTEN FACEGATE__STORE__SQLITE_PATH FACEGATE__STORE__DATABASE_URL FACEGATE__JUHE__KEY FACEGATE__JUHE__OPENID FACEGATE__BAIDU__API_KEY FACEGATE__BAIDU__SECRET_KEY FACEGATE__MEGVII__API_KEY FACEGATE__MEGVII__API_SECRET
+FACEGATE_CONFIG FACEGATE__GRPC__LISTEN FACEGATE__HTTP__LISTEN FACEGATE__STORE__SQLITE_PATH FACEGATE__STORE__DATABASE_URL FACEGATE__STORE__ENCRYPTION_KEYS FACEGATE__STORE__ENCRYPTION_KEYS_FILE FACEGATE__JUHE__KEY FACEGATE__JUHE__OPENID FACEGATE__BAIDU__API_KEY FACEGATE__BAIDU__SECRET_KEY FACEGATE__MEGVII__API_KEY FACEGATE__MEGVII__API_SECRET
 {{- end }}
 
 {{/* Where the chart mounts Secrets (read-only) for facegate. */}}
 {{- define "facegate.callerKeyDir" -}}/run/secrets/facegate/callers{{- end }}
 {{- define "facegate.tlsDir" -}}/run/secrets/facegate/tls/{{ . }}{{- end }}
+{{- define "facegate.encryptionDir" -}}/run/secrets/facegate/encryption{{- end }}
 
 {{/* "true" when the gRPC listener speaks TLS. */}}
 {{- define "facegate.grpcTls" -}}
@@ -213,6 +214,9 @@ The whole facegate.toml as JSON: .Values.config plus [auth] from .Values.auth an
 {{- end }}
 {{- if $callers }}{{ $_ := set $auth "callers" $callers }}{{ end }}
 {{- $_ := set $cfg "auth" $auth }}
+{{- $store := default dict (index $cfg "store") }}
+{{- $_ := set $store "encryption_keys_file" (printf "%s/%s" (include "facegate.encryptionDir" .) .Values.encryption.key) }}
+{{- $_ := set $cfg "store" $store }}
 {{- range $listener := list "grpc" "http" }}
 {{- $t := index $.Values.tls $listener }}
 {{- if $t.secretName }}
@@ -246,6 +250,9 @@ grpc:
 
 {{/* Rules that a JSON schema cannot say clearly; called from the Deployment. */}}
 {{- define "facegate.validate" -}}
+{{- if not .Values.encryption.existingSecret }}
+{{- fail "encryption.existingSecret is empty: facegate refuses to start without a data encryption key. Create a Secret with the key ring (helm/README.md, Encryption key) and name it in encryption.existingSecret" }}
+{{- end }}
 {{- $replicas := int64 .Values.replicaCount }}
 {{- if not (include "facegate.externalDatabase" .) }}
 {{- if gt $replicas 1 }}
@@ -273,7 +280,7 @@ grpc:
 {{- $managed := splitList " " (include "facegate.managedEnv" .) }}
 {{- range $e := .Values.extraEnv }}
 {{- if has $e.name $managed }}
-{{- fail (printf "extraEnv must not set %s: the chart sets it (credentials come from vendorCredentials.existingSecret, the database URL from database.external)" $e.name) }}
+{{- fail (printf "extraEnv must not set %s: the chart sets it (credentials come from vendorCredentials.existingSecret, the database URL from database.external, the encryption key ring from encryption)" $e.name) }}
 {{- end }}
 {{- range $prefix := list "FACEGATE__AUTH__" "FACEGATE__GRPC__TLS__" "FACEGATE__HTTP__TLS__" "FACEGATE__SANDBOX__" }}
 {{- if hasPrefix $prefix $e.name }}
