@@ -193,8 +193,13 @@ async fn time_all(
     for (name, plan) in &plans {
         println!("  plan of {name}: {}", plan.join(" | "));
         let text = plan.join(" ").to_lowercase();
+        // A full sort or a table scan fails. PostgreSQL may instead walk the retention sweep's created_at_ms index
+        // for a tenant that holds most rows, ordering only the ties on id ("Incremental Sort ... Presorted Key:
+        // created_at_ms" under a Limit): that reads the page's rows and stops, which is allowed.
+        let full_sort = text.replace("incremental sort", "").contains("sort")
+            && !text.contains("presorted key: created_at_ms");
         assert!(
-            !text.contains("temp b-tree") && !text.contains("sort") && !text.contains("seq scan"),
+            !text.contains("temp b-tree") && !full_sort && !text.contains("seq scan"),
             "{label} {name}: the plan sorts or scans"
         );
     }
