@@ -100,43 +100,44 @@ async fn raw_records(db: &Path) -> Vec<(String, String)> {
     rows
 }
 
-#[tokio::test]
-async fn the_sqlite_files_hold_no_canary_at_any_stage_and_nothing_opens_without_the_key() {
-    let mut srv = Server::start_fast().await;
-    let db = srv.db_path();
-    let config = {
-        let mut c = sandbox_config(&db);
-        fast_polling(&mut c);
-        c
-    };
-    let sequences = [1, 911];
+/// The canary's sessions: one per stage a flow can rest in.
+struct CanaryFlows {
+    /// Juhe left in REQUIRES_INPUT by a vendor error, identity and image kept for a retry.
+    juhe_waiting: String,
+    /// Juhe decided inline.
+    juhe_final: pb::Session,
+    /// Baidu, waiting for the user, then passed through its page.
+    baidu: pb::Session,
+    /// Megvii, waiting for the user, then passed by its callback.
+    megvii: pb::Session,
+}
 
-    // Juhe left in REQUIRES_INPUT by a vendor error, identity and image kept for a retry.
+/// Runs the canary flows of all three vendors, with `check` called once every flow waits (`not final`) and once
+/// every flow is decided (`final`).
+async fn canary_flows(srv: &mut Server, prefix: &str, check: impl Fn(&str)) -> CanaryFlows {
     let st = srv
         .client
-        .start_session(juhe("canary-err", 911))
+        .start_session(juhe(&format!("{prefix}-err"), 911))
         .await
         .unwrap_err();
     let juhe_waiting = reason(&st).1["session_id"].clone();
-    // Baidu and Megvii waiting for the user.
     let baidu = srv
         .start_ok(pb::StartSessionRequest {
             identity: Some(canary_identity(1)),
-            ..baidu_inline("canary-baidu", "", 1)
+            ..baidu_inline(&format!("{prefix}-baidu"), "", 1)
         })
         .await;
     assert_eq!(state(&baidu), pb::SessionState::AwaitingUser);
     let megvii = srv
         .start_ok(pb::StartSessionRequest {
             identity: Some(canary_identity(1)),
-            ..megvii_inline("canary-megvii", 1)
+            ..megvii_inline(&format!("{prefix}-megvii"), 1)
         })
         .await;
     assert_eq!(state(&megvii), pb::SessionState::AwaitingUser);
-    assert_no_canary(&db, &sequences, "not final");
+    check("not final");
 
-    // Final: Juhe inline, Megvii by its callback, Baidu through its page.
-    let juhe_final = srv.start_ok(juhe("canary-final", 1)).await;
+    let juhe_final = srv.start_ok(juhe(&format!("{prefix}-final"), 1)).await;
     assert_eq!(state(&juhe_final), pb::SessionState::Verified);
     srv.megvii_page(
         &megvii.user_url,
@@ -154,7 +155,35 @@ async fn the_sqlite_files_hold_no_canary_at_any_stage_and_nothing_opens_without_
             "{id}"
         );
     }
-    assert_no_canary(&db, &sequences, "final");
+    check("final");
+    CanaryFlows {
+        juhe_waiting,
+        juhe_final,
+        baidu,
+        megvii,
+    }
+}
+
+#[tokio::test]
+async fn the_sqlite_files_hold_no_canary_at_any_stage_and_nothing_opens_without_the_key() {
+    let mut srv = Server::start_fast().await;
+    let db = srv.db_path();
+    let config = {
+        let mut c = sandbox_config(&db);
+        fast_polling(&mut c);
+        c
+    };
+    let sequences = [1, 911];
+
+    let CanaryFlows {
+        juhe_waiting,
+        juhe_final,
+        baidu,
+        megvii,
+    } = canary_flows(&mut srv, "canary", |stage| {
+        assert_no_canary(&db, &sequences, stage)
+    })
+    .await;
 
     // Redacted: a final and a non-final session. Even opened with the key, their records hold no canary.
     for id in [&juhe_final.id, &juhe_waiting] {
@@ -307,45 +336,15 @@ async fn a_pg_dump_holds_no_canary_at_any_stage() {
     let mut srv = Server::start_with(tempfile::tempdir().unwrap(), config.clone()).await;
     let sequences = [1, 911];
 
-    let st = srv
-        .client
-        .start_session(juhe("pg-err", 911))
-        .await
-        .unwrap_err();
-    let juhe_waiting = reason(&st).1["session_id"].clone();
-    let megvii = srv
-        .start_ok(pb::StartSessionRequest {
-            identity: Some(canary_identity(1)),
-            ..megvii_inline("pg-megvii", 1)
-        })
-        .await;
-    let baidu = srv
-        .start_ok(pb::StartSessionRequest {
-            identity: Some(canary_identity(1)),
-            ..baidu_inline("pg-baidu", "", 1)
-        })
-        .await;
-    assert_bytes_hold_no_canary(&cluster.dump("postgres"), &sequences, "not final");
-
-    let juhe_final = srv.start_ok(juhe("pg-final", 1)).await;
-    assert_eq!(state(&juhe_final), pb::SessionState::Verified);
-    srv.megvii_page(
-        &megvii.user_url,
-        facegate::sandbox::megvii::PageOutcome::Pass,
-    )
+    let CanaryFlows {
+        juhe_waiting,
+        juhe_final,
+        baidu,
+        megvii,
+    } = canary_flows(&mut srv, "pg", |stage| {
+        assert_bytes_hold_no_canary(&cluster.dump("postgres"), &sequences, stage)
+    })
     .await;
-    let browser = Browser::new();
-    let relay = browser.choose(&baidu.user_url, "pass").await;
-    browser.follow(&relay).await;
-    for id in [&megvii.id, &baidu.id] {
-        let seen = stream_to_end(&mut srv.client.clone(), id).await;
-        assert_eq!(
-            state(seen.last().unwrap()),
-            pb::SessionState::Verified,
-            "{id}"
-        );
-    }
-    assert_bytes_hold_no_canary(&cluster.dump("postgres"), &sequences, "final");
     for id in [&juhe_final.id, &juhe_waiting] {
         srv.client
             .redact_session(pb::RedactSessionRequest {
