@@ -381,12 +381,8 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     // an incoming stream), TLS when configured, and for gRPC a PeerInfo in every request's extensions.
     let grpc_incoming = net::incoming("grpc", grpc_listener, grpc_tls, stopping_rx.clone());
     // Authentication wraps every service, health and reflection included (they decide themselves whether to be open).
-    let grpc_server = tonic::transport::Server::builder()
+    let grpc_server = crate::grpc::server_builder(&config.grpc)
         .layer(AuthLayer::new(authenticator))
-        .max_concurrent_streams(config.grpc.max_concurrent_streams)
-        .concurrency_limit_per_connection(config.grpc.concurrency_limit_per_connection)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
