@@ -251,16 +251,30 @@ async fn bench(args: Args) -> Result<(), String> {
         .prefix("facegate-bench-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let result = measure(&args, dir.path()).await;
+    if result.is_err() {
+        // The servers' logs explain a failed run.
+        let kept = dir.keep();
+        println!(
+            "the run's files (facegate.log, reference.log) are kept in {}",
+            kept.display()
+        );
+    }
+    result
+}
+
+/// Everything between creating the run's directory and removing it; the servers are stopped when it returns.
+async fn measure(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     println!(
         "facegate benchmark ({} mode): {} round(s) of {} calls per RPC and concurrency, {} idle streams; files in {}",
         if args.short { "short" } else { "full" },
         args.rounds,
         args.calls,
         args.streams,
-        dir.path().display()
+        dir.display()
     );
 
-    let facegate = servers::facegate(dir.path()).await?;
+    let facegate = servers::facegate(dir).await?;
     println!(
         "  facegate SERVING after {:.0} ms on {} (log {})",
         ms(facegate.startup),
@@ -269,9 +283,9 @@ async fn bench(args: Args) -> Result<(), String> {
     );
     let f_one = load::connect(facegate.addr, 1).await?;
     let f_many = load::connect(facegate.addr, args.connections).await?;
-    let replies = dir.path().join("replies");
+    let replies = dir.join("replies");
     let (result_ids, mut started) = capture_replies(&f_one, &f_many, &replies).await?;
-    let reference = servers::reference(dir.path(), &replies).await?;
+    let reference = servers::reference(dir, &replies).await?;
     println!(
         "  reference SERVING after {:.0} ms on {}",
         ms(reference.startup),
@@ -380,6 +394,8 @@ async fn bench(args: Args) -> Result<(), String> {
         results.read_back, results.started
     );
 
+    // A failure here still leaves the table of everything else.
+    let mut stream_problems = Vec::new();
     for (name, sessions) in [
         ("one per session", args.streams),
         ("many per session", args.shared_sessions.min(args.streams)),
@@ -388,53 +404,14 @@ async fn bench(args: Args) -> Result<(), String> {
             "idle streams, {name}: {} streams over {sessions} sessions",
             args.streams
         );
-        let ids = load::empty_sessions(&side(Server::Facegate).many, sessions).await?;
-        if ids.is_empty() {
-            return Err("no sessions for the idle streams".into());
-        }
-        let watched: Vec<String> = (0..args.streams)
-            .map(|i| ids[i % ids.len()].clone())
-            .collect();
-        let mut figures = BTreeMap::new();
-        let mut closed_at = BTreeMap::new();
-        for (server, d) in &sides {
-            tokio::time::sleep(args.settle).await;
-            let before = d.proc.rss_kib()?;
-            let streams =
-                load::open_idle(d.proc.addr, &watched, args.streams_per_connection).await?;
-            tokio::time::sleep(args.settle).await;
-            let with = d.proc.rss_kib()?;
-            let open = streams.len();
-            streams.close();
-            closed_at.insert(*server, Instant::now());
-            println!(
-                "  {:<9} {open} streams: RSS {:.1} -> {:.1} MiB",
-                report::server_name(*server),
-                mib(before),
-                mib(with)
-            );
-            figures.insert(
-                *server,
-                StreamFigures {
-                    streams: open,
-                    before,
-                    with,
-                    after: 0,
-                },
-            );
-        }
-        for (server, d) in &sides {
-            if let Some(t) = closed_at.get(server) {
-                tokio::time::sleep(
-                    (*t + args.close_wait).saturating_duration_since(Instant::now()),
-                )
-                .await;
+        let figures = match idle_streams(args, &sides, sessions).await {
+            Ok(f) => f,
+            Err(e) => {
+                println!("  failed: {e}");
+                stream_problems.push(format!("idle streams, {name}: {e}"));
+                BTreeMap::new()
             }
-            let after = d.proc.rss_kib()?;
-            if let Some(f) = figures.get_mut(server) {
-                f.after = after;
-            }
-        }
+        };
         results.streams.push((
             format!("{name} ({} streams / {sessions} sessions)", args.streams),
             figures,
@@ -442,13 +419,14 @@ async fn bench(args: Args) -> Result<(), String> {
     }
 
     println!();
-    let table = report::table(&args, &results);
+    let table = report::table(args, &results);
     print!("{}", table.text);
     println!(
-        "\nfacegate's log: {} (deleted at exit)",
+        "\nfacegate's log: {} (kept only when the run fails)",
         side(Server::Facegate).proc.log.display()
     );
     let mut problems = table.missing;
+    problems.extend(stream_problems);
     if results.read_back != results.started || results.started == 0 {
         problems.push(format!(
             "{} of {} StartSession sessions could not be read back",
@@ -470,6 +448,61 @@ async fn bench(args: Args) -> Result<(), String> {
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// Opens `args.streams` idle streams over `sessions` new sessions against each server in turn, and reads RSS
+/// before, with them open, and `args.close_wait` after they closed (the waits of both servers overlap).
+async fn idle_streams(
+    args: &Args,
+    sides: &[(Server, Side); 2],
+    sessions: usize,
+) -> Result<BTreeMap<Server, StreamFigures>, String> {
+    let facegate = &sides[0].1;
+    let ids = load::empty_sessions(&facegate.many, sessions).await?;
+    if ids.is_empty() {
+        return Err("no sessions for the idle streams".into());
+    }
+    let watched: Vec<String> = (0..args.streams)
+        .map(|i| ids[i % ids.len()].clone())
+        .collect();
+    let mut figures = BTreeMap::new();
+    let mut closed_at = BTreeMap::new();
+    for (server, d) in sides {
+        tokio::time::sleep(args.settle).await;
+        let before = d.proc.rss_kib()?;
+        let streams = load::open_idle(d.proc.addr, &watched, args.streams_per_connection).await?;
+        tokio::time::sleep(args.settle).await;
+        let with = d.proc.rss_kib()?;
+        let open = streams.len();
+        streams.close();
+        closed_at.insert(*server, Instant::now());
+        println!(
+            "  {:<9} {open} streams: RSS {:.1} -> {:.1} MiB",
+            report::server_name(*server),
+            mib(before),
+            mib(with)
+        );
+        figures.insert(
+            *server,
+            StreamFigures {
+                streams: open,
+                before,
+                with,
+                after: 0,
+            },
+        );
+    }
+    for (server, d) in sides {
+        if let Some(t) = closed_at.get(server) {
+            tokio::time::sleep((*t + args.close_wait).saturating_duration_since(Instant::now()))
+                .await;
+        }
+        let after = d.proc.rss_kib()?;
+        if let Some(f) = figures.get_mut(server) {
+            f.after = after;
+        }
+    }
+    Ok(figures)
 }
 
 /// Writes the replies the reference server gives, captured from facegate: a StartSession of a Juhe session decided

@@ -131,7 +131,7 @@ pub fn table(args: &Args, res: &Results) -> Table {
     );
     let rss = |s: Server| res.idle_rss.get(&s).map(|k| mib(*k)).unwrap_or(f64::NAN);
     b.pair(
-        "RSS after start-up (MiB)".into(),
+        "RSS before the load (MiB)".into(),
         rss(Server::Facegate),
         rss(Server::Reference),
         1,
