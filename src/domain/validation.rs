@@ -393,12 +393,13 @@ pub fn validate_name(field: &str, raw: &str) -> Result<String, Violation> {
     }
     let mut has_letter = false;
     for (i, c) in name.chars().enumerate() {
-        if c.is_alphabetic() {
-            has_letter = true;
-        } else if is_combining_mark(c) {
+        // Combining marks first: some (U+0345, U+0363..U+036F) are also alphabetic, and are still not letters.
+        if is_combining_mark(c) {
             if i == 0 {
                 return Err(fail("must not start with a combining mark"));
             }
+        } else if c.is_alphabetic() {
+            has_letter = true;
         } else if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
             return Err(fail(
                 "must not contain control characters or line/paragraph separators",
@@ -1095,6 +1096,15 @@ mod tests {
         }
         assert_eq!(e("\u{0301}a"), "must not start with a combining mark");
         assert_eq!(e("·-."), "must contain at least one letter");
+        // Found by fuzzing (fuzz/fuzz_targets/name.rs): U+0368 and U+0345 are alphabetic combining marks, once
+        // accepted as a whole name.
+        assert_eq!(e("\u{0368}"), "must not start with a combining mark");
+        assert_eq!(e("\u{0345}a"), "must not start with a combining mark");
+        assert_eq!(e("-\u{0368}"), "must contain at least one letter");
+        assert_eq!(
+            validate_name("identity.name", "a\u{0368}").as_deref(),
+            Ok("a\u{0368}")
+        );
     }
 
     #[test]

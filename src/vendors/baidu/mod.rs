@@ -818,7 +818,7 @@ fn protocol(message: &str) -> VendorError {
 }
 
 /// Maps an error answer to a vendor error.
-fn error_of(e: &BaiduError, path: &str) -> VendorError {
+pub fn error_of(e: &BaiduError, path: &str) -> VendorError {
     let (kind, retry) = if e.is_rate_limit() {
         (VendorErrorKind::RateLimited, Some(Duration::from_secs(1)))
     } else if e.is_access_token_error()
@@ -844,7 +844,7 @@ fn error_of(e: &BaiduError, path: &str) -> VendorError {
 
 /// The neutral failure of a failed attempt. Codes are matched first, then the message; an unknown reason is a
 /// VENDOR_ERROR failure (the attempt did fail: `is_verify_passed` is false).
-fn failure_of(a: &BaiduAttempt) -> Failure {
+pub fn failure_of(a: &BaiduAttempt) -> Failure {
     let code = match a.code.as_str() {
         "222351" | "222350" | "222354" | "222356" => FailureCode::IdNameMismatch,
         "222355" | "222360" => FailureCode::IdNotFound,
@@ -871,7 +871,8 @@ fn failure_of(a: &BaiduAttempt) -> Failure {
     }
 }
 
-fn attempt_of(a: &wire::Attempt) -> Result<BaiduAttempt, VendorError> {
+/// Reads one attempt of `result/getall`; its times must be Beijing times.
+pub fn attempt_of(a: &wire::Attempt) -> Result<BaiduAttempt, VendorError> {
     let time = |t: &Option<String>, field: &str| -> Result<Option<i64>, VendorError> {
         match t.as_deref().map(str::trim) {
             None | Some("") => Ok(None),
@@ -917,7 +918,7 @@ fn attempt_of(a: &wire::Attempt) -> Result<BaiduAttempt, VendorError> {
 }
 
 /// The identity of a passed verification: the OCR'd card where the plan uses OCR, else what the user confirmed.
-fn identity_of(d: &wire::DetailResult) -> Option<IdentityDocument> {
+pub fn identity_of(d: &wire::DetailResult) -> Option<IdentityDocument> {
     if let Some(o) = &d.idcard_ocr_result {
         let number = o
             .id_card_number
@@ -953,7 +954,8 @@ fn identity_of(d: &wire::DetailResult) -> Option<IdentityDocument> {
     })
 }
 
-fn api_stats(stat: &wire::StatResult) -> Vec<BaiduApiStat> {
+/// The counters of `result/stat`.
+pub fn api_stats(stat: &wire::StatResult) -> Vec<BaiduApiStat> {
     let mut out = Vec::new();
     for (api, rows) in stat {
         for row in rows {

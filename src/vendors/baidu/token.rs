@@ -39,12 +39,17 @@ pub struct TokenCache {
     current: Mutex<Option<Token>>,
 }
 
+/// The token endpoint's reply (success and OAuth error fields).
 #[derive(Deserialize)]
-struct TokenReply {
-    access_token: Option<String>,
-    expires_in: Option<i64>,
-    error: Option<String>,
-    error_description: Option<String>,
+pub struct TokenReply {
+    /// The token.
+    pub access_token: Option<String>,
+    /// Its lifetime, seconds.
+    pub expires_in: Option<i64>,
+    /// The OAuth error name.
+    pub error: Option<String>,
+    /// The OAuth error text.
+    pub error_description: Option<String>,
 }
 
 const MAX_REPLY_BYTES: usize = 16 * 1024;

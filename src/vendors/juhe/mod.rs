@@ -114,7 +114,7 @@ fn protocol(message: &str, possibly_billed: bool) -> VendorError {
 }
 
 /// Maps a non-zero `error_code` (juhe-verifyface-api.txt, 错误码参照).
-fn map_error_code(code: i64, reason: &str) -> VendorError {
+pub fn map_error_code(code: i64, reason: &str) -> VendorError {
     use VendorErrorKind as K;
     match code {
         226401 => error(K::DataSourceTimeout, code, reason, Some(5)),

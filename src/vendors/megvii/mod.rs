@@ -388,7 +388,8 @@ impl MegviiAdapter {
         }
     }
 
-    fn error_of(&self, http_status: u16, e: &ErrorReply) -> VendorError {
+    /// Maps an error reply of get_token or get_result to a vendor error.
+    pub fn error_of(&self, http_status: u16, e: &ErrorReply) -> VendorError {
         let code = e.code().to_owned();
         let (kind, retry) = match code.as_str() {
             "CONCURRENCY_LIMIT_EXCEEDED" => {

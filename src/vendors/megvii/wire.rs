@@ -573,6 +573,25 @@ mod tests {
     }
 
     #[test]
+    fn megvii_numbers_read_back_the_same_after_serialising() {
+        // Found by fuzzing (fuzz/fuzz_targets/megvii_get_result.rs): without serde_json's float_roundtrip, a
+        // number such as 1e-30 could read back one ULP off once serialised.
+        let body = r#"{"status":"OK","biz_info":{"biz_id":"1,a","biz_no":"n"},"request_id":"1,r","time_used":5,
+            "idcard_info":{"ocr_front_quality":{"birth_year":{"quality":0.942,"logic":1e-30}}},
+            "verify_result":{"result_faceid":{"confidence":68.918,"thresholds":{"1e-3":64,"1e-6":7.9e-300}}}}"#;
+        let Reply::Ok(r) = parse_get_result(200, body.as_bytes()).unwrap() else {
+            panic!()
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(parse_get_result(200, text.as_bytes()).unwrap(), Reply::Ok(r));
+        let data = r#"{"status":"OK","biz_info":{"biz_id":"1,a","biz_no":"n"},
+            "liveness_result":{"result":"PASS","face_genuineness":{"mask_confidence":1e-30}}}"#;
+        let r = parse_callback_data(data).unwrap();
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(parse_callback_data(&text).unwrap(), r);
+    }
+
+    #[test]
     fn megvii_minimal_and_failure_data() {
         let r = parse_callback_data(
             r#"{"status":"WEBRTC_UNSUPPORTED","fail_reason":"WEBRTC_UNSUPPORTED","biz_info":{"biz_id":"1,a","biz_no":"n"}}"#,
