@@ -1656,6 +1656,34 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_are_read_and_must_be_positive() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FACEGATE__GRPC__MAX_CONNECTIONS", "500"),
+                ("FACEGATE__HTTP__HEADER_READ_TIMEOUT_SECS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.grpc.max_connections, 500);
+        assert_eq!(c.http.max_connections, 4096);
+        assert_eq!(c.http.header_read_timeout_secs, 3);
+        assert_eq!(c.grpc.preface_timeout_secs, 5);
+        for key in [
+            "FACEGATE__GRPC__MAX_CONNECTIONS",
+            "FACEGATE__HTTP__MAX_CONNECTIONS",
+            "FACEGATE__GRPC__PREFACE_TIMEOUT_SECS",
+            "FACEGATE__HTTP__PREFACE_TIMEOUT_SECS",
+            "FACEGATE__HTTP__HEADER_READ_TIMEOUT_SECS",
+        ] {
+            assert!(
+                Config::load_from(None, env(&[(key, "0")])).is_err(),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
     fn quotas_are_read_per_tenant_and_checked() {
         let c = Config::load_from(
             None,

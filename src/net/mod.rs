@@ -329,14 +329,15 @@ struct Refusals {
 }
 
 impl Refusals {
-    fn refused(&mut self) {
+    /// Counts a closed connection; true when this one was reported.
+    fn refused(&mut self) -> bool {
         self.since_report += 1;
         let now = Instant::now();
         if self
             .last_report
             .is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_INTERVAL)
         {
-            return;
+            return false;
         }
         tracing::warn!(
             listener = self.name,
@@ -346,6 +347,7 @@ impl Refusals {
         );
         self.since_report = 0;
         self.last_report = Some(now);
+        true
     }
 }
 
@@ -393,7 +395,7 @@ async fn accept_loop(
         // connections that are served keep being served and the listener's backlog does not fill up.
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             drop(stream);
-            refusals.refused();
+            let _reported = refusals.refused();
             continue;
         };
         // A reply written in two parts (message, then trailers) must not wait for the peer's delayed ACK.
@@ -685,6 +687,24 @@ mod tests {
         let c = TcpStream::connect(addr).await.unwrap();
         let next = conns.recv().await.unwrap();
         assert_eq!(next.peer().remote_addr, Some(c.local_addr().unwrap()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_reported_once_per_interval() {
+        let mut r = Refusals {
+            name: "test",
+            limit: 1,
+            since_report: 0,
+            last_report: None,
+        };
+        assert!(r.refused(), "the first is reported");
+        for _ in 0..1000 {
+            assert!(!r.refused());
+        }
+        assert_eq!(r.since_report, 1000);
+        tokio::time::advance(REFUSAL_LOG_INTERVAL).await;
+        assert!(r.refused(), "the next interval reports again");
+        assert_eq!(r.since_report, 0, "with the count since the last report");
     }
 
     #[test]
