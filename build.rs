@@ -17,11 +17,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("facegate_descriptor.bin"), fds.encode_to_vec())?;
+    // Messages and the server. The server decodes requests with facegate's codec, so a request that does not decode
+    // (or is too large) is answered with an ErrorInfo like every other refusal (src/grpc/codec.rs).
     tonic_prost_build::configure()
-        .build_client(true)
+        .build_client(false)
         .build_server(true)
+        .codec_path("crate::grpc::codec::Codec")
         // Deterministic encoding of metadata maps (the idempotency fingerprint hashes the encoded request).
         .btree_map(".")
+        .compile_fds(fds.clone())?;
+    // The client, over the same messages (extern: not generated again) and tonic's own codec: a reply that does not
+    // decode is the client's INTERNAL error, not an invalid request.
+    let client_dir = out_dir.join("client");
+    std::fs::create_dir_all(&client_dir)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .extern_path(".facegate.v1", "crate::proto::v1")
+        .out_dir(&client_dir)
         .compile_fds(fds)?;
     Ok(())
 }

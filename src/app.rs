@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::domain::quota::Quotas;
 use crate::domain::service::{ServiceConfig, SessionService};
 use crate::grpc::auth::{AuthLayer, Authenticator};
+use crate::grpc::codec::MessageLimit;
 use crate::grpc::observe::Observed;
 use crate::grpc::VerificationApi;
 pub use crate::mode::Mode;
@@ -103,6 +104,37 @@ fn loopback_of(addr: SocketAddr) -> SocketAddr {
     } else {
         addr
     }
+}
+
+/// Each listener's connection limits from `grpc.*` / `http.*`, scaled down (with a warning) when together they would
+/// not stay below the process's open-file limit.
+fn listener_limits(config: &Config) -> (net::Limits, net::Limits) {
+    let mut grpc = net::Limits {
+        max_connections: config.grpc.max_connections,
+        preface_timeout: Duration::from_secs(config.grpc.preface_timeout_secs),
+    };
+    let mut http = net::Limits {
+        max_connections: config.http.max_connections,
+        preface_timeout: Duration::from_secs(config.http.preface_timeout_secs),
+    };
+    if let Some(open_files) = net::open_files_limit() {
+        if let Some(fitted) =
+            net::fit_to_open_files(&[grpc.max_connections, http.max_connections], open_files)
+        {
+            if let [g, h] = fitted[..] {
+                tracing::warn!(
+                    open_files,
+                    grpc_max_connections = g,
+                    http_max_connections = h,
+                    "grpc.max_connections + http.max_connections do not fit the open-file limit \
+                     (RLIMIT_NOFILE); lowered to these (raise the limit, e.g. ulimit -n, to allow more)"
+                );
+                grpc.max_connections = g;
+                http.max_connections = h;
+            }
+        }
+    }
+    (grpc, http)
 }
 
 /// Installs the process-wide TLS crypto provider (ring) once.
@@ -347,11 +379,13 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     );
     let max = config.grpc.max_message_bytes;
     // Spans, request ids, trace context and RPC metrics wrap the service; handlers know nothing of them.
-    let grpc_service = Observed::new(
+    // Requests over the limit and requests that do not decode are refused with an ErrorInfo (grpc::codec).
+    let grpc_service = Observed::new(MessageLimit::new(
         VerificationServiceServer::new(api)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
-    );
+        max,
+    ));
 
     let mut requested = shutdown_rx.clone();
     let reporter = health_reporter.clone();
@@ -379,7 +413,14 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     };
     // Both listeners accept through `net`: TCP_NODELAY on every socket (tonic's `tcp_nodelay` does not apply to
     // an incoming stream), TLS when configured, and for gRPC a PeerInfo in every request's extensions.
-    let grpc_incoming = net::incoming("grpc", grpc_listener, grpc_tls, stopping_rx.clone());
+    let (grpc_limits, http_limits) = listener_limits(&config);
+    let grpc_incoming = net::incoming_with(
+        "grpc",
+        grpc_listener,
+        grpc_tls,
+        grpc_limits,
+        stopping_rx.clone(),
+    );
     // Authentication wraps every service, health and reflection included (they decide themselves whether to be open).
     let grpc_server = crate::grpc::server_builder(&config.grpc)
         .layer(AuthLayer::new(authenticator))
@@ -389,18 +430,25 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         .add_service(grpc_service)
         .serve_with_incoming_shutdown(grpc_incoming, grpc_signal);
 
-    let mut http_stop = stopping_rx.clone();
-    let http_listener = net::HttpListener::new(http_listener, http_tls, stopping_rx.clone())
-        .map_err(|e| AppError::Startup(format!("cannot read HTTP address: {e}")))?;
+    let http_conns = net::accept_with(
+        "http",
+        http_listener,
+        http_tls,
+        http_limits,
+        stopping_rx.clone(),
+    );
     #[cfg_attr(not(feature = "sandbox"), allow(unused_mut))]
     let mut http_routes = crate::http::router(Arc::clone(&service));
     #[cfg(feature = "sandbox")]
     if let Some(sb) = &sandbox {
         http_routes = http_routes.merge(sb.router());
     }
-    let http_server = axum::serve(http_listener, http_routes).with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|v| *v).await;
-    });
+    let http_server = crate::http::serve::serve(
+        http_conns,
+        http_routes,
+        Duration::from_secs(config.http.header_read_timeout_secs),
+        stopping_rx.clone(),
+    );
 
     let sweeper = tokio::spawn(crate::status::expiry::run(
         Arc::clone(&service),
@@ -412,9 +460,8 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     let mut grace_rx = stopping_rx;
     let task = tokio::spawn(async move {
         let servers = async {
-            let (g, h) = tokio::join!(grpc_server, async { http_server.await });
+            let (g, ()) = tokio::join!(grpc_server, http_server);
             g.map_err(|e| AppError::Serve(format!("gRPC: {e}")))?;
-            h.map_err(|e| AppError::Serve(format!("HTTP: {e}")))?;
             Ok::<(), AppError>(())
         };
         tokio::pin!(servers);

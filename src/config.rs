@@ -101,6 +101,11 @@ pub struct GrpcConfig {
     /// On SIGTERM, how long health reports NOT_SERVING while calls are still served, before listeners close (lets
     /// load balancers and Kubernetes readiness notice first), in seconds.
     pub drain_delay_secs: u64,
+    /// Most open connections; a connection beyond it is closed at once (kept below the open-file limit).
+    pub max_connections: usize,
+    /// A connection that has not sent its HTTP/2 preface this many seconds after it was accepted (after the TLS
+    /// handshake) is closed.
+    pub preface_timeout_secs: u64,
     /// TLS (and mTLS) of the gRPC listener; off while `cert_file` is empty.
     pub tls: TlsConfig,
 }
@@ -115,6 +120,8 @@ impl Default for GrpcConfig {
             concurrency_limit_per_connection: 256,
             shutdown_grace_secs: 20,
             drain_delay_secs: 0,
+            max_connections: 10_000,
+            preface_timeout_secs: 5,
             tls: TlsConfig::default(),
         }
     }
@@ -129,6 +136,14 @@ pub struct HttpConfig {
     /// The address vendors and browsers use to reach this listener; notify and return URLs are built from it.
     /// Empty means `http://<listen>`.
     pub public_base_url: String,
+    /// Most open connections; a connection beyond it is closed at once (kept below the open-file limit).
+    pub max_connections: usize,
+    /// A connection that has sent nothing (no HTTP/2 preface, no HTTP/1 request) this many seconds after it was
+    /// accepted (after the TLS handshake) is closed.
+    pub preface_timeout_secs: u64,
+    /// Longest an HTTP/1 request's headers may take to arrive, in seconds, counted from when the connection is
+    /// ready for a request (so it is also the keep-alive idle timeout).
+    pub header_read_timeout_secs: u64,
     /// TLS of the HTTP listener; off while `cert_file` is empty (a TLS-terminating ingress in front is the usual
     /// alternative).
     pub tls: TlsConfig,
@@ -139,6 +154,9 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_base_url: String::new(),
+            max_connections: 4_096,
+            preface_timeout_secs: 5,
+            header_read_timeout_secs: 10,
             tls: TlsConfig::default(),
         }
     }
@@ -913,6 +931,21 @@ impl Config {
                     .to_owned(),
             );
         }
+        if self.grpc.max_connections == 0 || self.http.max_connections == 0 {
+            problems.push(
+                "grpc.max_connections and http.max_connections must be at least 1".to_owned(),
+            );
+        }
+        if self.grpc.preface_timeout_secs == 0
+            || self.http.preface_timeout_secs == 0
+            || self.http.header_read_timeout_secs == 0
+        {
+            problems.push(
+                "grpc.preface_timeout_secs, http.preface_timeout_secs and http.header_read_timeout_secs must be \
+                 at least 1"
+                    .to_owned(),
+            );
+        }
         let public = &self.http.public_base_url;
         if !(public.is_empty() || public.starts_with("http://") || public.starts_with("https://")) {
             problems.push("http.public_base_url must be an http(s) URL".to_owned());
@@ -1620,6 +1653,34 @@ mod tests {
         assert!(
             Config::load_from(None, env(&[("FACEGATE__GRPC__MAX_MESSAGE_BYTES", "1000")])).is_err()
         );
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_must_be_positive() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FACEGATE__GRPC__MAX_CONNECTIONS", "500"),
+                ("FACEGATE__HTTP__HEADER_READ_TIMEOUT_SECS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.grpc.max_connections, 500);
+        assert_eq!(c.http.max_connections, 4096);
+        assert_eq!(c.http.header_read_timeout_secs, 3);
+        assert_eq!(c.grpc.preface_timeout_secs, 5);
+        for key in [
+            "FACEGATE__GRPC__MAX_CONNECTIONS",
+            "FACEGATE__HTTP__MAX_CONNECTIONS",
+            "FACEGATE__GRPC__PREFACE_TIMEOUT_SECS",
+            "FACEGATE__HTTP__PREFACE_TIMEOUT_SECS",
+            "FACEGATE__HTTP__HEADER_READ_TIMEOUT_SECS",
+        ] {
+            assert!(
+                Config::load_from(None, env(&[(key, "0")])).is_err(),
+                "{key}"
+            );
+        }
     }
 
     #[test]

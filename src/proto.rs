@@ -4,6 +4,13 @@
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("facegate.v1");
+
+    pub use client::verification_service_client;
+
+    /// The client, generated apart from the server so that it keeps tonic's own codec (see build.rs).
+    mod client {
+        include!(concat!(env!("OUT_DIR"), "/client/facegate.v1.rs"));
+    }
 }
 
 /// The encoded `FileDescriptorSet` of every file in `proto/`, for reflection.

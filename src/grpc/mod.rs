@@ -1,6 +1,7 @@
 //! The gRPC surface: thin handlers, proto <-> domain conversions, error mapping.
 
 pub mod auth;
+pub mod codec;
 pub mod conn;
 pub mod convert;
 pub mod error;

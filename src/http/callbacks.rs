@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -105,8 +106,11 @@ pub fn answer(result: Result<(), CallbackRejection>) -> Response {
 async fn megvii_notify(
     State(service): State<Arc<SessionService>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // A body over MAX_CALLBACK_BYTES (or one that could not be read) is a malformed callback like any other:
+    // counted, and answered 400 MALFORMED_CALLBACK rather than axum's own 413 text.
+    let body = body.unwrap_or_default();
     let (data, sign) = data_and_sign(&headers, &body).unwrap_or_default();
     answer(
         service

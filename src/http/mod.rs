@@ -4,6 +4,7 @@
 pub mod callbacks;
 pub mod metrics;
 pub mod relay;
+pub mod serve;
 
 use std::sync::Arc;
 

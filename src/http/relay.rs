@@ -11,7 +11,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use super::callbacks::{data_and_sign, MAX_CALLBACK_BYTES};
+use super::callbacks::{answer, data_and_sign, MAX_CALLBACK_BYTES};
+use crate::vendors::CallbackRejection;
+use axum::extract::rejection::BytesRejection;
 use axum::Router;
 use serde::Deserialize;
 
@@ -52,12 +54,14 @@ async fn returned_with_form(
     Path(session_id): Path<String>,
     Query(params): Query<Params>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if !is_session_id(&session_id) {
         return (StatusCode::NOT_FOUND, "unknown session\n").into_response();
     }
+    let readable = body.is_ok();
     if let Ok(session) = service.get(&session_id).await {
+        let body = body.unwrap_or_default();
         let (data, sign) = data_and_sign(&headers, &body).unwrap_or_default();
         let _ = service
             .callback(
@@ -67,6 +71,10 @@ async fn returned_with_form(
                 crate::domain::events::SOURCE_RETURN,
             )
             .await;
+    }
+    // An oversized (or unreadable) form is answered as a malformed callback, not relayed.
+    if !readable {
+        return answer(Err(CallbackRejection::Malformed));
     }
     returned(State(service), Path(session_id), Query(params)).await
 }

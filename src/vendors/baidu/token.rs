@@ -5,6 +5,11 @@
 //! invalid or expired ([`TokenCache::invalidate`]). The request is `POST <base>/oauth/2.0/token?grant_type=
 //! client_credentials&client_id=<API Key>&client_secret=<Secret Key>`; the URL carries secrets, so it is never
 //! logged, and transport errors are reported without it.
+//!
+//! A fetch takes at most the client's timeout (`baidu.timeout_secs`), and it is not tried again right after a
+//! transient failure (timeout, unreachable, 5xx): for [`FAILURE_HOLD`] every caller, including those that were
+//! waiting for that fetch and the adapter's own retries, gets the same failure at once. So a hanging token endpoint
+//! costs a call one timeout, not one per retry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +32,16 @@ struct Token {
     expires_at_ms: i64,
 }
 
+/// How long a transient token failure is answered from memory instead of by a new request.
+pub const FAILURE_HOLD: Duration = Duration::from_secs(5);
+
+/// The token, or the last transient failure and when it happened.
+#[derive(Default)]
+struct State {
+    token: Option<Token>,
+    failure: Option<(tokio::time::Instant, VendorError)>,
+}
+
 /// Shared access_token of one API Key / Secret Key pair.
 pub struct TokenCache {
     http: reqwest::Client,
@@ -36,7 +51,7 @@ pub struct TokenCache {
     clock: Clock,
     /// Refresh this long before expiry.
     margin_ms: i64,
-    current: Mutex<Option<Token>>,
+    current: Mutex<State>,
 }
 
 /// The token endpoint's reply (success and OAuth error fields).
@@ -87,30 +102,52 @@ impl TokenCache {
             secret_key,
             clock,
             margin_ms: i64::try_from(margin.as_millis()).unwrap_or(i64::MAX),
-            current: Mutex::new(None),
+            current: Mutex::new(State::default()),
         }
     }
 
     /// A valid token, fetching one if there is none or it nears expiry. Concurrent callers share one request.
     pub async fn get(&self) -> Result<Secret, VendorError> {
         let mut current = self.current.lock().await;
-        if let Some(t) = current.as_ref() {
+        if let Some(t) = current.token.as_ref() {
             if (self.clock)() < t.expires_at_ms.saturating_sub(self.margin_ms) {
                 return Ok(t.value.clone());
             }
         }
-        let fresh = self.fetch().await?;
-        let value = fresh.value.clone();
-        *current = Some(fresh);
-        Ok(value)
+        if let Some((at, e)) = &current.failure {
+            if at.elapsed() < FAILURE_HOLD {
+                return Err(e.clone());
+            }
+        }
+        match self.fetch().await {
+            Ok(fresh) => {
+                let value = fresh.value.clone();
+                *current = State {
+                    token: Some(fresh),
+                    failure: None,
+                };
+                Ok(value)
+            }
+            Err(e) => {
+                let transient = matches!(
+                    e.kind,
+                    VendorErrorKind::Timeout
+                        | VendorErrorKind::Unreachable
+                        | VendorErrorKind::Unavailable
+                        | VendorErrorKind::RateLimited
+                );
+                current.failure = transient.then(|| (tokio::time::Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// Drops `stale` after Baidu called it invalid or expired, unless another caller already replaced it; the next
     /// [`TokenCache::get`] then fetches a new one (once, however many callers saw the error).
     pub async fn invalidate(&self, stale: &Secret) {
         let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|t| &t.value == stale) {
-            *current = None;
+        if current.token.as_ref().is_some_and(|t| &t.value == stale) {
+            current.token = None;
         }
     }
 
@@ -310,6 +347,48 @@ mod tests {
             second,
             "a stale invalidation does not drop the new token"
         );
+        assert_eq!(fake.requests.load(Ordering::SeqCst), 2);
+    }
+
+    async fn hang(State(fake): State<Arc<Fake>>) -> StatusCode {
+        fake.requests.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+        StatusCode::OK
+    }
+
+    /// A hanging token endpoint: one request, failed at the client's timeout; concurrent callers and retries right
+    /// after get that failure without asking again; after FAILURE_HOLD it is asked again.
+    #[tokio::test]
+    async fn a_hanging_endpoint_costs_one_timeout_and_is_not_retried_at_once() {
+        crate::app::install_crypto_provider();
+        let fake = Arc::new(Fake::default());
+        let app = Router::new()
+            .route("/oauth/2.0/token", post(hang))
+            .with_state(Arc::clone(&fake));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let http =
+            crate::vendors::http::client(Duration::from_secs(5), Duration::from_secs(1)).unwrap();
+        let c = Arc::new(TokenCache::new(
+            http,
+            &format!("http://{addr}"),
+            Secret::new("ak"),
+            Secret::new("sk"),
+            Arc::new(|| 0),
+            Duration::from_secs(60),
+        ));
+        let (a, b, d) = tokio::join!(c.get(), c.get(), c.get());
+        for e in [a, b, d, c.get().await, c.get().await] {
+            let e = e.unwrap_err();
+            assert_eq!(e.kind, VendorErrorKind::Timeout);
+            assert!(!e.possibly_billed);
+        }
+        assert_eq!(fake.requests.load(Ordering::SeqCst), 1);
+        tokio::time::pause();
+        tokio::time::advance(FAILURE_HOLD).await;
+        tokio::time::resume();
+        assert_eq!(c.get().await.unwrap_err().kind, VendorErrorKind::Timeout);
         assert_eq!(fake.requests.load(Ordering::SeqCst), 2);
     }
 
