@@ -394,17 +394,31 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Result<(), String> {
         results.read_back, results.started
     );
 
+    // The RPC load is over: stop those servers, so each stream scenario starts with a fresh pair of processes whose
+    // heaps hold nothing from the load or from the other scenario (memory freed there would be reused here, and the
+    // per-stream figure would read low).
+    drop(sides);
     // A failure here still leaves the table of everything else.
     let mut stream_problems = Vec::new();
-    for (name, sessions) in [
+    for (i, (name, sessions)) in [
         ("one per session", args.streams),
         ("many per session", args.shared_sessions.min(args.streams)),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         println!(
-            "idle streams, {name}: {} streams over {sessions} sessions",
+            "idle streams, {name}: {} streams over {sessions} sessions (fresh server processes)",
             args.streams
         );
-        let figures = match idle_streams(args, &sides, sessions).await {
+        let figures = match fresh_idle_streams(
+            args,
+            &dir.join(format!("streams-{}", i + 1)),
+            &replies,
+            sessions,
+        )
+        .await
+        {
             Ok(f) => f,
             Err(e) => {
                 println!("  failed: {e}");
@@ -422,8 +436,8 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     let table = report::table(args, &results);
     print!("{}", table.text);
     println!(
-        "\nfacegate's log: {} (kept only when the run fails)",
-        side(Server::Facegate).proc.log.display()
+        "\nthe servers' logs: {} (kept only when the run fails)",
+        dir.display()
     );
     let mut problems = table.missing;
     problems.extend(stream_problems);
@@ -434,7 +448,6 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Result<(), String> {
             results.started
         ));
     }
-    drop(sides);
     if problems.is_empty() {
         println!(
             "every figure was produced{}",
@@ -448,6 +461,28 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// Starts a new facegate and reference pair with its files in `dir`, runs [`idle_streams`] on it, and stops both.
+async fn fresh_idle_streams(
+    args: &Args,
+    dir: &std::path::Path,
+    replies: &std::path::Path,
+    sessions: usize,
+) -> Result<BTreeMap<Server, StreamFigures>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let facegate = servers::facegate(dir).await?;
+    let reference = servers::reference(dir, replies).await?;
+    let mut pair = Vec::with_capacity(2);
+    for (server, proc) in [(Server::Facegate, facegate), (Server::Reference, reference)] {
+        let one = load::connect(proc.addr, 1).await?;
+        let many = load::connect(proc.addr, args.connections).await?;
+        pair.push((server, Side { proc, one, many }));
+    }
+    let sides: [(Server, Side); 2] = pair
+        .try_into()
+        .map_err(|_| "two servers were expected".to_string())?;
+    idle_streams(args, &sides, sessions).await
 }
 
 /// Opens `args.streams` idle streams over `sessions` new sessions against each server in turn, and reads RSS

@@ -583,7 +583,10 @@ mod tests {
             panic!()
         };
         let text = serde_json::to_string(&r).unwrap();
-        assert_eq!(parse_get_result(200, text.as_bytes()).unwrap(), Reply::Ok(r));
+        assert_eq!(
+            parse_get_result(200, text.as_bytes()).unwrap(),
+            Reply::Ok(r)
+        );
         let data = r#"{"status":"OK","biz_info":{"biz_id":"1,a","biz_no":"n"},
             "liveness_result":{"result":"PASS","face_genuineness":{"mask_confidence":1e-30}}}"#;
         let r = parse_callback_data(data).unwrap();
