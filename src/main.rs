@@ -53,6 +53,13 @@ enum Command {
     RotateKeys,
 }
 
+/// The process allocator: jemalloc with its background purging thread, so memory freed when streams and calls end
+/// goes back to the OS (dirty pages decay after 10 s) instead of staying in glibc's arenas. Measured with 10k idle
+/// StatusStreams opened and closed three times: glibc kept every page (RSS 29 MB -> 629 MB with 0 streams open),
+/// mimalloc kept 3x its pre-stream RSS, jemalloc about 2x (1.4x with 100 watched sessions) and flat across rounds.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A 1x1 synthetic JPEG (not a face): enough for the sandbox, which checks the image format only.
 #[cfg(feature = "sandbox")]
 const DEMO_JPEG_B64: &str = "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////////////////////////////////////wgALCAABAAEBAREA/8QAFBABAAAAAAAAAAAAAAAAAAAAAP/aAAgBAQABPxA=";

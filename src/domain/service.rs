@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::Stream;
 use sha1::{Digest, Sha1};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
 use super::caller::Caller;
@@ -1560,93 +1561,151 @@ impl SessionService {
     }
 
     /// Watches one of `caller`'s tenant's sessions: the current snapshot, then every stored change, ending after a
-    /// final state.
+    /// final state, a failed reload or shutdown ([`Error::ShuttingDown`]).
+    ///
+    /// The stream is computed as it is polled, with no task and no channel of its own: while it waits it holds its
+    /// hub subscription, the last version it sent and the shutdown signal, nothing more. Dropping it (the client went
+    /// away) lets go of the session's poller and hub channel at once.
     pub async fn watch(
         self: &Arc<Self>,
         caller: &Caller,
         id: &str,
-    ) -> Result<mpsc::Receiver<Result<Session, Error>>, Error> {
+    ) -> Result<impl Stream<Item = Result<Arc<Session>, Error>> + Send + 'static, Error> {
         self.load_owned(caller, id).await?;
-        let mut rx = self.hub.subscribe(id);
-        let snapshot = match self.get(id).await {
-            Ok(s) => s,
-            Err(e) => {
-                drop(rx);
-                self.hub.release(id);
-                return Err(e);
-            }
+        let rx = self.hub.subscribe(id);
+        // From here on the watcher owns the subscription: whatever happens, dropping it releases the hub channel.
+        let mut watcher = Watcher {
+            svc: Arc::clone(self),
+            id: id.to_owned(),
+            snapshot: None,
+            rx: Some(rx),
+            shutdown: self.shutdown.clone(),
+            last: 0,
+            polling: false,
+            _open: crate::metrics::global().stream_opened(),
         };
-        let (tx, out) = mpsc::channel(16);
-        let this = Arc::clone(self);
-        let id = id.to_owned();
-        let mut shutdown = self.shutdown.clone();
-        tokio::spawn(
-            async move {
-            let _open = crate::metrics::global().stream_opened();
-            let mut last = snapshot.version;
-            let done = snapshot.state.is_final();
-            if tx.send(Ok(snapshot)).await.is_err() || done {
-                drop(rx);
-                this.hub.release(&id);
-                return;
+        let snapshot = self.get(id).await?;
+        watcher.snapshot = Some(Arc::new(crate::status::into_watched_view(snapshot)));
+        Ok(futures_util::stream::unfold(
+            watcher,
+            |mut watcher| async move {
+                let item = watcher.next().await?;
+                Some((item, watcher))
+            },
+        ))
+    }
+}
+
+/// The state of one status stream (see [`SessionService::watch`]).
+struct Watcher {
+    svc: Arc<SessionService>,
+    id: String,
+    /// The opening snapshot, until it is sent.
+    snapshot: Option<Arc<Session>>,
+    /// The hub subscription; `None` once the stream has ended.
+    rx: Option<broadcast::Receiver<Arc<Session>>>,
+    shutdown: watch::Receiver<bool>,
+    /// The version last sent: older or repeated changes are skipped.
+    last: i64,
+    /// Whether this watcher counts towards the session's poller.
+    polling: bool,
+    _open: crate::metrics::OpenStream<'static>,
+}
+
+/// What woke a waiting watcher.
+enum Wake {
+    Change(Arc<Session>),
+    Reload,
+    Closed,
+    ShuttingDown,
+}
+
+impl Watcher {
+    /// The next message of the stream, or `None` once it has ended.
+    async fn next(&mut self) -> Option<Result<Arc<Session>, Error>> {
+        if let Some(snapshot) = self.snapshot.take() {
+            self.last = snapshot.version;
+            if snapshot.state.is_final() {
+                self.end();
+            } else {
+                // One poller per session, shared by every watcher, while anyone watches.
+                self.svc.pollers.watch(&self.id);
+                self.polling = true;
             }
-            // One poller per session, shared by every watcher, while anyone watches.
-            this.pollers.watch(&id);
-            loop {
-                let next = tokio::select! {
-                    _ = tx.closed() => break,
-                    changed = shutdown.changed() => {
-                        if changed.is_err() || *shutdown.borrow() {
-                            let _ = tx.send(Err(Error::ShuttingDown)).await;
-                            break;
-                        }
+            return Some(Ok(snapshot));
+        }
+        loop {
+            let rx = self.rx.as_mut()?;
+            let shutdown = &mut self.shutdown;
+            let wake = tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        Wake::ShuttingDown
+                    } else {
                         continue;
                     }
-                    msg = rx.recv() => match msg {
-                        Ok(s) => Some((*s).clone()),
-                        Err(broadcast::error::RecvError::Lagged(_)) => match this.load(&id).await {
-                            Ok(s) => Some(s),
-                            Err(e) => {
-                                let _ = tx.send(Err(e)).await;
-                                break;
-                            }
-                        },
-                        Err(broadcast::error::RecvError::Closed) => None,
-                    },
-                    // Changes another replica made reach this stream through the store.
-                    _ = refresh_after(this.cfg.watch_refresh) => match this.load(&id).await {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            break;
-                        }
-                    },
-                };
-                let Some(session) = next else {
-                    // The channel went away (the session became final): send the stored final state if newer.
-                    if let Ok(s) = this.load(&id).await {
-                        if s.version > last {
-                            let _ = tx.send(Ok(s)).await;
-                        }
+                }
+                msg = rx.recv() => match msg {
+                    Ok(s) => Wake::Change(s),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Wake::Reload,
+                    Err(broadcast::error::RecvError::Closed) => Wake::Closed,
+                },
+                // Changes another replica made reach this stream through the store.
+                _ = refresh_after(self.svc.cfg.watch_refresh) => Wake::Reload,
+            };
+            let session = match wake {
+                Wake::Change(s) => s,
+                Wake::ShuttingDown => {
+                    self.end();
+                    return Some(Err(Error::ShuttingDown));
+                }
+                // A lagging watcher skips what it missed and reads the latest state (boxed: rare, and a store
+                // read is a large future the waiting stream should not carry).
+                Wake::Reload => match Box::pin(self.svc.load(&self.id)).await {
+                    Ok(s) => Arc::new(crate::status::into_watched_view(s)),
+                    Err(e) => {
+                        self.end();
+                        return Some(Err(e));
                     }
-                    break;
-                };
-                if session.version <= last {
-                    continue;
+                },
+                Wake::Closed => {
+                    // The channel went away (the session became final): send the stored final state if newer.
+                    let stored = Box::pin(self.svc.load(&self.id)).await;
+                    self.end();
+                    return match stored {
+                        Ok(s) if s.version > self.last => {
+                            Some(Ok(Arc::new(crate::status::into_watched_view(s))))
+                        }
+                        _ => None,
+                    };
                 }
-                last = session.version;
-                let done = session.state.is_final();
-                if tx.send(Ok(session)).await.is_err() || done {
-                    break;
-                }
+            };
+            if session.version <= self.last {
+                continue;
             }
-            this.pollers.unwatch(&id);
-            drop(rx);
-            this.hub.release(&id);
+            self.last = session.version;
+            if session.state.is_final() {
+                self.end();
+            }
+            return Some(Ok(session));
         }
-            .in_current_span(),
-        );
-        Ok(out)
+    }
+
+    /// Ends the stream: leaves the poller and the hub channel (once).
+    fn end(&mut self) {
+        if std::mem::take(&mut self.polling) {
+            self.svc.pollers.unwatch(&self.id);
+        }
+        if let Some(rx) = self.rx.take() {
+            drop(rx);
+            self.svc.hub.release(&self.id);
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -1762,6 +1821,8 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use async_trait::async_trait;
+
+    use futures_util::StreamExt;
 
     use super::*;
     use crate::domain::validation::{ImageFormat, Violation};
@@ -2111,16 +2172,16 @@ mod tests {
             .start(&anon(), start_req("expire", false))
             .await
             .unwrap();
-        let mut rx = svc.watch(&anon(), &s.id).await.unwrap();
+        let mut rx = Box::pin(svc.watch(&anon(), &s.id).await.unwrap());
         assert_eq!(
-            rx.recv().await.unwrap().unwrap().state,
+            rx.next().await.unwrap().unwrap().state,
             State::RequiresInput
         );
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(svc.expire_due().await.unwrap(), 1);
-        assert_eq!(rx.recv().await.unwrap().unwrap().state, State::Expired);
+        assert_eq!(rx.next().await.unwrap().unwrap().state, State::Expired);
         assert!(
-            rx.recv().await.is_none(),
+            rx.next().await.is_none(),
             "the stream ends after a final state"
         );
         assert_eq!(svc.hub().watched_sessions(), 0);
@@ -2136,14 +2197,54 @@ mod tests {
             .start(&anon(), start_req("shutdown", false))
             .await
             .unwrap();
-        let mut rx = svc.watch(&anon(), &s.id).await.unwrap();
-        assert!(rx.recv().await.unwrap().is_ok());
+        let mut rx = Box::pin(svc.watch(&anon(), &s.id).await.unwrap());
+        assert!(rx.next().await.unwrap().is_ok());
         tx.send(true).unwrap();
-        assert!(matches!(rx.recv().await.unwrap(), Err(Error::ShuttingDown)));
+        assert!(matches!(rx.next().await.unwrap(), Err(Error::ShuttingDown)));
         assert!(matches!(
             svc.start(&anon(), start_req("after", false)).await,
             Err(Error::ShuttingDown)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_lagging_watcher_reloads_the_latest_state_and_a_dropped_one_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, _, store, _tx) = service(&dir, 60_000, Duration::ZERO).await;
+        let s = svc.start(&anon(), start_req("lag", false)).await.unwrap();
+        let mut rx = Box::pin(svc.watch(&anon(), &s.id).await.unwrap());
+        assert_eq!(rx.next().await.unwrap().unwrap().version, s.version);
+        // More changes than the hub buffers, while the watcher reads none of them.
+        let mut current = s.clone();
+        for _ in 0..=crate::status::CHANNEL_CAPACITY {
+            let before = current.version;
+            current.version += 1;
+            current.client_reference_id = format!("v{}", current.version);
+            store.update(&current, before, &[]).await.unwrap();
+            svc.hub().publish(&current);
+        }
+        let caught_up = rx.next().await.unwrap().unwrap();
+        assert_eq!(caught_up.version, current.version, "the latest state");
+        assert_eq!(caught_up.client_reference_id, current.client_reference_id);
+        // Then every further change, in order, up to the final one.
+        let canceled = svc.cancel(&anon(), &s.id, String::new()).await.unwrap();
+        let last = rx.next().await.unwrap().unwrap();
+        assert_eq!(
+            (last.state, last.version),
+            (State::Canceled, canceled.version)
+        );
+        assert!(rx.next().await.is_none());
+
+        // A stream dropped by its client (never polled, or waiting) gives the hub channel back at once.
+        let s = svc.start(&anon(), start_req("gone", false)).await.unwrap();
+        let never_polled = svc.watch(&anon(), &s.id).await.unwrap();
+        let mut waiting = Box::pin(svc.watch(&anon(), &s.id).await.unwrap());
+        assert!(waiting.next().await.unwrap().is_ok());
+        assert_eq!(svc.hub().watched_sessions(), 1);
+        drop(never_polled);
+        assert_eq!(svc.hub().watched_sessions(), 1, "still watched");
+        drop(waiting);
+        assert_eq!(svc.hub().watched_sessions(), 0);
     }
 
     #[tokio::test]

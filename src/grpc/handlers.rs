@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
@@ -208,12 +207,13 @@ impl VerificationService for VerificationApi {
             .quotas()
             .open_stream(&caller.tenant)
             .map_err(|e| to_status(&e))?;
-        let rx = self
+        let changes = self
             .service
             .watch(&caller, &id)
             .await
             .map_err(|e| to_status(&e))?;
-        let stream = ReceiverStream::new(rx).map(move |item| {
+        // Each message is converted only when the stream yields it, and tonic encodes it at once.
+        let stream = changes.map(move |item| {
             let _held = &slot;
             item.map(|s| pb::StreamStatusResponse {
                 session: Some(convert::session(&s)),
