@@ -8,12 +8,15 @@
 # The production image is built with --no-default-features: the vendor simulators are not in it, so it answers
 # `serve --sandbox` with an error. To try the sandbox, run it from a checkout: `cargo run --release -- serve --sandbox`.
 #
-# Pure Rust (rustls, protox, SQLite bundled by sqlx): the build needs no protoc and no OpenSSL.
+# Pure Rust (rustls, protox, SQLite bundled by sqlx) apart from jemalloc, built from C: the build needs no protoc and
+# no OpenSSL.
 
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build
+# jemalloc (the global allocator, built from C by tikv-jemalloc-sys) needs make; the slim image has only gcc.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs buf.yaml ./
 COPY proto ./proto
