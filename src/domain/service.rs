@@ -320,10 +320,31 @@ impl SessionService {
     where
         F: FnMut(&mut Session) -> Result<bool, Error>,
     {
+        // The first pass may start from what this process last wrote (no read); a pass that would not write from
+        // it, or whose write finds another version stored, starts again from the store.
+        let mut from_store = false;
         for _ in 0..16 {
-            let original = self.load(id).await?;
+            let original = match self.store.cached(id) {
+                Some(cached) if !from_store => cached,
+                _ => {
+                    from_store = true;
+                    self.load(id).await?
+                }
+            };
             let mut session = original.clone();
-            if !change(&mut session)? {
+            let changed = match change(&mut session) {
+                Ok(changed) => changed,
+                Err(_) if !from_store => {
+                    from_store = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if !changed && !from_store {
+                from_store = true;
+                continue;
+            }
+            if !changed {
                 if !only_if_changed {
                     for event in extra {
                         self.append(id, event, None).await;
@@ -346,7 +367,10 @@ impl SessionService {
                     }
                     return Ok(session);
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Conflict) => {
+                    from_store = true;
+                    continue;
+                }
                 Err(StoreError::NotFound) => return Err(Error::NotFound),
                 Err(e) => return Err(store_err(e)),
             }

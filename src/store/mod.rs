@@ -4,9 +4,11 @@
 //! migrations and error handling.
 
 pub mod postgres;
+mod recent;
 pub mod seal;
 pub mod sql;
 pub mod sqlite;
+mod writer;
 
 use async_trait::async_trait;
 
@@ -106,6 +108,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Reads a session (its `tenant` and `live_mode` from their columns). Tenant-blind: the domain keeps callers to
     /// their tenant.
     async fn get(&self, id: &str) -> Result<Option<Session>, StoreError>;
+    /// The session as this process last wrote it, when kept: the first read of a compare-and-set update, which
+    /// spares that read a query. It can be stale (another process or replica changed the session since): an
+    /// update from it then fails with [`StoreError::Conflict`] and the caller reads with [`SessionStore::get`].
+    /// Nothing that answers a caller may rely on it.
+    fn cached(&self, _id: &str) -> Option<Session> {
+        None
+    }
     /// Replaces a session if the stored version is `expected_version` (else [`StoreError::Conflict`]), and appends
     /// `events` to its log in the same transaction (each the next sequence, under the row lock of the update).
     async fn update(

@@ -125,6 +125,11 @@ impl Dialect for PostgresDialect {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
              record, personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        insert_session_unless_taken: "INSERT INTO sessions (version, state, is_final, in_flight,
+             expires_at_ms, updated_at_ms, record, personal_data_until_ms, client_reference_key, id, vendor,
+             created_at_ms, tenant, live_mode)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+             WHERE NOT EXISTS (SELECT 1 FROM idempotency WHERE tenant = $15 AND request_id = $16)",
         insert_idempotency: "INSERT INTO idempotency (tenant, request_id, fingerprint, session_id, created_at_ms)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, request_id) DO NOTHING",
         select_record: "SELECT record, tenant, live_mode FROM sessions WHERE id = $1",
@@ -133,7 +138,7 @@ impl Dialect for PostgresDialect {
              client_reference_key = $9 WHERE id = $10 AND version = $11",
         session_exists: "SELECT 1 FROM sessions WHERE id = $1",
         select_idempotency: "SELECT tenant, request_id, fingerprint, session_id FROM idempotency
-             WHERE tenant = $1 AND request_id = $2",
+             WHERE tenant = $1 AND request_id IN ($2, $3)",
         expired: "SELECT id FROM sessions WHERE NOT is_final AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2",
         personal_data_due: "SELECT id FROM sessions
              WHERE personal_data_until_ms IS NOT NULL AND personal_data_until_ms <= $1 LIMIT $2",
@@ -153,14 +158,13 @@ impl Dialect for PostgresDialect {
             "UPDATE billed_calls SET calls = calls - 1 WHERE tenant = $1 AND day = $2 AND calls > 0",
         billed_calls: "SELECT tenant, calls FROM billed_calls WHERE day = $1 ORDER BY tenant",
         lock_session: "UPDATE sessions SET version = version WHERE id = $1",
-        insert_event: "INSERT INTO session_events (session_id, sequence, at_ms, kind, body)
-             SELECT $1, COALESCE(MAX(sequence), 0) + 1, $2, $3, $4 FROM session_events WHERE session_id = $5",
         count_events_of_kinds:
             "SELECT COUNT(*) FROM session_events WHERE session_id = $1 AND kind IN ($2, $3, $4)",
         select_events: "SELECT sequence, at_ms, body FROM session_events
              WHERE session_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
         summarize_events:
             "SELECT kind, COUNT(*), MAX(at_ms) FROM session_events WHERE session_id = $1 GROUP BY kind",
+        begin_write: "BEGIN",
         begin_sweep: "BEGIN",
         old_sessions: "SELECT id FROM sessions WHERE created_at_ms < $1 ORDER BY created_at_ms LIMIT $2
              FOR UPDATE SKIP LOCKED",

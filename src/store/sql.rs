@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolOptions;
@@ -18,7 +19,9 @@ use sqlx::{
     ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
 };
 
+use super::recent::Recent;
 use super::seal::{sealed_key_id, KeyRing};
+use super::writer::{self, Done, EventRow, Failed, IdempotencyRow, SessionRow, WriteOp, Writer};
 use super::{
     BillingDaily, Created, IdempotencyRecord, ListFilter, SessionStore, StoreError, StoreOptions,
 };
@@ -30,6 +33,9 @@ pub struct Statements {
     /// Writes a session: `version, state, is_final, in_flight, expires_at_ms, updated_at_ms, record,
     /// personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode`.
     pub insert_session: &'static str,
+    /// `insert_session` unless the idempotency table has the request id already (no row then): its parameters,
+    /// then `tenant, request_id`.
+    pub insert_session_unless_taken: &'static str,
     /// Writes an idempotency record unless its tenant's request id is taken (no row then): `tenant, request_id,
     /// fingerprint, session_id, created_at_ms`.
     pub insert_idempotency: &'static str,
@@ -40,7 +46,8 @@ pub struct Statements {
     pub update_session: &'static str,
     /// A row when the session exists: `id`.
     pub session_exists: &'static str,
-    /// `tenant, request_id, fingerprint, session_id` of a tenant's request id: `tenant, request_id`.
+    /// `tenant, request_id, fingerprint, session_id` of a tenant's request id, stored hashed or (from before
+    /// hashing) as given: `tenant, hashed, given`.
     pub select_idempotency: &'static str,
     /// Ids of sessions not final whose expiry is at or before a time, earliest first: `now_ms, limit`.
     pub expired: &'static str,
@@ -65,15 +72,14 @@ pub struct Statements {
     pub billed_calls: &'static str,
     /// Takes a session's row lock (SQLite: the write lock) without changing it: `id`.
     pub lock_session: &'static str,
-    /// Appends an event as the session's next sequence (run under the session's row lock): `session_id, at_ms,
-    /// kind, body, session_id`.
-    pub insert_event: &'static str,
     /// Events of a session of three kinds (repeat one to ask for fewer): `session_id, kind, kind, kind`.
     pub count_events_of_kinds: &'static str,
     /// Rows `sequence, at_ms, body` of a session after a sequence, in order: `session_id, after, limit`.
     pub select_events: &'static str,
     /// Rows `kind, count, max at_ms` of a session's events: `session_id`.
     pub summarize_events: &'static str,
+    /// Starts a transaction that writes (as a writer from the start on SQLite, so it never waits to upgrade).
+    pub begin_write: &'static str,
     /// Starts the retention sweep's transaction (as a writer from the start on SQLite).
     pub begin_sweep: &'static str,
     /// Ids of up to `limit` sessions created before a time, locked for this transaction (skipping rows another
@@ -153,6 +159,11 @@ pub struct SqlStore<D: Dialect> {
     keys: KeyRing,
     /// The fingerprint key, read (and made) once at open; it also keys the hashes of request ids.
     fingerprint_key: Vec<u8>,
+    /// The group-commit writer every write goes through (SQLite); `None`: each write in its own transaction on
+    /// the pool (PostgreSQL).
+    writer: Option<Writer>,
+    /// What this process last wrote of each session (see [`SessionStore::cached`]).
+    recent: Arc<Recent>,
     dialect: PhantomData<D>,
 }
 
@@ -162,6 +173,8 @@ impl<D: Dialect> Clone for SqlStore<D> {
             pool: self.pool.clone(),
             keys: self.keys.clone(),
             fingerprint_key: self.fingerprint_key.clone(),
+            writer: self.writer.clone(),
+            recent: Arc::clone(&self.recent),
             dialect: PhantomData,
         }
     }
@@ -206,10 +219,18 @@ where
             pool,
             keys,
             fingerprint_key,
+            writer: None,
+            recent: Arc::default(),
             dialect: PhantomData,
         };
         store.backfill_client_reference_keys().await?;
         Ok(store)
+    }
+
+    /// Sends every write of this store (and its clones) to `writer`.
+    pub(super) fn with_writer(mut self, writer: Writer) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     fn encode(&self, session: &Session) -> Result<String, StoreError> {
@@ -315,6 +336,27 @@ fn personal_data_until(session: &Session) -> Option<i64> {
         .and(session.outcome.revealable_until_ms)
 }
 
+/// The rows of `events` to append.
+fn event_rows(events: &[SessionEvent]) -> Result<Vec<EventRow>, StoreError> {
+    events
+        .iter()
+        .map(|event| {
+            Ok(EventRow {
+                at_ms: event.at_ms,
+                kind: event.kind(),
+                body: event
+                    .body()
+                    .map_err(|e| StoreError::Corrupt(format!("session event: {e}")))?,
+            })
+        })
+        .collect()
+}
+
+/// An outcome a write of that kind does not have.
+fn unexpected(done: Done) -> StoreError {
+    StoreError::Database(format!("unexpected write outcome {done:?}"))
+}
+
 /// How many old rows one step of the `client_reference_key` backfill reads.
 const BACKFILL_BATCH: i64 = 500;
 
@@ -382,33 +424,6 @@ fn list_sql<D: Dialect>(filter: &ListFilter, after: bool) -> String {
     sql
 }
 
-/// Binds the columns an update rewrites (the first nine parameters of both `insert_session` and
-/// `update_session`).
-fn bind_changing<'q, DB>(
-    query: Query<'q, DB, <DB as Database>::Arguments>,
-    session: &Session,
-    record: &'q str,
-    reference_key: &'q str,
-) -> Query<'q, DB, <DB as Database>::Arguments>
-where
-    DB: Database,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-{
-    query
-        .bind(session.version)
-        .bind(session.state.as_str())
-        .bind(session.state.is_final())
-        .bind(session.attempt_started_at_ms.is_some())
-        .bind(session.expires_at_ms)
-        .bind(session.updated_at_ms)
-        .bind(record)
-        .bind(personal_data_until(session))
-        .bind(reference_key)
-}
-
 #[async_trait]
 impl<D: Dialect> SessionStore for SqlStore<D>
 where
@@ -431,55 +446,39 @@ where
         idempotency: Option<&IdempotencyRecord>,
         events: &[SessionEvent],
     ) -> Result<Created, StoreError> {
-        let sql = &D::STATEMENTS;
-        let record = self.encode(session)?;
-        let reference_key = self.reference_key(session)?;
-        let request_key = idempotency.map(|idem| self.request_key(&idem.request_id));
+        let row = self.row_of(session)?;
+        let size = row.record.len();
+        let op = Arc::new(WriteOp::Create {
+            row,
+            vendor: session.vendor.as_str(),
+            created_at_ms: session.created_at_ms,
+            tenant: session.tenant.clone(),
+            live_mode: session.live_mode,
+            idempotency: idempotency.map(|idem| IdempotencyRow {
+                tenant: idem.tenant.clone(),
+                request_key: self.request_key(&idem.request_id),
+                fingerprint: idem.fingerprint.clone(),
+                session_id: idem.session_id.clone(),
+            }),
+            events: event_rows(events)?,
+        });
         for _ in 0..CREATE_ATTEMPTS {
-            let mut tx = self.pool.begin().await.map_err(D::error)?;
-            bind_changing(
-                sqlx::query(sql.insert_session),
-                session,
-                &record,
-                &reference_key,
-            )
-            .bind(session.id.as_str())
-            .bind(session.vendor.as_str())
-            .bind(session.created_at_ms)
-            .bind(session.tenant.as_str())
-            .bind(session.live_mode)
-            .execute(&mut *tx)
-            .await
-            .map_err(D::error)?;
-            if let Some(idem) = idempotency {
-                // A concurrent create of the same request id holds this insert until it ends; when it committed,
-                // the insert writes nothing and its record is read below.
-                let inserted = sqlx::query(sql.insert_idempotency)
-                    .bind(idem.tenant.as_str())
-                    .bind(request_key.as_deref().unwrap_or_default())
-                    .bind(idem.fingerprint.as_str())
-                    .bind(idem.session_id.as_str())
-                    .bind(session.created_at_ms)
-                    .execute(&mut *tx)
-                    .await;
-                let taken = match inserted {
-                    Ok(result) => D::rows_affected(&result) == 0,
-                    Err(e) if D::lost_race(&e) => true,
-                    Err(e) => return Err(D::error(e)),
-                };
-                if taken {
-                    tx.rollback().await.map_err(D::error)?;
-                    match self.idempotency(&idem.tenant, &idem.request_id).await? {
-                        Some(existing) => return Ok(Created::Existing(existing)),
-                        None => continue,
+            match self.write(&op).await {
+                Ok(Done::Created) => {
+                    self.recent.put(session, size);
+                    return Ok(Created::New);
+                }
+                Ok(Done::Taken) | Err(Failed::Race) => {
+                    if let Some(idem) = idempotency {
+                        match self.idempotency(&idem.tenant, &idem.request_id).await? {
+                            Some(existing) => return Ok(Created::Existing(existing)),
+                            None => continue,
+                        }
                     }
                 }
-            }
-            insert_events::<D>(&mut tx, &session.id, events).await?;
-            match tx.commit().await {
-                Ok(()) => return Ok(Created::New),
-                Err(e) if idempotency.is_some() && D::lost_race(&e) => continue,
-                Err(e) => return Err(D::error(e)),
+                Err(Failed::Db(e)) if idempotency.is_some() && D::lost_race(&e) => continue,
+                Err(e) => return Err(e.into_store_error::<D>()),
+                Ok(other) => return Err(unexpected(other)),
             }
         }
         Err(StoreError::Database(
@@ -494,6 +493,10 @@ where
             .await
             .map_err(D::error)?;
         row.as_ref().map(|r| self.session_of(r, id)).transpose()
+    }
+
+    fn cached(&self, id: &str) -> Option<Session> {
+        self.recent.get(id)
     }
 
     async fn list(
@@ -519,38 +522,27 @@ where
         expected_version: i64,
         events: &[SessionEvent],
     ) -> Result<(), StoreError> {
-        let record = self.encode(session)?;
-        let reference_key = self.reference_key(session)?;
-        // The update takes the row lock (SQLite: the write lock) first, so the events' sequences are assigned
-        // one writer at a time.
-        let mut tx = self.pool.begin().await.map_err(D::error)?;
-        let result = bind_changing(
-            sqlx::query(D::STATEMENTS.update_session),
-            session,
-            &record,
-            &reference_key,
-        )
-        .bind(session.id.as_str())
-        .bind(expected_version)
-        .execute(&mut *tx)
-        .await
-        .map_err(D::error)?;
-        if D::rows_affected(&result) == 1 {
-            insert_events::<D>(&mut tx, &session.id, events).await?;
-            return tx.commit().await.map_err(D::error);
+        let row = self.row_of(session)?;
+        let size = row.record.len();
+        let op = Arc::new(WriteOp::Update {
+            row,
+            expected_version,
+            events: event_rows(events)?,
+        });
+        let done = self.write(&op).await.map_err(|e| {
+            self.recent.forget(&session.id);
+            e.into_store_error::<D>()
+        })?;
+        if done == Done::Updated {
+            self.recent.put(session, size);
+            return Ok(());
         }
-        tx.rollback().await.map_err(D::error)?;
-        let exists = sqlx::query(D::STATEMENTS.session_exists)
-            .bind(session.id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(D::error)?
-            .is_some();
-        Err(if exists {
-            StoreError::Conflict
-        } else {
-            StoreError::NotFound
-        })
+        self.recent.forget(&session.id);
+        match done {
+            Done::Conflict => Err(StoreError::Conflict),
+            Done::NotFound => Err(StoreError::NotFound),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn append_event(
@@ -559,37 +551,22 @@ where
         event: &SessionEvent,
         cap: Option<(&[&str], u32)>,
     ) -> Result<bool, StoreError> {
-        let sql = &D::STATEMENTS;
-        let mut tx = self.pool.begin().await.map_err(D::error)?;
-        let locked = sqlx::query(sql.lock_session)
-            .bind(session_id)
-            .execute(&mut *tx)
+        let op = Arc::new(WriteOp::Append {
+            session_id: session_id.to_owned(),
+            event: event_rows(std::slice::from_ref(event))?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("session event".into()))?,
+            cap: cap.map(|(kinds, max)| (kinds.iter().map(|k| (*k).to_owned()).collect(), max)),
+        });
+        match self
+            .write(&op)
             .await
-            .map_err(D::error)?;
-        if D::rows_affected(&locked) == 0 {
-            tx.rollback().await.map_err(D::error)?;
-            return Err(StoreError::NotFound);
+            .map_err(Failed::into_store_error::<D>)?
+        {
+            Done::Appended(appended) => Ok(appended),
+            Done::NotFound => Err(StoreError::NotFound),
+            other => Err(unexpected(other)),
         }
-        if let Some((kinds, max)) = cap {
-            let kind = |i: usize| kinds.get(i).or(kinds.first()).copied().unwrap_or("");
-            let n: i64 = sqlx::query(sql.count_events_of_kinds)
-                .bind(session_id)
-                .bind(kind(0))
-                .bind(kind(1))
-                .bind(kind(2))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(D::error)?
-                .try_get(0)
-                .map_err(D::error)?;
-            if n >= i64::from(max) {
-                tx.rollback().await.map_err(D::error)?;
-                return Ok(false);
-            }
-        }
-        insert_events::<D>(&mut tx, session_id, std::slice::from_ref(event)).await?;
-        tx.commit().await.map_err(D::error)?;
-        Ok(true)
     }
 
     async fn events(
@@ -642,23 +619,27 @@ where
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         // Records from before request ids were hashed hold them as given.
         let hashed = self.request_key(request_id);
-        for key in [hashed.as_str(), request_id] {
-            let row = sqlx::query(D::STATEMENTS.select_idempotency)
-                .bind(tenant)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(D::error)?;
-            if let Some(r) = row {
-                return Ok(Some(IdempotencyRecord {
+        let rows = sqlx::query(D::STATEMENTS.select_idempotency)
+            .bind(tenant)
+            .bind(hashed.as_str())
+            .bind(request_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(D::error)?;
+        let mut found = None;
+        for r in &rows {
+            let key: String = r.try_get(1).map_err(D::error)?;
+            // The hashed key wins over one stored as given.
+            if found.is_none() || key == hashed {
+                found = Some(IdempotencyRecord {
                     tenant: r.try_get(0).map_err(D::error)?,
                     request_id: request_id.to_owned(),
                     fingerprint: r.try_get(2).map_err(D::error)?,
                     session_id: r.try_get(3).map_err(D::error)?,
-                }));
+                });
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     async fn expired(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
@@ -713,20 +694,18 @@ where
             Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
             None => i64::MAX,
         };
+        let op = Arc::new(WriteOp::Reserve {
+            tenant: tenant.to_owned(),
+            day,
+            limit,
+        });
         let mut last = None;
         for _ in 0..RESERVE_ATTEMPTS {
-            // One statement: SQLite takes the write lock before reading the row; PostgreSQL locks the row (or
-            // waits for a concurrent insert of it) and checks the limit against its latest version.
-            let result = sqlx::query(D::STATEMENTS.reserve_billed_call)
-                .bind(tenant)
-                .bind(day)
-                .bind(limit)
-                .execute(&self.pool)
-                .await;
-            match result {
-                Ok(done) => return Ok(D::rows_affected(&done) == 1),
-                Err(e) if D::lost_race(&e) => last = Some(e),
-                Err(e) => return Err(D::error(e)),
+            match self.write(&op).await {
+                Ok(Done::Reserved(reserved)) => return Ok(reserved),
+                Ok(other) => return Err(unexpected(other)),
+                Err(Failed::Db(e)) if D::lost_race(&e) => last = Some(e),
+                Err(e) => return Err(e.into_store_error::<D>()),
             }
         }
         Err(last.map_or_else(
@@ -736,12 +715,13 @@ where
     }
 
     async fn release_billed_call(&self, tenant: &str, day: i64) -> Result<(), StoreError> {
-        sqlx::query(D::STATEMENTS.release_billed_call)
-            .bind(tenant)
-            .bind(day)
-            .execute(&self.pool)
+        let op = Arc::new(WriteOp::Release {
+            tenant: tenant.to_owned(),
+            day,
+        });
+        self.write(&op)
             .await
-            .map_err(D::error)?;
+            .map_err(Failed::into_store_error::<D>)?;
         Ok(())
     }
 
@@ -857,6 +837,7 @@ where
             };
             let record: String = row.try_get(0).map_err(D::error)?;
             let tenant: String = row.try_get(1).map_err(D::error)?;
+            self.recent.forget(id);
             let session = self.decode(id, &record)?;
             for b in &session.outcome.billing {
                 let key = (
@@ -906,35 +887,6 @@ where
     }
 }
 
-/// Appends `events` to a session's log inside `tx`, which holds the session's row lock.
-async fn insert_events<D: Dialect>(
-    tx: &mut sqlx::Transaction<'_, D::Database>,
-    session_id: &str,
-    events: &[SessionEvent],
-) -> Result<(), StoreError>
-where
-    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
-    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
-    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
-{
-    for event in events {
-        let body = event
-            .body()
-            .map_err(|e| StoreError::Corrupt(format!("session event: {e}")))?;
-        sqlx::query(D::STATEMENTS.insert_event)
-            .bind(session_id)
-            .bind(event.at_ms)
-            .bind(event.kind())
-            .bind(body.as_str())
-            .bind(session_id)
-            .execute(&mut **tx)
-            .await
-            .map_err(D::error)?;
-    }
-    Ok(())
-}
-
 impl<D: Dialect> SqlStore<D>
 where
     for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
@@ -967,6 +919,40 @@ where
     fn session_with_id(&self, row: &<D::Database as Database>::Row) -> Result<Session, StoreError> {
         let id: String = row.try_get(3).map_err(D::error)?;
         self.session_of(row, &id)
+    }
+
+    /// The columns a write of `session` sets, its record sealed.
+    fn row_of(&self, session: &Session) -> Result<SessionRow, StoreError> {
+        Ok(SessionRow {
+            id: session.id.clone(),
+            version: session.version,
+            state: session.state.as_str(),
+            is_final: session.state.is_final(),
+            in_flight: session.attempt_started_at_ms.is_some(),
+            expires_at_ms: session.expires_at_ms,
+            updated_at_ms: session.updated_at_ms,
+            record: self.encode(session)?,
+            personal_data_until_ms: personal_data_until(session),
+            client_reference_key: self.reference_key(session)?,
+        })
+    }
+
+    /// Applies `op`: through the group-commit writer when there is one, else in a transaction of its own on the
+    /// pool (one statement without).
+    async fn write(&self, op: &Arc<WriteOp>) -> Result<Done, Failed> {
+        if let Some(writer) = &self.writer {
+            return writer.write(op).await;
+        }
+        if op.single_statement() {
+            let mut conn = self.pool.acquire().await.map_err(Failed::Db)?;
+            return writer::apply::<D>(&mut conn, op).await;
+        }
+        let tx = self
+            .pool
+            .begin_with(D::STATEMENTS.begin_write)
+            .await
+            .map_err(Failed::Db)?;
+        writer::in_transaction::<D>(tx, op).await
     }
 
     /// The `client_reference_key` of a session.

@@ -5,9 +5,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 
 use super::sql::{pending_migrations, Dialect, SqlStore, Statements, Step};
+use super::writer::{run_writer, Writer};
 use super::{StoreError, StoreOptions};
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
@@ -130,6 +131,11 @@ impl Dialect for SqliteDialect {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
              record, personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        insert_session_unless_taken: "INSERT INTO sessions (version, state, is_final, in_flight,
+             expires_at_ms, updated_at_ms, record, personal_data_until_ms, client_reference_key, id, vendor,
+             created_at_ms, tenant, live_mode)
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+             WHERE NOT EXISTS (SELECT 1 FROM idempotency WHERE tenant = ? AND request_id = ?)",
         insert_idempotency: "INSERT INTO idempotency (tenant, request_id, fingerprint, session_id, created_at_ms)
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, request_id) DO NOTHING",
         select_record: "SELECT record, tenant, live_mode FROM sessions WHERE id = ?",
@@ -138,7 +144,7 @@ impl Dialect for SqliteDialect {
              client_reference_key = ? WHERE id = ? AND version = ?",
         session_exists: "SELECT 1 FROM sessions WHERE id = ?",
         select_idempotency: "SELECT tenant, request_id, fingerprint, session_id FROM idempotency
-             WHERE tenant = ? AND request_id = ?",
+             WHERE tenant = ? AND request_id IN (?, ?)",
         expired: "SELECT id FROM sessions WHERE is_final = 0 AND expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?",
         personal_data_due: "SELECT id FROM sessions
              WHERE personal_data_until_ms IS NOT NULL AND personal_data_until_ms <= ? LIMIT ?",
@@ -154,14 +160,13 @@ impl Dialect for SqliteDialect {
             "UPDATE billed_calls SET calls = calls - 1 WHERE tenant = ? AND day = ? AND calls > 0",
         billed_calls: "SELECT tenant, calls FROM billed_calls WHERE day = ? ORDER BY tenant",
         lock_session: "UPDATE sessions SET version = version WHERE id = ?",
-        insert_event: "INSERT INTO session_events (session_id, sequence, at_ms, kind, body)
-             SELECT ?, COALESCE(MAX(sequence), 0) + 1, ?, ?, ? FROM session_events WHERE session_id = ?",
         count_events_of_kinds:
             "SELECT COUNT(*) FROM session_events WHERE session_id = ? AND kind IN (?, ?, ?)",
         select_events: "SELECT sequence, at_ms, body FROM session_events
              WHERE session_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
         summarize_events:
             "SELECT kind, COUNT(*), MAX(at_ms) FROM session_events WHERE session_id = ? GROUP BY kind",
+        begin_write: "BEGIN IMMEDIATE",
         begin_sweep: "BEGIN IMMEDIATE",
         old_sessions: "SELECT id FROM sessions WHERE created_at_ms < ? ORDER BY created_at_ms LIMIT ?",
         delete_idempotency_of: "DELETE FROM idempotency WHERE session_id = ?",
@@ -256,15 +261,21 @@ impl SqliteStore {
         // Processes opening a new file at the same moment can be told SQLITE_BUSY at once, without the busy
         // handler (switching the file to WAL, recovering its index): opening is tried again for a few seconds.
         let mut tries = 0u32;
-        loop {
+        let store = loop {
             match Self::connect_with(options.clone(), store_options).await {
                 Err(StoreError::Database(m)) if is_busy(&m) && tries < OPEN_TRIES => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(50) * tries).await;
                 }
-                other => return other,
+                other => break other?,
             }
-        }
+        };
+        // SQLite has one writer at a time: every write of this store goes through one connection that commits
+        // what is queued meanwhile in one transaction (see `super::writer`).
+        let conn = SqliteConnection::connect_with(&options).await.map_err(db)?;
+        let (writer, queue) = Writer::channel();
+        tokio::spawn(run_writer::<SqliteDialect>(conn, queue));
+        Ok(store.with_writer(writer))
     }
 }
 

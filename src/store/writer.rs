@@ -1,0 +1,513 @@
+//! The write path of [`super::sql::SqlStore`]: every change is a [`WriteOp`], applied inside a transaction by
+//! [`apply`].
+//!
+//! PostgreSQL runs each op in a transaction of its own on a pooled connection (replicas and connections write in
+//! parallel; the server's own group commit batches their WAL flushes). SQLite has one writer at a time whatever the
+//! number of connections, so a store over SQLite sends its ops to one writer task ([`run_writer`]) that owns a
+//! dedicated connection and commits everything queued meanwhile in one transaction (group commit): concurrent
+//! sessions share one `BEGIN IMMEDIATE ... COMMIT` and its WAL append instead of queueing for the write lock one
+//! by one. A caller hears of its op only after the transaction that holds it has committed. An op that fails
+//! inside a batch makes the batch roll back; its ops are then applied one transaction each, so one failure never
+//! takes another op with it.
+
+use std::sync::Arc;
+
+use sqlx::{Connection, Database, Encode, Executor, IntoArguments, Row, Type};
+use tokio::sync::{mpsc, oneshot};
+
+use super::sql::Dialect;
+use super::StoreError;
+
+/// Most ops one group commit holds.
+const MAX_BATCH: usize = 256;
+/// Ops waiting for the writer before senders wait for room.
+pub(super) const QUEUE: usize = 4096;
+
+/// The columns of a session that a write sets (all but those fixed at creation).
+#[derive(Debug, Clone)]
+pub(super) struct SessionRow {
+    pub id: String,
+    pub version: i64,
+    pub state: &'static str,
+    pub is_final: bool,
+    pub in_flight: bool,
+    pub expires_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// The sealed record.
+    pub record: String,
+    pub personal_data_until_ms: Option<i64>,
+    pub client_reference_key: String,
+}
+
+/// An event to append, its body already serialized.
+#[derive(Debug, Clone)]
+pub(super) struct EventRow {
+    pub at_ms: i64,
+    pub kind: &'static str,
+    pub body: String,
+}
+
+/// An idempotency record to write, its request id already hashed.
+#[derive(Debug, Clone)]
+pub(super) struct IdempotencyRow {
+    pub tenant: String,
+    pub request_key: String,
+    pub fingerprint: String,
+    pub session_id: String,
+}
+
+/// One change to the store.
+#[derive(Debug, Clone)]
+pub(super) enum WriteOp {
+    /// A new session (unless its idempotency key is taken), its idempotency record and first events.
+    Create {
+        row: SessionRow,
+        vendor: &'static str,
+        created_at_ms: i64,
+        tenant: String,
+        live_mode: bool,
+        idempotency: Option<IdempotencyRow>,
+        events: Vec<EventRow>,
+    },
+    /// A session replaced if at `expected_version`, with events appended.
+    Update {
+        row: SessionRow,
+        expected_version: i64,
+        events: Vec<EventRow>,
+    },
+    /// One event appended under the session's row lock, with an optional cap on events of some kinds.
+    Append {
+        session_id: String,
+        event: EventRow,
+        cap: Option<(Vec<String>, u32)>,
+    },
+    /// One billed call reserved under a limit.
+    Reserve {
+        tenant: String,
+        day: i64,
+        limit: i64,
+    },
+    /// One billed call given back.
+    Release { tenant: String, day: i64 },
+}
+
+impl WriteOp {
+    /// Whether the op is one statement (it needs no transaction of its own).
+    pub(super) fn single_statement(&self) -> bool {
+        matches!(self, Self::Reserve { .. } | Self::Release { .. })
+    }
+}
+
+/// What an op did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Done {
+    /// The session was written.
+    Created,
+    /// The request id was taken already: nothing was written.
+    Taken,
+    /// The session was replaced.
+    Updated,
+    /// The session is at another version: nothing was written.
+    Conflict,
+    /// The session does not exist.
+    NotFound,
+    /// Whether the event was appended.
+    Appended(bool),
+    /// Whether the billed call was reserved.
+    Reserved(bool),
+    /// The reservation was given back.
+    Released,
+}
+
+/// Why an op did not complete.
+#[derive(Debug)]
+pub(super) enum Failed {
+    /// The database failed (or, on PostgreSQL, a concurrent transaction won: see [`Dialect::lost_race`]).
+    Db(sqlx::Error),
+    /// A create wrote its session and then found its request id taken by a concurrent create: its transaction
+    /// was rolled back.
+    Race,
+    /// The store cannot take writes (its writer stopped).
+    Store(StoreError),
+}
+
+impl Failed {
+    /// As a store error.
+    pub(super) fn into_store_error<D: Dialect>(self) -> StoreError {
+        match self {
+            Self::Db(e) => D::error(e),
+            Self::Race => StoreError::Database("lost the race for an idempotency key".into()),
+            Self::Store(e) => e,
+        }
+    }
+}
+
+/// An op on its way to the writer, and where its outcome goes.
+pub(super) struct Job {
+    op: Arc<WriteOp>,
+    reply: oneshot::Sender<Result<Done, Failed>>,
+}
+
+/// The sending side of a writer task.
+#[derive(Clone)]
+pub(super) struct Writer(mpsc::Sender<Job>);
+
+impl Writer {
+    /// A writer and the receiver its task reads.
+    pub(super) fn channel() -> (Self, mpsc::Receiver<Job>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Self(tx), rx)
+    }
+
+    /// Applies `op` in the writer's next transaction and returns its outcome once that transaction committed (or
+    /// failed). The op is applied even when the caller stops waiting.
+    pub(super) async fn write(&self, op: &Arc<WriteOp>) -> Result<Done, Failed> {
+        let stopped = || Failed::Store(StoreError::Database("the store's writer stopped".into()));
+        let (reply, outcome) = oneshot::channel();
+        self.0
+            .send(Job {
+                op: Arc::clone(op),
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// The writer task: takes every op queued, applies them in one transaction, answers each after the commit; ends
+/// when every [`Writer`] is gone.
+pub(super) async fn run_writer<D: Dialect>(
+    mut conn: <D::Database as Database>::Connection,
+    mut rx: mpsc::Receiver<Job>,
+) where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+    for<'r> i64: sqlx::Decode<'r, D::Database>,
+    usize: sqlx::ColumnIndex<<D::Database as Database>::Row>,
+{
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let outcomes = write_batch::<D>(&mut conn, &jobs).await;
+        for (job, outcome) in jobs.drain(..).zip(outcomes) {
+            // A caller that stopped waiting does not need its answer; the op is written all the same.
+            let _ = job.reply.send(outcome);
+        }
+    }
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %D::error(e), "closing the store's writer connection");
+    }
+}
+
+/// Applies `jobs` in one transaction; when one fails (or the commit does), applies each in its own.
+async fn write_batch<D: Dialect>(
+    conn: &mut <D::Database as Database>::Connection,
+    jobs: &[Job],
+) -> Vec<Result<Done, Failed>>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+    for<'r> i64: sqlx::Decode<'r, D::Database>,
+    usize: sqlx::ColumnIndex<<D::Database as Database>::Row>,
+{
+    if jobs.len() > 1 {
+        if let Ok(mut tx) = conn.begin_with(stmt(D::STATEMENTS.begin_write)).await {
+            let mut done = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                match apply::<D>(&mut tx, &job.op).await {
+                    Ok(d) => done.push(d),
+                    Err(_) => break,
+                }
+            }
+            if done.len() == jobs.len() {
+                if tx.commit().await.is_ok() {
+                    return done.into_iter().map(Ok).collect();
+                }
+            } else if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %D::error(e), "rolling back a group commit");
+            }
+        }
+    }
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let outcome = match conn.begin_with(stmt(D::STATEMENTS.begin_write)).await {
+            Ok(tx) => in_transaction::<D>(tx, &job.op).await,
+            Err(e) => Err(Failed::Db(e)),
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// Applies `op` in `tx` and commits (rolls back when it fails).
+pub(super) async fn in_transaction<D: Dialect>(
+    mut tx: sqlx::Transaction<'_, D::Database>,
+    op: &WriteOp,
+) -> Result<Done, Failed>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+    for<'r> i64: sqlx::Decode<'r, D::Database>,
+    usize: sqlx::ColumnIndex<<D::Database as Database>::Row>,
+{
+    match apply::<D>(&mut tx, op).await {
+        Ok(done) => {
+            tx.commit().await.map_err(Failed::Db)?;
+            Ok(done)
+        }
+        Err(e) => {
+            if let Err(r) = tx.rollback().await {
+                tracing::warn!(error = %D::error(r), "rolling back a store write");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A statement of [`super::sql::Statements`] as sqlx takes it. (A plain function: the `'static` bound stays out of
+/// the futures, which the compiler could otherwise not prove `Send` when the writer task is spawned.)
+fn stmt(sql: &'static str) -> sqlx::SqlStr {
+    sqlx::SqlSafeStr::into_sql_str(sql)
+}
+
+/// Binds the columns an update rewrites (the first nine parameters of `insert_session` and `update_session`).
+fn bind_row<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as Database>::Arguments>,
+    row: &'q SessionRow,
+) -> sqlx::query::Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+{
+    query
+        .bind(row.version)
+        .bind(row.state)
+        .bind(row.is_final)
+        .bind(row.in_flight)
+        .bind(row.expires_at_ms)
+        .bind(row.updated_at_ms)
+        .bind(row.record.as_str())
+        .bind(row.personal_data_until_ms)
+        .bind(row.client_reference_key.as_str())
+}
+
+/// Applies `op` on `conn` (inside a transaction, unless the op is one statement). An op that finds nothing to do
+/// (a taken request id, a version conflict, a cap reached) writes nothing; only [`Failed`] needs a rollback.
+pub(super) async fn apply<D: Dialect>(
+    conn: &mut <D::Database as Database>::Connection,
+    op: &WriteOp,
+) -> Result<Done, Failed>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+    for<'r> i64: sqlx::Decode<'r, D::Database>,
+    usize: sqlx::ColumnIndex<<D::Database as Database>::Row>,
+{
+    let sql = &D::STATEMENTS;
+    match op {
+        WriteOp::Create {
+            row,
+            vendor,
+            created_at_ms,
+            tenant,
+            live_mode,
+            idempotency,
+            events,
+        } => {
+            let statement = if idempotency.is_some() {
+                sql.insert_session_unless_taken
+            } else {
+                sql.insert_session
+            };
+            let mut query = bind_row(sqlx::query(stmt(statement)), row)
+                .bind(row.id.as_str())
+                .bind(*vendor)
+                .bind(*created_at_ms)
+                .bind(tenant.as_str())
+                .bind(*live_mode);
+            if let Some(idem) = idempotency {
+                query = query
+                    .bind(idem.tenant.as_str())
+                    .bind(idem.request_key.as_str());
+            }
+            let inserted = query.execute(&mut *conn).await.map_err(Failed::Db)?;
+            if D::rows_affected(&inserted) == 0 {
+                return Ok(Done::Taken);
+            }
+            if let Some(idem) = idempotency {
+                // On PostgreSQL a concurrent create of the same request id holds this insert until it ends; when
+                // it committed, the insert writes nothing and this transaction must not keep its session.
+                let result = sqlx::query(stmt(sql.insert_idempotency))
+                    .bind(idem.tenant.as_str())
+                    .bind(idem.request_key.as_str())
+                    .bind(idem.fingerprint.as_str())
+                    .bind(idem.session_id.as_str())
+                    .bind(*created_at_ms)
+                    .execute(&mut *conn)
+                    .await;
+                match result {
+                    Ok(r) if D::rows_affected(&r) == 1 => {}
+                    Ok(_) => return Err(Failed::Race),
+                    Err(e) if D::lost_race(&e) => return Err(Failed::Race),
+                    Err(e) => return Err(Failed::Db(e)),
+                }
+            }
+            insert_events::<D>(conn, &row.id, events).await?;
+            Ok(Done::Created)
+        }
+        WriteOp::Update {
+            row,
+            expected_version,
+            events,
+        } => {
+            // The update takes the row lock (SQLite: the write lock) first, so the events' sequences are
+            // assigned one writer at a time.
+            let result = bind_row(sqlx::query(stmt(sql.update_session)), row)
+                .bind(row.id.as_str())
+                .bind(*expected_version)
+                .execute(&mut *conn)
+                .await
+                .map_err(Failed::Db)?;
+            if D::rows_affected(&result) == 1 {
+                insert_events::<D>(conn, &row.id, events).await?;
+                return Ok(Done::Updated);
+            }
+            let exists = sqlx::query(stmt(sql.session_exists))
+                .bind(row.id.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(Failed::Db)?
+                .is_some();
+            Ok(if exists {
+                Done::Conflict
+            } else {
+                Done::NotFound
+            })
+        }
+        WriteOp::Append {
+            session_id,
+            event,
+            cap,
+        } => {
+            let locked = sqlx::query(stmt(sql.lock_session))
+                .bind(session_id.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(Failed::Db)?;
+            if D::rows_affected(&locked) == 0 {
+                return Ok(Done::NotFound);
+            }
+            if let Some((kinds, max)) = cap {
+                let kind = |i: usize| {
+                    kinds
+                        .get(i)
+                        .or(kinds.first())
+                        .map(String::as_str)
+                        .unwrap_or("")
+                };
+                let n: i64 = sqlx::query(stmt(sql.count_events_of_kinds))
+                    .bind(session_id.as_str())
+                    .bind(kind(0))
+                    .bind(kind(1))
+                    .bind(kind(2))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(Failed::Db)?
+                    .try_get(0)
+                    .map_err(Failed::Db)?;
+                if n >= i64::from(*max) {
+                    return Ok(Done::Appended(false));
+                }
+            }
+            insert_events::<D>(conn, session_id, std::slice::from_ref(event)).await?;
+            Ok(Done::Appended(true))
+        }
+        WriteOp::Reserve { tenant, day, limit } => {
+            // One statement: SQLite takes the write lock before reading the row; PostgreSQL locks the row (or
+            // waits for a concurrent insert of it) and checks the limit against its latest version.
+            let done = sqlx::query(stmt(sql.reserve_billed_call))
+                .bind(tenant.as_str())
+                .bind(*day)
+                .bind(*limit)
+                .execute(&mut *conn)
+                .await
+                .map_err(Failed::Db)?;
+            Ok(Done::Reserved(D::rows_affected(&done) == 1))
+        }
+        WriteOp::Release { tenant, day } => {
+            sqlx::query(stmt(sql.release_billed_call))
+                .bind(tenant.as_str())
+                .bind(*day)
+                .execute(&mut *conn)
+                .await
+                .map_err(Failed::Db)?;
+            Ok(Done::Released)
+        }
+    }
+}
+
+/// The statement appending `n` events to a session's log as its next sequences (run under the session's row
+/// lock): parameter 1 is the session id, then `at_ms, kind, body` of each event. One statement whatever `n`: the
+/// next sequence is read once, and each event's offset comes with its values.
+pub(super) fn insert_events_sql<D: Dialect>(n: usize) -> String {
+    let p = D::placeholder;
+    let values: Vec<String> = (0..n)
+        .map(|i| {
+            let base = 2 + 3 * i;
+            format!("({}, {}, {}, {})", i + 1, p(base), p(base + 1), p(base + 2))
+        })
+        .collect();
+    format!(
+        "INSERT INTO session_events (session_id, sequence, at_ms, kind, body) \
+         SELECT {id}, (SELECT COALESCE(MAX(sequence), 0) FROM session_events WHERE session_id = {id}) + \
+         v.column1, v.column2, v.column3, v.column4 FROM (VALUES {values}) AS v",
+        id = p(1),
+        values = values.join(", ")
+    )
+}
+
+/// Appends `events` to a session's log in one statement.
+async fn insert_events<D: Dialect>(
+    conn: &mut <D::Database as Database>::Connection,
+    session_id: &str,
+    events: &[EventRow],
+) -> Result<(), Failed>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+{
+    if events.is_empty() {
+        return Ok(());
+    }
+    let sql = insert_events_sql::<D>(events.len());
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session_id);
+    for event in events {
+        query = query
+            .bind(event.at_ms)
+            .bind(event.kind)
+            .bind(event.body.as_str());
+    }
+    query.execute(&mut *conn).await.map_err(Failed::Db)?;
+    Ok(())
+}
