@@ -81,7 +81,8 @@ pub fn sanitize_vendor_text(text: &str) -> String {
         run.clear();
     };
     for c in text.chars().filter(|c| !c.is_control()) {
-        if c.is_ascii_digit() || ((c == 'X' || c == 'x') && !run.is_empty()) {
+        // Any numeric character counts, full-width digits (１２３) included: vendors echo what the user typed.
+        if c.is_numeric() || (matches!(c, 'X' | 'x' | 'Ｘ' | 'ｘ') && !run.is_empty()) {
             run.push(c);
         } else {
             flush(&mut run, &mut out);
@@ -179,6 +180,10 @@ mod tests {
             "身份证[redacted]不匹配"
         );
         assert_eq!(sanitize_vendor_text("code 3005 ok"), "code 3005 ok");
+        assert_eq!(
+            sanitize_vendor_text("身份证１１０１０５１９４９１２３１００２Ｘ不匹配"),
+            "身份证[redacted]不匹配"
+        );
         assert_eq!(sanitize_vendor_text("a\u{0}b\nc"), "abc");
         assert_eq!(sanitize_vendor_text(&"x".repeat(500)).chars().count(), 200);
     }
