@@ -300,6 +300,9 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
             min_interval: Duration::from_millis(config.status.poll_min_interval_ms),
             max_interval: Duration::from_millis(config.status.poll_max_interval_ms),
             jitter: config.status.poll_jitter,
+            // About a second of the Baidu budget in flight: enough to use all of it, few enough that the
+            // earliest-deadline choice stays fresh.
+            in_flight: (config.baidu.poll_qps.ceil() as usize).clamp(2, 64),
         },
         watch_refresh: (!config.store.database_url.is_empty())
             .then(|| Duration::from_millis(config.session.watch_refresh_ms.max(100))),

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub const BUCKETS: [f64; 15] = [
 ];
 
 const VENDORS: [&str; 3] = ["baidu", "megvii", "juhe"];
+/// What a status poll's request found (`facegate_status_polls_total`'s `result`).
+const POLL_RESULTS: [&str; 4] = ["pending", "final", "throttled", "error"];
 
 /// Most distinct configured names (tenants, caller ids) kept as label values; any further one is `other`.
 const MAX_NAMES: usize = 1024;
@@ -133,7 +135,8 @@ pub struct Metrics {
     vendor_billed: Counters<2>,
     auth_failures: Counters<1>,
     unmasked_reads: Counters<3>,
-    status_polls: Counters<1>,
+    status_polls: Counters<2>,
+    status_poll_queue_depth: AtomicU64,
     callbacks: Counters<2>,
     streams_open: AtomicI64,
 }
@@ -171,7 +174,13 @@ impl Metrics {
             vendor_billed: Counters::new(&[]),
             auth_failures: Counters::new(&[]),
             unmasked_reads: Counters::new(&[]),
-            status_polls: Counters::new(&VENDORS.map(|v| [v])),
+            status_polls: Counters::new(
+                &VENDORS
+                    .iter()
+                    .flat_map(|v| POLL_RESULTS.map(|r| [*v, r]))
+                    .collect::<Vec<_>>(),
+            ),
+            status_poll_queue_depth: AtomicU64::new(0),
             callbacks: Counters::new(&[["megvii", "verified"], ["megvii", "rejected"]]),
             streams_open: AtomicI64::new(0),
         }
@@ -225,9 +234,15 @@ impl Metrics {
             .add([label(tenant), label(caller), kind], 1);
     }
 
-    /// A result query to a vendor for a session that waits for the end user.
-    pub fn status_poll(&self, vendor: &'static str) {
-        self.status_polls.add([vendor], 1);
+    /// `n` result query requests sent to a vendor for a session that waits for the end user, by what the query
+    /// found: `pending`, `final`, `throttled` or `error`.
+    pub fn status_polls(&self, vendor: &'static str, result: &'static str, n: u64) {
+        self.status_polls.add([vendor, result], n);
+    }
+
+    /// Sessions whose poll is due and waits for its turn, as the poll scheduler last counted.
+    pub fn set_status_poll_queue_depth(&self, depth: u64) {
+        self.status_poll_queue_depth.store(depth, Ordering::Relaxed);
     }
 
     /// A vendor callback, accepted (`verified`) or rejected.
@@ -255,6 +270,8 @@ impl Metrics {
         let open = u64::try_from(self.streams_open.load(Ordering::Relaxed)).unwrap_or(0);
         gauge(&mut out, &STREAMS_OPEN, &[([], open)]);
         counter(&mut out, &STATUS_POLLS, &self.status_polls.snapshot());
+        let depth = self.status_poll_queue_depth.load(Ordering::Relaxed);
+        gauge(&mut out, &STATUS_POLL_QUEUE_DEPTH, &[([], depth)]);
         counter(&mut out, &CALLBACKS, &self.callbacks.snapshot());
         counter(&mut out, &AUTH_FAILURES, &self.auth_failures.snapshot());
         counter(&mut out, &UNMASKED_READS, &self.unmasked_reads.snapshot());
@@ -362,11 +379,17 @@ const STREAMS_OPEN: Family<0> = Family {
     help: "StreamStatus streams open now.",
     keys: [],
 };
-const STATUS_POLLS: Family<1> = Family {
+const STATUS_POLLS: Family<2> = Family {
     name: "facegate_status_polls_total",
-    help: "Result queries to vendors for sessions waiting for the end user (pollers, on-demand refreshes, last \
-           checks), by vendor.",
-    keys: ["vendor"],
+    help: "Result query requests sent to vendors for sessions waiting for the end user (scheduled polls, on-demand \
+           refreshes, last checks), by vendor and result (pending, final, throttled, error).",
+    keys: ["vendor", "result"],
+};
+const STATUS_POLL_QUEUE_DEPTH: Family<0> = Family {
+    name: "facegate_status_poll_queue_depth",
+    help: "Watched sessions whose next poll is due and waits for its turn in the vendor budget (recounted at most \
+           twice a second).",
+    keys: [],
 };
 const CALLBACKS: Family<2> = Family {
     name: "facegate_callbacks_total",
@@ -509,6 +532,22 @@ mod tests {
         assert!(l.contains(&"facegate_status_streams_open 1"));
         drop(guard);
         assert!(m.render(&[]).contains("\nfacegate_status_streams_open 0\n"));
+    }
+
+    #[test]
+    fn status_polls_count_requests_by_result_and_the_queue_depth_is_a_gauge() {
+        let m = Metrics::new();
+        let text = m.render(&[]);
+        let l = lines(&text);
+        assert!(l.contains(&"facegate_status_polls_total{vendor=\"baidu\",result=\"pending\"} 0"));
+        assert!(l.contains(&"facegate_status_poll_queue_depth 0"));
+        m.status_polls("baidu", "final", 2);
+        m.set_status_poll_queue_depth(7);
+        let text = m.render(&[]);
+        let l = lines(&text);
+        assert!(l.contains(&"facegate_status_polls_total{vendor=\"baidu\",result=\"final\"} 2"));
+        assert!(l.contains(&"# TYPE facegate_status_poll_queue_depth gauge"));
+        assert!(l.contains(&"facegate_status_poll_queue_depth 7"));
     }
 
     #[test]

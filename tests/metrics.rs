@@ -477,7 +477,7 @@ async fn counts_equal_the_calls_made() {
     assert_eq!(billed("megvii"), 1.0);
 
     // Polls: Baidu's result queries (one result/getall each); Megvii decided by its callback, never polled.
-    let polls = |vendor: &str| m.get("facegate_status_polls_total", &[("vendor", vendor)]);
+    let polls = |vendor: &str| m.sum("facegate_status_polls_total", &[("vendor", vendor)]);
     assert!(polls("baidu") >= 1.0);
     assert_eq!(
         polls("baidu"),
@@ -485,6 +485,13 @@ async fn counts_equal_the_calls_made() {
     );
     assert_eq!(polls("megvii"), 0.0);
     assert_eq!(polls("juhe"), 0.0);
+    assert!(
+        m.get(
+            "facegate_status_polls_total",
+            &[("vendor", "baidu"), ("result", "final")]
+        ) >= 1.0,
+        "the query that decided the Baidu session counts as final"
+    );
 
     let callbacks = |result: &str| {
         m.get(

@@ -213,15 +213,21 @@ impl SessionService {
     /// wrapping the service in an `Arc`.
     pub fn enable_polling(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        self.pollers.set_poll_fn(Arc::new(move |id: String| {
-            let weak = weak.clone();
-            Box::pin(async move {
-                match weak.upgrade() {
-                    Some(svc) => svc.refresh(&id).await,
-                    None => PollStep::Done,
-                }
-            })
-        }));
+        self.pollers
+            .set_poll_fn(Arc::new(move |id: String, urgent: bool| {
+                let weak = weak.clone();
+                Box::pin(async move {
+                    let Some(svc) = weak.upgrade() else {
+                        return PollStep::Done;
+                    };
+                    if urgent {
+                        // Jumped ahead (the user came back, the token ends): its query goes first in the budget.
+                        svc.refresh(&id).await
+                    } else {
+                        crate::vendors::budget::in_background(svc.refresh(&id)).await
+                    }
+                })
+            }));
     }
 
     /// The pollers (for metrics and tests).
@@ -813,12 +819,26 @@ impl SessionService {
                 }
             }
         };
-        crate::metrics::global().status_poll(session.vendor.as_str());
         let (polled, calls) = crate::vendors::http::collect_calls(crate::metrics::for_tenant(
             &session.tenant,
             adapter.poll(&session, final_check),
         ))
         .await;
+        // Requests sent (an access-token fetch on the way is not a result query), by what they found.
+        let sent = calls
+            .iter()
+            .filter(|c| !c.endpoint.starts_with("oauth/"))
+            .count() as u64;
+        let found = match &polled {
+            Ok(PollOutcome::Pending { .. }) => "pending",
+            Ok(PollOutcome::Final { .. } | PollOutcome::Expired { .. }) => "final",
+            Err(e) if e.kind == super::error::VendorErrorKind::RateLimited => "throttled",
+            Err(_) => "error",
+        };
+        crate::metrics::global().status_polls(session.vendor.as_str(), found, sent);
+        let ends_in = Duration::from_millis(
+            u64::try_from(session.expires_at_ms.saturating_sub(now_ms())).unwrap_or(0),
+        );
         let result = match polled {
             Ok(outcome) => {
                 let result = CallResult {
@@ -867,7 +887,14 @@ impl SessionService {
                 Ok(PollStep::Backoff(e.retry_after))
             }
         };
-        result.unwrap_or(PollStep::Backoff(None))
+        match result {
+            Ok(PollStep::Again { changed, .. }) => PollStep::Again {
+                changed,
+                ends_in: Some(ends_in),
+            },
+            Ok(step) => step,
+            Err(_) => PollStep::Backoff(None),
+        }
     }
 
     /// Stores what the vendor said about a session (a poll or a verified callback). Only forward moves apply; a
@@ -919,6 +946,7 @@ impl SessionService {
                     .await?;
                 Ok(PollStep::Again {
                     changed: stored.version != before.version,
+                    ends_in: None,
                 })
             }
             PollOutcome::Final {
@@ -1201,6 +1229,70 @@ impl SessionService {
         }
     }
 
+    /// Reads, once per session however many callers ask at once, what a final session's decision left out (the
+    /// vendor's detail queries: [`VendorAdapter::complete_outcome`]) and stores it. The decision and billing stay
+    /// as they were; a failure only leaves the outcome as it is.
+    async fn complete_on_demand(&self, session: Session) -> Session {
+        let Ok(adapter) = self.vendors.adapter(session.vendor) else {
+            return session;
+        };
+        let gate = {
+            let mut map = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(
+                map.entry(session.id.clone())
+                    .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(0))),
+            )
+        };
+        let guard = gate.lock().await;
+        let id = session.id.clone();
+        // Another caller may have completed it meanwhile.
+        let current = self.load(&id).await.unwrap_or(session);
+        let (completed, calls) = crate::vendors::http::collect_calls(crate::metrics::for_tenant(
+            &current.tenant,
+            adapter.complete_outcome(&current),
+        ))
+        .await;
+        let result = match &completed {
+            Ok(_) => CallResult::default(),
+            Err(err) => failed_call(err),
+        };
+        let events = ev::vendor_calls(current.vendor, &calls, &result);
+        let out = match completed {
+            Ok(Some(outcome)) => self
+                .mutate_logged(&id, false, &events, false, |s| {
+                    if s.redaction.is_some() || s.outcome.billing != outcome.billing {
+                        return Ok(false);
+                    }
+                    s.outcome = outcome.clone();
+                    Ok(true)
+                })
+                .await
+                .unwrap_or(current),
+            Ok(None) => current,
+            Err(e) => {
+                tracing::warn!(session_id = %id, vendor = e.vendor.as_str(), reason = e.kind.reason(),
+                    "vendor detail query failed; the result is served without it");
+                for event in &events {
+                    self.append(
+                        &id,
+                        event,
+                        Some((&ev::VENDOR_CALL_KINDS[..], ev::MAX_UNPROMPTED_CALLS)),
+                    )
+                    .await;
+                }
+                current
+            }
+        };
+        drop(guard);
+        let mut map = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&id).is_some_and(|g| Arc::strong_count(g) <= 2) {
+            map.remove(&id);
+        }
+        drop(map);
+        drop(gate);
+        out
+    }
+
     /// The session for GetResult (one of `caller`'s tenant's): refreshed from the vendor when nobody polls it, plus
     /// the data asked for that is never stored (fetched from the vendor while it keeps it).
     pub async fn result(
@@ -1215,6 +1307,15 @@ impl SessionService {
         {
             self.refresh_on_demand(id).await;
             session = self.load(id).await?;
+        }
+        if session.state.is_final()
+            && session.redaction.is_none()
+            && self
+                .vendors
+                .adapter(session.vendor)
+                .is_ok_and(|a| a.outcome_incomplete(&session))
+        {
+            session = self.complete_on_demand(session).await;
         }
         if session.redaction.is_some() {
             // Nothing personal is left to reveal, and the vendor is never asked.
@@ -1942,6 +2043,7 @@ mod tests {
                 min_interval: Duration::from_millis(50),
                 max_interval: Duration::from_millis(200),
                 jitter: 0.0,
+                in_flight: 2,
             },
             final_check_grace_ms: 60_000,
             watch_refresh: None,

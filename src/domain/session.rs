@@ -453,6 +453,9 @@ pub struct BaiduDetail {
     /// The plan compares with an uploaded face.
     #[serde(default)]
     pub plan_needs_reference: bool,
+    /// `result/detail` and `result/stat` were read (after the decision, for GetResult).
+    #[serde(default)]
+    pub details_read: bool,
 }
 
 /// One Megvii face comparison.

@@ -184,6 +184,19 @@ pub trait VendorAdapter: Send + Sync {
         let _ = session;
         (String::new(), String::new())
     }
+    /// For a final session, reads what its decision did not need and left out (Baidu: the `result/detail` scores
+    /// and OCR fields, `result/stat`), once: `None` when nothing is missing. Never billed; the decision and the
+    /// billing records stay as they are.
+    /// Whether [`VendorAdapter::complete_outcome`] has something to read for `session` (no I/O).
+    fn outcome_incomplete(&self, session: &Session) -> bool {
+        let _ = session;
+        false
+    }
+    /// See [`VendorAdapter::outcome_incomplete`].
+    async fn complete_outcome(&self, session: &Session) -> Result<Option<Outcome>, VendorError> {
+        let _ = session;
+        Ok(None)
+    }
     /// Fetches result data that is never stored (unmasked identity, face image, media) from the vendor. Vendors that
     /// keep none of it return nothing.
     async fn fetch_extras(

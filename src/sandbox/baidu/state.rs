@@ -68,7 +68,12 @@ pub(super) struct Inner {
     /// verify_token -> session.
     pub(super) sessions: HashMap<String, Session>,
     pub(super) stats: BaiduSimStats,
+    /// verify_token -> when each `result/getall` naming it arrived (simulator clock, unix ms), for benchmarks.
+    pub(super) getall_times: HashMap<String, Vec<i64>>,
 }
+
+/// `result/getall` arrival times kept per verify_token at most.
+const MAX_GETALL_TIMES: usize = 100_000;
 
 /// The simulator. Build with [`BaiduSimulator::new`], serve [`BaiduSimulator::router`] under [`MOUNT`].
 pub struct BaiduSimulator {
@@ -193,6 +198,15 @@ impl BaiduSimulator {
         self.record_attempt(&mut inner, verify_token, outcome, None, true, now)
             .map(|_| ())
             .map_err(|e| e.message().to_owned())
+    }
+
+    /// When each `result/getall` for `verify_token` arrived (simulator clock, unix ms), oldest first.
+    pub fn getall_times(&self, verify_token: &str) -> Vec<i64> {
+        self.lock()
+            .getall_times
+            .get(verify_token)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Number of access tokens issued so far (expired ones included).
@@ -332,6 +346,16 @@ impl BaiduSimulator {
         let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&body) else {
             return Reply::not_json();
         };
+        if api == Api::GetAll {
+            if let Some(Value::String(token)) = obj.get("verify_token") {
+                if inner.sessions.contains_key(token) {
+                    let times = inner.getall_times.entry(token.clone()).or_default();
+                    if times.len() < MAX_GETALL_TIMES {
+                        times.push(now);
+                    }
+                }
+            }
+        }
         let result = match api {
             Api::Generate => self.generate(&mut inner, &obj, now),
             Api::IdcardSubmit => idcard_submit(&mut inner, &obj, now),

@@ -291,68 +291,25 @@ impl BaiduAdapter {
             && host_of(url).is_some_and(|h| self.media_hosts.iter().any(|m| m == &h))
     }
 
-    /// Reads detail (and stat) of a passed verification and builds the final outcome.
-    async fn decide_passed(
+    /// Builds the final outcome of a passed verification from `result/getall` alone (the score, the plan's
+    /// threshold, billing and the confirmed identity are all in it): one query decides. `result/detail` (liveness
+    /// and spoofing scores, OCR fields) and `result/stat` are read later, only when GetResult asks
+    /// ([`VendorAdapter::complete_outcome`]).
+    fn decide_passed(
         &self,
         session: &Session,
         plan: &Plan,
         mut detail: BaiduDetail,
         passed: &BaiduAttempt,
+        wire_passed: Option<&wire::Attempt>,
         billing: Vec<BillingRecord>,
-    ) -> Result<PollOutcome, VendorError> {
-        let token = session.vendor_ref.clone().unwrap_or_default();
-        self.budget.acquire().await;
-        let (result, _) = match self
-            .call::<wire::DetailResult>(
-                "result/detail",
-                &json!({ "verify_token": token }),
-                &session.id,
-            )
-            .await?
-        {
-            Answer::Ok(r, log) => (r, log),
-            Answer::Err(e) => return Err(error_of(&e, "result/detail")),
-        };
-        self.budget.acquire().await;
-        match self
-            .call::<wire::StatResult>(
-                "result/stat",
-                &json!({ "verify_token": token }),
-                &session.id,
-            )
-            .await
-        {
-            Ok(Answer::Ok(stat, _)) => detail.api_stats = api_stats(&stat),
-            Ok(Answer::Err(e)) => {
-                tracing::warn!(
-                    vendor = "baidu",
-                    code = e.code,
-                    "result/stat unavailable; kept without it"
-                )
-            }
-            Err(e) => {
-                tracing::warn!(
-                    vendor = "baidu",
-                    reason = e.kind.reason(),
-                    "result/stat unavailable; kept without it"
-                )
-            }
-        }
-        detail.is_demote = result.is_demote.unwrap_or(false);
-        let verify = result.verify_result.as_ref();
-        let score = verify
-            .and_then(|v| v.score.as_ref())
-            .and_then(wire::StringOrNumber::as_f64)
-            .or(passed.score);
-        let liveness_score = verify
-            .and_then(|v| v.liveness_score.as_ref())
-            .and_then(wire::StringOrNumber::as_f64)
-            .unwrap_or(0.0);
-        let spoofing = verify
-            .and_then(|v| v.spoofing.as_ref())
-            .and_then(wire::StringOrNumber::as_f64)
-            .unwrap_or(0.0);
-        let identity = identity_of(&result).map(|d| d.masked());
+    ) -> PollOutcome {
+        detail.is_demote = passed.is_demote;
+        detail.details_read = false;
+        let score = passed.score;
+        let liveness_score = passed.liveness_score.unwrap_or(0.0);
+        let spoofing = passed.spoofing_score.unwrap_or(0.0);
+        let identity = wire_passed.and_then(attempt_identity).map(|d| d.masked());
         let target = threshold_for(&self.thresholds, session.target_false_accept_rate);
         let plan_threshold = passed.threshold;
         let (threshold, threshold_far) = match (target, plan_threshold) {
@@ -392,7 +349,7 @@ impl BaiduAdapter {
             billing,
             vendor_detail: Some(VendorDetail::Baidu(detail)),
         };
-        Ok(if below {
+        if below {
             PollOutcome::Final {
                 verified: false,
                 failure: Some(Failure {
@@ -408,7 +365,7 @@ impl BaiduAdapter {
                 failure: None,
                 outcome,
             }
-        })
+        }
     }
 
     /// The verify_token is gone (expired, used up, past retention) with nothing new learned: decide from what the
@@ -687,9 +644,8 @@ impl VendorAdapter for BaiduAdapter {
         detail.attempts = attempts.clone();
 
         if let Some(passed) = attempts.iter().find(|a| a.passed) {
-            return self
-                .decide_passed(session, plan, detail, passed, billing)
-                .await;
+            let wire_passed = all.verify_result.iter().find(|a| a.is_verify_passed);
+            return Ok(self.decide_passed(session, plan, detail, passed, wire_passed, billing));
         }
         let outcome = Outcome {
             billing,
@@ -721,6 +677,85 @@ impl VendorAdapter for BaiduAdapter {
             Ok((_, p)) => (p.success_url.clone(), p.failure_url.clone()),
             Err(_) => (String::new(), String::new()),
         }
+    }
+
+    fn outcome_incomplete(&self, session: &Session) -> bool {
+        // Only a verification that passed at Baidu has details, and they are read once (sessions decided before
+        // the details were read lazily have their result/stat rows already).
+        session.state.is_final()
+            && session.vendor_ref.is_some()
+            && matches!(&session.outcome.vendor_detail, Some(VendorDetail::Baidu(d))
+                if !d.details_read && d.api_stats.is_empty() && d.attempts.iter().any(|a| a.passed))
+    }
+
+    async fn complete_outcome(&self, session: &Session) -> Result<Option<Outcome>, VendorError> {
+        let Some(VendorDetail::Baidu(detail)) = &session.outcome.vendor_detail else {
+            return Ok(None);
+        };
+        if !self.outcome_incomplete(session) {
+            return Ok(None);
+        }
+        let Some(token) = session.vendor_ref.clone() else {
+            return Ok(None);
+        };
+        let body = json!({ "verify_token": token });
+        self.budget.acquire().await;
+        let result = match self
+            .call::<wire::DetailResult>("result/detail", &body, &session.id)
+            .await?
+        {
+            Answer::Ok(r, _) => r,
+            Answer::Err(e) => return Err(error_of(&e, "result/detail")),
+        };
+        let mut detail = detail.clone();
+        self.budget.acquire().await;
+        match self
+            .call::<wire::StatResult>("result/stat", &body, &session.id)
+            .await
+        {
+            Ok(Answer::Ok(stat, _)) => detail.api_stats = api_stats(&stat),
+            Ok(Answer::Err(e)) => {
+                tracing::warn!(
+                    vendor = "baidu",
+                    code = e.code,
+                    "result/stat unavailable; kept without it"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(
+                    vendor = "baidu",
+                    reason = e.kind.reason(),
+                    "result/stat unavailable; kept without it"
+                )
+            }
+        }
+        detail.details_read = true;
+        if let Some(demoted) = result.is_demote {
+            detail.is_demote = demoted;
+        }
+        // The decision stands as getall made it; detail adds the scores getall leaves at 0 and the OCR fields.
+        let mut outcome = session.outcome.clone();
+        if let (Some(liveness), Some(v)) =
+            (outcome.liveness.as_mut(), result.verify_result.as_ref())
+        {
+            if let Some(score) = v
+                .liveness_score
+                .as_ref()
+                .and_then(wire::StringOrNumber::as_f64)
+            {
+                liveness.liveness_score = score;
+            }
+            if let Some(score) = v.spoofing.as_ref().and_then(wire::StringOrNumber::as_f64) {
+                liveness.spoofing_score = score;
+            }
+        }
+        if result.idcard_ocr_result.is_some() || outcome.identity_document.is_none() {
+            if let Some(doc) = identity_of(&result) {
+                outcome.identity_document = Some(doc.masked());
+            }
+        }
+        outcome.vendor_detail = Some(VendorDetail::Baidu(detail));
+        Ok(Some(outcome))
     }
 
     async fn fetch_extras(
@@ -920,38 +955,60 @@ pub fn attempt_of(a: &wire::Attempt) -> Result<BaiduAttempt, VendorError> {
 /// The identity of a passed verification: the OCR'd card where the plan uses OCR, else what the user confirmed.
 pub fn identity_of(d: &wire::DetailResult) -> Option<IdentityDocument> {
     if let Some(o) = &d.idcard_ocr_result {
-        let number = o
-            .id_card_number
-            .clone()
-            .or_else(|| o.idcard_number.clone())
-            .unwrap_or_default();
-        let valid = match (&o.issue_time, &o.expire_time) {
-            (Some(a), Some(b)) => format!("{a}-{b}"),
-            (Some(a), None) => a.clone(),
-            (None, Some(b)) => b.clone(),
-            (None, None) => String::new(),
-        };
-        return Some(IdentityDocument {
-            name: o.name.clone().unwrap_or_default(),
-            id_type: IdType::of_number(&number),
-            id_number: number,
-            address: o.address.clone().unwrap_or_default(),
-            birth_date: o.birthday.clone().unwrap_or_default(),
-            gender: o.gender.clone().unwrap_or_default(),
-            ethnicity: o.nation.clone().unwrap_or_default(),
-            issued_by: o.issue_authority.clone().unwrap_or_default(),
-            valid_period: valid,
-        });
+        return Some(ocr_identity(o));
     }
-    d.idcard_confirm.as_ref().map(|c| {
-        let number = c.idcard_number.clone().unwrap_or_default();
-        IdentityDocument {
-            name: c.name.clone().unwrap_or_default(),
-            id_type: IdType::of_number(&number),
-            id_number: number,
-            ..Default::default()
-        }
-    })
+    d.idcard_confirm
+        .as_ref()
+        .map(|c| confirmed_identity(c.name.as_deref(), c.idcard_number.as_deref()))
+}
+
+/// The identity of a passed attempt of `result/getall` (OCR fields beside `idcard_confirm` or inside it).
+fn attempt_identity(a: &wire::Attempt) -> Option<IdentityDocument> {
+    let confirm = a.idcard_confirm.as_ref();
+    let ocr = a
+        .idcard_ocr_result
+        .as_ref()
+        .or_else(|| confirm.and_then(|c| c.idcard_ocr_result.as_ref()))
+        .filter(|o| o.name.is_some() && (o.id_card_number.is_some() || o.idcard_number.is_some()));
+    if let Some(o) = ocr {
+        return Some(ocr_identity(o));
+    }
+    confirm.map(|c| confirmed_identity(c.name.as_deref(), c.idcard_number.as_deref()))
+}
+
+fn ocr_identity(o: &wire::OcrResult) -> IdentityDocument {
+    let number = o
+        .id_card_number
+        .clone()
+        .or_else(|| o.idcard_number.clone())
+        .unwrap_or_default();
+    let valid = match (&o.issue_time, &o.expire_time) {
+        (Some(a), Some(b)) => format!("{a}-{b}"),
+        (Some(a), None) => a.clone(),
+        (None, Some(b)) => b.clone(),
+        (None, None) => String::new(),
+    };
+    IdentityDocument {
+        name: o.name.clone().unwrap_or_default(),
+        id_type: IdType::of_number(&number),
+        id_number: number,
+        address: o.address.clone().unwrap_or_default(),
+        birth_date: o.birthday.clone().unwrap_or_default(),
+        gender: o.gender.clone().unwrap_or_default(),
+        ethnicity: o.nation.clone().unwrap_or_default(),
+        issued_by: o.issue_authority.clone().unwrap_or_default(),
+        valid_period: valid,
+    }
+}
+
+fn confirmed_identity(name: Option<&str>, number: Option<&str>) -> IdentityDocument {
+    let number = number.unwrap_or_default().to_owned();
+    IdentityDocument {
+        name: name.unwrap_or_default().to_owned(),
+        id_type: IdType::of_number(&number),
+        id_number: number,
+        ..Default::default()
+    }
 }
 
 /// The counters of `result/stat`.
