@@ -265,26 +265,35 @@ async fn oversized_callbacks_and_return_forms_are_malformed_callbacks() {
     srv.stop().await;
 }
 
-/// A vendor endpoint that counts requests by path and never answers.
+/// A vendor endpoint that counts requests by path and never answers (but for Baidu's token, with
+/// `answer_token`).
 #[derive(Default)]
 struct Hanging {
     token_requests: AtomicU64,
     other_requests: AtomicU64,
+    answer_token: bool,
 }
 
-async fn hang(State(h): State<Arc<Hanging>>, uri: Uri) -> &'static str {
+async fn hang(State(h): State<Arc<Hanging>>, uri: Uri) -> String {
     let path = uri.path();
     if path == "/oauth/2.0/token" || path == "/faceid/lite/get_token" {
         h.token_requests.fetch_add(1, Ordering::SeqCst);
+        if h.answer_token && path == "/oauth/2.0/token" {
+            return r#"{"access_token":"24.test-access-token","expires_in":2592000}"#.to_owned();
+        }
     } else {
         h.other_requests.fetch_add(1, Ordering::SeqCst);
     }
     std::future::pending::<()>().await;
-    "never"
+    "never".to_owned()
 }
 
 async fn hanging_vendor() -> (Arc<Hanging>, String) {
-    let h = Arc::new(Hanging::default());
+    hanging_vendor_with(Hanging::default()).await
+}
+
+async fn hanging_vendor_with(h: Hanging) -> (Arc<Hanging>, String) {
+    let h = Arc::new(h);
     let app = Router::new().fallback(hang).with_state(Arc::clone(&h));
     let addr = common::recorder::serve(app).await;
     (h, format!("http://{addr}"))
@@ -326,6 +335,49 @@ async fn a_hanging_baidu_token_endpoint_costs_one_timeout_and_one_request() {
         "the token fetch is not retried after its timeout"
     );
     assert_eq!(hanging.other_requests.load(Ordering::SeqCst), 0);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_baidu_endpoint_is_not_asked_again_after_its_timeout() {
+    let (hanging, base) = hanging_vendor_with(Hanging {
+        answer_token: true,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sandbox_config(&dir.path().join("facegate.db"));
+    live_unauthenticated(&mut config);
+    config.baidu.base_url = base.clone();
+    config.baidu.page_url = format!("{base}/face/print/");
+    config.baidu.allow_plaintext_http = true;
+    config.baidu.api_key = Secret::new("independent-api-key");
+    config.baidu.secret_key = Secret::new("independent-secret-key");
+    config.baidu.timeout_secs = 1;
+    config.baidu.plans.insert(
+        "kyc".into(),
+        BaiduPlanConfig {
+            plan_id: "plan-kyc".into(),
+            needs_identity: true,
+            needs_reference: false,
+            ..Default::default()
+        },
+    );
+    config.baidu.default_plan = "kyc".into();
+    let mut srv = Server::start_mode(dir, config, Mode::Production).await;
+    let err = srv
+        .client
+        .start_session(baidu_inline("hard-baidu-2", "kyc", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert_eq!(reason(&err).0, "VENDOR_TIMEOUT");
+    assert_eq!(hanging.token_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        hanging.other_requests.load(Ordering::SeqCst),
+        1,
+        "verifyToken/generate timed out once and was not sent again past the vendor timeout"
+    );
     srv.stop().await;
 }
 

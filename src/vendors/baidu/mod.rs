@@ -247,12 +247,13 @@ impl BaiduAdapter {
                 Ok(Answer::Err(e)) => error_of(&e, path),
                 Err(e) => e,
             };
+            // A timed-out call has used the whole vendor timeout (`baidu.timeout_secs`): trying again would run past
+            // it, so only failures that came back quickly are tried again.
             let transient = matches!(
                 err.kind,
                 VendorErrorKind::RateLimited
                     | VendorErrorKind::Unreachable
                     | VendorErrorKind::Unavailable
-                    | VendorErrorKind::Timeout
             );
             if !transient || tries >= UNBILLED_TRIES {
                 return Err(err);
