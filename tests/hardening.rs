@@ -299,9 +299,13 @@ async fn hanging_vendor_with(h: Hanging) -> (Arc<Hanging>, String) {
     (h, format!("http://{addr}"))
 }
 
-#[tokio::test]
-async fn a_hanging_baidu_token_endpoint_costs_one_timeout_and_one_request() {
-    let (hanging, base) = hanging_vendor().await;
+/// Starts a production facegate against a hanging Baidu (`h`) with a 1 s vendor timeout, makes one inline
+/// StartSession, and returns the vendor's request counts and the error the call ended with.
+async fn start_against_hanging_baidu(
+    h: Hanging,
+    request_id: &str,
+) -> (Arc<Hanging>, tonic::Status) {
+    let (hanging, base) = hanging_vendor_with(h).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(&dir.path().join("facegate.db"));
     live_unauthenticated(&mut config);
@@ -324,9 +328,16 @@ async fn a_hanging_baidu_token_endpoint_costs_one_timeout_and_one_request() {
     let mut srv = Server::start_mode(dir, config, Mode::Production).await;
     let err = srv
         .client
-        .start_session(baidu_inline("hard-baidu-1", "kyc", 1))
+        .start_session(baidu_inline(request_id, "kyc", 1))
         .await
         .unwrap_err();
+    srv.stop().await;
+    (hanging, err)
+}
+
+#[tokio::test]
+async fn a_hanging_baidu_token_endpoint_costs_one_timeout_and_one_request() {
+    let (hanging, err) = start_against_hanging_baidu(Hanging::default(), "hard-baidu-1").await;
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert_eq!(reason(&err).0, "VENDOR_TIMEOUT");
     assert_eq!(
@@ -335,41 +346,15 @@ async fn a_hanging_baidu_token_endpoint_costs_one_timeout_and_one_request() {
         "the token fetch is not retried after its timeout"
     );
     assert_eq!(hanging.other_requests.load(Ordering::SeqCst), 0);
-    srv.stop().await;
 }
 
 #[tokio::test]
 async fn a_hanging_baidu_endpoint_is_not_asked_again_after_its_timeout() {
-    let (hanging, base) = hanging_vendor_with(Hanging {
+    let answering_token = Hanging {
         answer_token: true,
         ..Default::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = sandbox_config(&dir.path().join("facegate.db"));
-    live_unauthenticated(&mut config);
-    config.baidu.base_url = base.clone();
-    config.baidu.page_url = format!("{base}/face/print/");
-    config.baidu.allow_plaintext_http = true;
-    config.baidu.api_key = Secret::new("independent-api-key");
-    config.baidu.secret_key = Secret::new("independent-secret-key");
-    config.baidu.timeout_secs = 1;
-    config.baidu.plans.insert(
-        "kyc".into(),
-        BaiduPlanConfig {
-            plan_id: "plan-kyc".into(),
-            needs_identity: true,
-            needs_reference: false,
-            ..Default::default()
-        },
-    );
-    config.baidu.default_plan = "kyc".into();
-    let mut srv = Server::start_mode(dir, config, Mode::Production).await;
-    let err = srv
-        .client
-        .start_session(baidu_inline("hard-baidu-2", "kyc", 1))
-        .await
-        .unwrap_err();
+    };
+    let (hanging, err) = start_against_hanging_baidu(answering_token, "hard-baidu-2").await;
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert_eq!(reason(&err).0, "VENDOR_TIMEOUT");
     assert_eq!(hanging.token_requests.load(Ordering::SeqCst), 1);
@@ -378,7 +363,6 @@ async fn a_hanging_baidu_endpoint_is_not_asked_again_after_its_timeout() {
         1,
         "verifyToken/generate timed out once and was not sent again past the vendor timeout"
     );
-    srv.stop().await;
 }
 
 #[tokio::test]
