@@ -144,9 +144,13 @@ pub fn install_crypto_provider() {
 
 /// The PostgreSQL store when `store.database_url` is set, else the SQLite file. Sessions stored before tenants
 /// existed get `auth.default_tenant`, and the live mode of this start.
+///
+/// `serving`: the store is opened for `serve`, the one process that serves an SQLite file (it takes the file's lock
+/// and refuses a second service; see [`SqliteStore::open_exclusive`]); tools pass `false`.
 pub async fn open_store(
     config: &Config,
     sandbox: bool,
+    serving: bool,
 ) -> Result<Arc<dyn SessionStore>, StoreError> {
     let keys = match config.store.key_ring() {
         Ok(Some(keys)) => keys,
@@ -172,9 +176,12 @@ pub async fn open_store(
     };
     if config.store.database_url.is_empty() {
         tracing::info!(path = %config.store.sqlite_path.display(), "session store: SQLite");
-        Ok(Arc::new(
-            SqliteStore::open(&config.store.sqlite_path, &options).await?,
-        ))
+        let path = &config.store.sqlite_path;
+        Ok(Arc::new(if serving {
+            SqliteStore::open_exclusive(path, &options).await?
+        } else {
+            SqliteStore::open(path, &options).await?
+        }))
     } else {
         tracing::info!("session store: PostgreSQL");
         Ok(Arc::new(
@@ -250,9 +257,11 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     #[cfg(not(feature = "sandbox"))]
     let Mode::Production = mode;
 
-    let store = open_store(&config, sandbox_mode)
+    let store = open_store(&config, sandbox_mode, true)
         .await
         .map_err(|e| AppError::Startup(format!("cannot open the session store: {e}")))?;
+    // Given up when the service stops (see `SessionStore::release`).
+    let owned_store = Arc::clone(&store);
     let public_base = config.public_base_url(loopback_of(http_addr));
     let vendors = Arc::new(Vendors {
         juhe: if config.juhe.key.is_empty() {
@@ -479,6 +488,7 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
             }
         };
         sweeper.abort();
+        owned_store.release();
         result
     });
 

@@ -147,7 +147,7 @@ fn main() -> ExitCode {
 }
 
 async fn rotate_keys(config: &Config) -> Result<(), String> {
-    let store = facegate::app::open_store(config, false)
+    let store = facegate::app::open_store(config, false, false)
         .await
         .map_err(|e| format!("cannot open the session store: {e}"))?;
     let n = store.reseal().await.map_err(|e| e.to_string())?;

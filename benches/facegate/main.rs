@@ -37,7 +37,9 @@ use prost::Message;
 use servers::Proc;
 
 const USAGE: &str = "usage: facegate bench [--short] [--rounds N] [--calls N] [--streams N] \
-[--shared-sessions N] [--close-wait-secs N] [--connections N] [--streams-per-connection N]";
+[--shared-sessions N] [--close-wait-secs N] [--connections N] [--streams-per-connection N] \
+[--only RPC[,RPC..]] (RPC: GetResult, StartSession, SubmitIdentity, StreamStatus; --only skips the idle-stream \
+scenarios unless StreamStatus is named, and reports without judging completeness: for profiling one path)";
 
 /// Concurrency levels of the unary and stream-open measurements.
 const CONCURRENCY: [usize; 2] = [1, 64];
@@ -60,6 +62,8 @@ pub struct Args {
     /// HTTP/2 connections of the load at concurrency > 1.
     pub connections: usize,
     pub streams_per_connection: usize,
+    /// When set, only these RPCs are measured (lower-case names without spaces).
+    pub only: Option<Vec<String>>,
 }
 
 enum Invocation {
@@ -84,6 +88,7 @@ fn parse() -> Result<Invocation, String> {
             settle: Duration::from_secs(1),
             connections: 4,
             streams_per_connection: 100,
+            only: None,
         }
     } else {
         Args {
@@ -96,6 +101,7 @@ fn parse() -> Result<Invocation, String> {
             settle: Duration::from_secs(2),
             connections: 4,
             streams_per_connection: 100,
+            only: None,
         }
     };
     let mut listen = None;
@@ -123,6 +129,18 @@ fn parse() -> Result<Invocation, String> {
             "--streams-per-connection" => {
                 a.streams_per_connection = value("--streams-per-connection")?
             }
+            "--only" => {
+                let list = it
+                    .next()
+                    .ok_or(format!("--only needs a list of RPCs\n{USAGE}"))?;
+                let names: Vec<String> = list.split(',').map(rpc_key).collect();
+                for n in &names {
+                    if !ALL_RPCS.iter().any(|r| rpc_key(r.name()) == *n) {
+                        return Err(format!("--only: unknown RPC {n:?}\n{USAGE}"));
+                    }
+                }
+                a.only = Some(names);
+            }
             "--reference-server" => reference_server = true,
             "--listen" => {
                 listen = Some(
@@ -144,6 +162,30 @@ fn parse() -> Result<Invocation, String> {
         });
     }
     Ok(Invocation::Bench(a))
+}
+
+/// The RPCs measured, in order.
+pub const ALL_RPCS: [Rpc; 4] = [
+    Rpc::GetResult,
+    Rpc::StartSession,
+    Rpc::SubmitIdentity,
+    Rpc::StreamOpen,
+];
+
+/// An RPC's name as `--only` takes it: "StreamStatus open" -> "streamstatus".
+fn rpc_key(name: &str) -> String {
+    name.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+impl Args {
+    pub fn measures(&self, rpc: Rpc) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.contains(&rpc_key(rpc.name())))
+    }
 }
 
 fn main() -> ExitCode {
@@ -331,12 +373,7 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     let warm = (args.calls / 10).max(20);
     for round in 0..args.rounds {
         println!("round {}/{}", round + 1, args.rounds);
-        for rpc in [
-            Rpc::GetResult,
-            Rpc::StartSession,
-            Rpc::SubmitIdentity,
-            Rpc::StreamOpen,
-        ] {
+        for rpc in ALL_RPCS.into_iter().filter(|r| args.measures(*r)) {
             for conc in CONCURRENCY {
                 // SubmitIdentity needs a fresh session per call; both servers get the same requests.
                 let submit = if rpc == Rpc::SubmitIdentity {
@@ -400,11 +437,13 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     drop(sides);
     // A failure here still leaves the table of everything else.
     let mut stream_problems = Vec::new();
+    let stream_scenarios = if args.measures(Rpc::StreamOpen) { 2 } else { 0 };
     for (i, (name, sessions)) in [
         ("one per session", args.streams),
         ("many per session", args.shared_sessions.min(args.streams)),
     ]
     .into_iter()
+    .take(stream_scenarios)
     .enumerate()
     {
         println!(
@@ -439,6 +478,10 @@ async fn measure(args: &Args, dir: &std::path::Path) -> Result<(), String> {
         "\nthe servers' logs: {} (kept only when the run fails)",
         dir.display()
     );
+    if args.only.is_some() {
+        println!("--only: a partial run, figures not checked for completeness");
+        return Ok(());
+    }
     let mut problems = table.missing;
     problems.extend(stream_problems);
     if results.read_back != results.started || results.started == 0 {

@@ -138,12 +138,7 @@ pub fn table(args: &Args, res: &Results) -> Table {
         Target::None,
     );
 
-    for rpc in [
-        Rpc::GetResult,
-        Rpc::StartSession,
-        Rpc::SubmitIdentity,
-        Rpc::StreamOpen,
-    ] {
+    for rpc in crate::ALL_RPCS.into_iter().filter(|r| args.measures(*r)) {
         for conc in crate::CONCURRENCY {
             let pts = |s: Server| res.rpcs.get(&(rpc, conc, s)).cloned().unwrap_or_default();
             let (f, r) = (pts(Server::Facegate), pts(Server::Reference));

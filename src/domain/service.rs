@@ -1301,8 +1301,10 @@ impl SessionService {
         id: &str,
         extras: ExtrasRequest,
     ) -> Result<(Session, ResultExtras), Error> {
-        self.load_owned(caller, id).await?;
-        let mut session = self.get(id).await?;
+        let mut session = self.load_owned(caller, id).await?;
+        if !session.state.is_final() && session.expires_at_ms <= now_ms() {
+            session = self.expire(id).await?;
+        }
         if !session.state.is_final() && session.vendor_ref.is_some() && !self.pollers.is_polling(id)
         {
             self.refresh_on_demand(id).await;

@@ -115,6 +115,9 @@ pub trait SessionStore: Send + Sync + 'static {
     fn cached(&self, _id: &str) -> Option<Session> {
         None
     }
+    /// The service that owned this store stopped: give up what makes it this process's alone (the SQLite lock
+    /// file), so a new start in the same process can take it.
+    fn release(&self) {}
     /// Replaces a session if the stored version is `expected_version` (else [`StoreError::Conflict`]), and appends
     /// `events` to its log in the same transaction (each the next sequence, under the row lock of the update).
     async fn update(

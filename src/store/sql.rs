@@ -227,6 +227,12 @@ where
         Ok(store)
     }
 
+    /// Serves reads from what this process wrote and read, while `lock` (held on the store for this process alone)
+    /// is kept: see [`super::recent`].
+    pub(super) fn own(&self, lock: std::fs::File) {
+        self.recent.own(lock);
+    }
+
     /// Sends every write of this store (and its clones) to `writer`.
     pub(super) fn with_writer(mut self, writer: Writer) -> Self {
         self.writer = Some(writer);
@@ -477,7 +483,11 @@ where
                     }
                 }
                 Err(Failed::Db(e)) if idempotency.is_some() && D::lost_race(&e) => continue,
-                Err(e) => return Err(e.into_store_error::<D>()),
+                Err(e) => {
+                    // The write's fate may be unknown: nothing of this id may be served from the cache.
+                    self.recent.forget(&session.id);
+                    return Err(e.into_store_error::<D>());
+                }
                 Ok(other) => return Err(unexpected(other)),
             }
         }
@@ -487,16 +497,31 @@ where
     }
 
     async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        if let Some(session) = self.recent.read(id) {
+            return Ok(Some(session));
+        }
+        let mark = self.recent.mark();
         let row = sqlx::query(D::STATEMENTS.select_record)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
             .map_err(D::error)?;
-        row.as_ref().map(|r| self.session_of(r, id)).transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (session, size) = self.sized_session_of(&row, id)?;
+        if let Some(mark) = mark {
+            self.recent.fill(mark, &session, size);
+        }
+        Ok(Some(session))
     }
 
     fn cached(&self, id: &str) -> Option<Session> {
         self.recent.get(id)
+    }
+
+    fn release(&self) {
+        self.recent.release();
     }
 
     async fn list(
@@ -558,11 +583,9 @@ where
                 .ok_or_else(|| StoreError::Corrupt("session event".into()))?,
             cap: cap.map(|(kinds, max)| (kinds.iter().map(|k| (*k).to_owned()).collect(), max)),
         });
-        match self
-            .write(&op)
-            .await
-            .map_err(Failed::into_store_error::<D>)?
-        {
+        let done = self.write(&op).await;
+        self.recent.forget_summary(session_id);
+        match done.map_err(Failed::into_store_error::<D>)? {
             Done::Appended(appended) => Ok(appended),
             Done::NotFound => Err(StoreError::NotFound),
             other => Err(unexpected(other)),
@@ -595,6 +618,10 @@ where
     }
 
     async fn events_summary(&self, session_id: &str) -> Result<EventsSummary, StoreError> {
+        if let Some(summary) = self.recent.read_summary(session_id) {
+            return Ok(summary);
+        }
+        let mark = self.recent.mark();
         let rows = sqlx::query(D::STATEMENTS.summarize_events)
             .bind(session_id)
             .fetch_all(&self.pool)
@@ -609,7 +636,11 @@ where
                 Ok((kind, u64::try_from(n).unwrap_or(0), last))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(EventsSummary::from_counts(&counts))
+        let summary = EventsSummary::from_counts(&counts);
+        if let Some(mark) = mark {
+            self.recent.fill_summary(mark, session_id, &summary);
+        }
+        Ok(summary)
     }
 
     async fn idempotency(
@@ -863,7 +894,12 @@ where
                 .await
                 .map_err(D::error)?;
         }
-        tx.commit().await.map_err(D::error)?;
+        let committed = tx.commit().await.map_err(D::error);
+        // Forgotten before the commit too; once more now, so no read that raced the delete keeps a copy.
+        for id in &ids {
+            self.recent.forget(id);
+        }
+        committed?;
         Ok(deleted)
     }
 
@@ -908,11 +944,20 @@ where
         row: &<D::Database as Database>::Row,
         id: &str,
     ) -> Result<Session, StoreError> {
+        self.sized_session_of(row, id).map(|(s, _)| s)
+    }
+
+    /// [`Self::session_of`] and the length of its sealed record.
+    fn sized_session_of(
+        &self,
+        row: &<D::Database as Database>::Row,
+        id: &str,
+    ) -> Result<(Session, usize), StoreError> {
         let text: String = row.try_get(0).map_err(D::error)?;
         let mut session = self.decode(id, &text)?;
         session.tenant = row.try_get(1).map_err(D::error)?;
         session.live_mode = row.try_get(2).map_err(D::error)?;
-        Ok(session)
+        Ok((session, text.len()))
     }
 
     /// A session from a row `record, tenant, live_mode, id`.

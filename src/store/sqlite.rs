@@ -279,6 +279,69 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// [`SqliteStore::open`] for the one process that serves the file (`facegate serve`): it takes the lock file
+    /// `<path>.lock` (waiting up to [`LOCK_WAIT`] for a stopping service to let it go) and, holding it, serves reads
+    /// from what it wrote and read itself (see `super::recent`). A second service on the same file is refused: SQLite
+    /// serves one process; replicas share PostgreSQL. Other openers (`rotate-keys`, which rewrites records without
+    /// changing them, and tools) use [`SqliteStore::open`] and take no lock.
+    pub async fn open_exclusive(
+        path: &Path,
+        store_options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        Self::open_exclusive_within(path, store_options, LOCK_WAIT).await
+    }
+
+    async fn open_exclusive_within(
+        path: &Path,
+        store_options: &StoreOptions,
+        wait: Duration,
+    ) -> Result<Self, StoreError> {
+        let store = Self::open(path, store_options).await?;
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = std::path::PathBuf::from(lock_path);
+        let mut file = std::fs::OpenOptions::new();
+        file.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        let file = file.open(&lock_path).map_err(|e| {
+            StoreError::Database(format!(
+                "cannot open the lock file {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Database(format!(
+                        "store.sqlite_path {} is in use by another facegate service (it holds {}): an SQLite \
+                         store serves one process; replicas share a PostgreSQL database (store.database_url)",
+                        path.display(),
+                        lock_path.display()
+                    )))
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(StoreError::Database(format!(
+                        "cannot lock {}: {e}",
+                        lock_path.display()
+                    )))
+                }
+            }
+        }
+        store.own(file);
+        Ok(store)
+    }
+}
+
+/// How long [`SqliteStore::open_exclusive`] waits for another holder of the lock file.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
 /// Creates the database file readable by its owner only (mode 0600) unless it exists: SQLite then creates its
 /// `-wal` and `-shm` files with the same mode.
 fn create_private(path: &Path) -> Result<(), StoreError> {
@@ -332,4 +395,33 @@ async fn apply_migrations(
             .map_err(db)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SessionStore;
+
+    #[tokio::test]
+    async fn one_service_owns_the_file_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("facegate.db");
+        let options = StoreOptions::default();
+        let first = SqliteStore::open_exclusive(&path, &options).await.unwrap();
+        let refused =
+            SqliteStore::open_exclusive_within(&path, &options, Duration::from_millis(200))
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(refused.contains("store.sqlite_path"), "{refused}");
+        assert!(refused.contains("store.database_url"), "{refused}");
+        // Tools open it beside the service.
+        SqliteStore::open(&path, &options).await.unwrap();
+        // Once the service stopped, a new start takes it (also while the old one is still being dropped).
+        first.release();
+        SqliteStore::open_exclusive_within(&path, &options, Duration::from_millis(200))
+            .await
+            .unwrap();
+    }
 }
