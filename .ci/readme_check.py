@@ -63,7 +63,7 @@ def blocks(readme):
         while j < len(lines) and not lines[j].startswith(close):
             j += 1
         if j == len(lines):
-            sys.exit(f"README.md:{start + 1}: the fence opened here is never closed")
+            sys.exit(f"{readme.name}:{start + 1}: the fence opened here is never closed")
         k = start - 1
         while k >= 0 and not lines[k].strip():
             k -= 1
@@ -137,17 +137,17 @@ def main():
     all_blocks = blocks(readme)
     unmarked = [b for b in all_blocks if b.marker is None and CALLS_SERVICE.search(b.text)]
     for b in unmarked:
-        print(f"README.md:{b.line}: this block calls grpcurl or buf curl but has no `<!-- ci: run -->` or "
+        print(f"{readme.name}:{b.line}: this block calls grpcurl or buf curl but has no `<!-- ci: run -->` or "
               f"`<!-- ci: skip: why -->` before it")
     to_run = [b for b in all_blocks if b.marker == "run"]
     wrong_lang = [b for b in to_run if b.lang not in ("sh", "bash")]
     for b in wrong_lang:
-        print(f"README.md:{b.line}: a `ci: run` block must be ```sh or ```bash, not {b.lang or 'unlabelled'}")
+        print(f"{readme.name}:{b.line}: a `ci: run` block must be ```sh or ```bash, not {b.lang or 'unlabelled'}")
     # zsh (macOS's shell) takes `#` as a word, not a comment, at its interactive prompt (no interactive_comments):
     # a pasted comment would become arguments. Explanations go in the prose around the block.
     commented = [b for b in to_run if re.search(r"(^|\s)#", b.text)]
     for b in commented:
-        print(f"README.md:{b.line}: a `ci: run` block must have no shell comments (zsh pastes them as arguments)")
+        print(f"{readme.name}:{b.line}: a `ci: run` block must have no shell comments (zsh pastes them as arguments)")
     if unmarked or wrong_lang or commented:
         sys.exit(1)
     if not to_run:
@@ -181,8 +181,8 @@ def main():
             if not check(f"grpcurl call {n} printed by serve --sandbox", line, ["ses_"], work, env):
                 failed.append(f"printed call {n}")
         for b in to_run:
-            if not check(f"README.md:{b.line}", b.text, b.expects(), work, env):
-                failed.append(f"README.md:{b.line}")
+            if not check(f"{readme.name}:{b.line}", b.text, b.expects(), work, env):
+                failed.append(f"{readme.name}:{b.line}")
     finally:
         server.send_signal(signal.SIGTERM)
         try:
