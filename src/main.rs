@@ -241,14 +241,15 @@ fn print_sandbox_help(running: &facegate::app::Running) {
          \"images\":[{{\"data\":\"{DEMO_JPEG_B64}\",\"role\":\"IMAGE_ROLE_PROBE\"}}]}}' \
          {grpc} facegate.v1.VerificationService/StartSession\n\n\
          Scenarios: the ID number's sequence digits (characters 15-17) choose the outcome; see README.md.\n\n\
-         Baidu H5 (open the returned user_url in a browser and pick an outcome on the sandbox page):\n\n\
+         Baidu H5 (prints the session id and its user_url: open the URL in a browser and pick an outcome on the \
+         sandbox page; jq prints the URL as is, where grpcurl's JSON escapes its & as \\u0026):\n\n\
          grpcurl -plaintext -d '{{\"request_id\":\"{request_id}-baidu\",\"vendor\":\"VENDOR_BAIDU\",\
          \"identity\":{{\"name\":\"测试用户\",\"id_number\":\"{id}\"}}}}' \
-         {grpc} facegate.v1.VerificationService/StartSession\n\n\
+         {grpc} facegate.v1.VerificationService/StartSession | jq -r '.session.id, .session.userUrl'\n\n\
          Megvii FaceID Lite (open the user_url; the simulator signs and sends the callback to this server):\n\n\
          grpcurl -plaintext -d '{{\"request_id\":\"{request_id}-megvii\",\"vendor\":\"VENDOR_MEGVII\",\
          \"identity\":{{\"name\":\"测试用户\",\"id_number\":\"{id}\"}}}}' \
-         {grpc} facegate.v1.VerificationService/StartSession\n",
+         {grpc} facegate.v1.VerificationService/StartSession | jq -r '.session.id, .session.userUrl'\n",
         grpc = running.grpc_addr,
         http = running.http_addr,
     );
@@ -260,11 +261,60 @@ async fn simulators(listen: SocketAddr) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(%listen, "vendor simulators serving under /sandbox/");
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the address of {listen}: {e}"))?;
+    print!("{}", simulator_listing(&format!("http://{local}")));
+    tracing::info!(listen = %local, "vendor simulators serving under /sandbox/");
     axum::serve(listener, sandbox.router())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// What `facegate sandbox` serves under `base` (`http://host:port`): every simulator's endpoints and the sandbox
+/// credentials it accepts, with the settings `serve --sandbox` gives its adapters (taken from
+/// `facegate::sandbox::configure`, so the listing and the adapters cannot disagree).
+#[cfg(feature = "sandbox")]
+fn simulator_listing(base: &str) -> String {
+    use facegate::sandbox as sb;
+    let mut cfg = Config::default();
+    sb::configure(&mut cfg, base);
+    let plans = sb::BAIDU_PLANS
+        .iter()
+        .map(|p| format!("{} (plan_id {})", p.name, p.plan_id))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "facegate sandbox: vendor simulators on {base}\n\n\
+         Juhe verifyface: key {juhe_key}, openid {juhe_openid}\n\
+         \x20 POST {juhe}/verifyface/verify\n\
+         \x20 POST {juhe}/verifyface/verifyEncry\n\
+         \x20 juhe.base_url = {juhe}\n\n\
+         Baidu H5 faceprint: api_key {baidu_key}, secret_key {baidu_secret}, app id {baidu_app}; plans {plans}\n\
+         \x20 GET/POST {baidu}/oauth/2.0/token\n\
+         \x20 POST {baidu}/rpc/2.0/brain/solution/faceprint/... (verifyToken/generate, idcard/submit, \
+         uploadMatchImage, result/getall, result/detail, result/stat, ...)\n\
+         \x20 GET  {baidu_page} (the H5 page)\n\
+         \x20 baidu.base_url = {baidu}, baidu.page_url = {baidu_page}\n\n\
+         Megvii FaceID Lite: api_key {megvii_key}, api_secret {megvii_secret} (it signs the notify callbacks)\n\
+         \x20 POST {megvii}/faceid/lite/get_token\n\
+         \x20 GET  {megvii_page}?token=... (the H5 page)\n\
+         \x20 GET  {megvii}/faceid/lite/get_result\n\
+         \x20 megvii.base_url = {megvii}, megvii.page_url = {megvii_page}\n",
+        juhe_key = sb::JUHE_KEY,
+        juhe_openid = sb::JUHE_OPENID,
+        juhe = cfg.juhe.base_url,
+        baidu_key = sb::BAIDU_API_KEY,
+        baidu_secret = sb::BAIDU_SECRET_KEY,
+        baidu_app = sb::BAIDU_APP_ID,
+        baidu = cfg.baidu.base_url,
+        baidu_page = cfg.baidu.page_url,
+        megvii_key = sb::MEGVII_API_KEY,
+        megvii_secret = sb::MEGVII_API_SECRET,
+        megvii = cfg.megvii.base_url,
+        megvii_page = cfg.megvii.page_url,
+    )
 }
 
 #[cfg(not(feature = "sandbox"))]

@@ -383,3 +383,118 @@ fn a_build_without_the_sandbox_feature_refuses_the_sandbox() {
         );
     }
 }
+
+/// `facegate sandbox` lists every simulator (Juhe, Baidu, Megvii) with its endpoints and credentials, and what it
+/// lists answers: each simulator accepts the listed credentials and refuses others.
+#[cfg(feature = "sandbox")]
+#[tokio::test]
+async fn sandbox_lists_the_three_simulators_and_their_credentials_work() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = facegate()
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The pipe stays open (`lines` lives to the end): the child must not see its stdout closed.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listing: Vec<String> = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("megvii.base_url"))
+        .collect();
+    let text = listing.join("\n");
+    let url = |suffix: &str| {
+        listing
+            .iter()
+            .find_map(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with("http://") && w.ends_with(suffix))
+            })
+            .unwrap_or_else(|| panic!("no {suffix} in the listing:\n{text}"))
+            .to_owned()
+    };
+    for credential in [
+        facegate::sandbox::JUHE_KEY,
+        facegate::sandbox::JUHE_OPENID,
+        facegate::sandbox::BAIDU_API_KEY,
+        facegate::sandbox::BAIDU_SECRET_KEY,
+        facegate::sandbox::MEGVII_API_KEY,
+        facegate::sandbox::MEGVII_API_SECRET,
+    ] {
+        assert!(text.contains(credential), "{credential} missing:\n{text}");
+    }
+    facegate::app::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let post = |url: String, form: Vec<(&'static str, &'static str)>| {
+        let http = http.clone();
+        async move {
+            let r = http.post(url).form(&form).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+
+    // Juhe: a wrong key is 10001; the listed key passes the key check (then the missing fields are 226403).
+    let juhe = url("/verifyface/verify");
+    let (_, wrong) = post(juhe.clone(), vec![("key", "not-the-key")]).await;
+    let (_, right) = post(juhe, vec![("key", facegate::sandbox::JUHE_KEY)]).await;
+    assert!(wrong.contains("10001"), "{wrong}");
+    assert!(right.contains("226403"), "{right}");
+
+    // Baidu: the listed API Key and Secret Key get an access_token; another secret does not (Baidu's OAuth takes
+    // them in the query string).
+    let token = url("/oauth/2.0/token");
+    let oauth = |secret: &'static str| {
+        let request = http.post(token.clone()).query(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", facegate::sandbox::BAIDU_API_KEY),
+            ("client_secret", secret),
+        ]);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = oauth(facegate::sandbox::BAIDU_SECRET_KEY).await;
+    assert!(
+        status == 200 && body.contains("access_token"),
+        "{status} {body}"
+    );
+    let (status, body) = oauth("not-the-secret").await;
+    assert!(
+        status == 401 && !body.contains("access_token"),
+        "{status} {body}"
+    );
+
+    // Megvii: the listed key and secret pass authentication (then a missing argument is 400); another is 403.
+    let get_token = url("/faceid/lite/get_token");
+    let (status, body) = post(
+        get_token.clone(),
+        vec![
+            ("api_key", facegate::sandbox::MEGVII_API_KEY),
+            ("api_secret", facegate::sandbox::MEGVII_API_SECRET),
+        ],
+    )
+    .await;
+    assert!(
+        status == 400 && body.contains("MISSING_ARGUMENTS"),
+        "{status} {body}"
+    );
+    let (status, body) = post(
+        get_token,
+        vec![
+            ("api_key", facegate::sandbox::MEGVII_API_KEY),
+            ("api_secret", "not-the-secret"),
+        ],
+    )
+    .await;
+    assert!(
+        status == 403 && body.contains("AUTHENTICATION_ERROR"),
+        "{status} {body}"
+    );
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(lines);
+}
