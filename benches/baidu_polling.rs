@@ -248,6 +248,13 @@ fn metric(text: &str, prefix: &str) -> f64 {
 
 fn main() {
     let a = args();
+    // The service's own log lines, on stderr, when RUST_LOG asks for them (e.g. RUST_LOG=warn).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
