@@ -80,6 +80,27 @@ pub struct Config {
     pub megvii: MegviiConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Readiness: how the store is checked.
+    pub health: HealthConfig,
+}
+
+/// Readiness checks (`/readyz` and gRPC health of `facegate.v1.VerificationService`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often the store is pinged (`SELECT 1`), in milliseconds; readiness is NOT_SERVING while it fails.
+    pub store_check_interval_ms: u64,
+    /// How long one ping may take before the store counts as unreachable, in milliseconds.
+    pub store_check_timeout_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            store_check_interval_ms: 5_000,
+            store_check_timeout_ms: 2_000,
+        }
+    }
 }
 
 /// gRPC listener settings.
@@ -147,6 +168,10 @@ pub struct HttpConfig {
     /// TLS of the HTTP listener; off while `cert_file` is empty (a TLS-terminating ingress in front is the usual
     /// alternative).
     pub tls: TlsConfig,
+    /// The operations listener (plaintext HTTP: `/metrics`, `/healthz`, `/readyz`), e.g. `0.0.0.0:9090`. When set,
+    /// the HTTP listener serves only the public paths (callbacks, the return relay, sandbox pages); unset, the
+    /// operations paths are served on the HTTP listener too.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for HttpConfig {
@@ -158,6 +183,7 @@ impl Default for HttpConfig {
             preface_timeout_secs: 5,
             header_read_timeout_secs: 10,
             tls: TlsConfig::default(),
+            admin_listen: None,
         }
     }
 }

@@ -61,6 +61,7 @@ pub fn check_sandbox_exposure(config: &Config, public: bool) -> Result<(), Strin
         ("http.listen", config.http.listen),
     ]
     .into_iter()
+    .chain(config.http.admin_listen.map(|a| ("http.admin_listen", a)))
     .filter(|(_, addr): &(&str, SocketAddr)| !addr.ip().is_loopback())
     .map(|(name, addr)| format!("{name} = {addr}"))
     .collect();
