@@ -37,3 +37,26 @@ pub fn admin_router(service: Arc<SessionService>, health: Arc<Health>) -> Router
 pub fn router(service: Arc<SessionService>, health: Arc<Health>) -> Router {
     public_router(Arc::clone(&service)).merge(admin_router(service, health))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chart's Ingress and HTTPRoute route exactly these (helm/facegate/templates/_helpers.tpl,
+    /// `facegate.publicPaths`), so a moved route must move there too.
+    #[test]
+    fn the_chart_routes_the_public_paths() {
+        let helpers = include_str!("../../helm/facegate/templates/_helpers.tpl");
+        assert!(callbacks::MEGVII_NOTIFY_PATH.starts_with(&format!("{}/", callbacks::PREFIX)));
+        let expected = format!(
+            r#"[{{"path": "{}", "type": "Exact"}}, {{"path": "{}", "type": "Prefix"}}]"#,
+            callbacks::MEGVII_NOTIFY_PATH,
+            relay::PREFIX
+        );
+        assert!(
+            helpers.contains(&expected),
+            "facegate.publicPaths must be {expected}"
+        );
+        assert_eq!(PUBLIC_PREFIXES, &["/v1/callbacks", "/v1/return"]);
+    }
+}
