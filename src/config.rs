@@ -1531,6 +1531,26 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_listener_is_off_by_default_and_set_from_the_environment() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.http.admin_listen, None);
+        assert_eq!(c.health, HealthConfig::default());
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FACEGATE__HTTP__ADMIN_LISTEN", "0.0.0.0:9090"),
+                ("FACEGATE__HEALTH__STORE_CHECK_INTERVAL_MS", "250"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.admin_listen, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(c.health.store_check_interval_ms, 250);
+        assert!(
+            Config::load_from(None, env(&[("FACEGATE__HTTP__ADMIN_LISTEN", "nowhere")])).is_err()
+        );
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = Config::load_from(None, env(&[])).unwrap();
         assert_eq!(c, Config::default());
