@@ -1202,6 +1202,14 @@ impl Config {
                 )),
             }
         }
+        if !sandbox && self.http.admin_listen.is_none() && !self.http.listen.ip().is_loopback() {
+            out.warnings.push(format!(
+                "http.admin_listen is not set: /metrics, /healthz and /readyz are served on http.listen = {} \
+                 beside the public callback and return paths; set http.admin_listen (e.g. 0.0.0.0:9090) to serve \
+                 them on a port of their own",
+                self.http.listen
+            ));
+        }
         out
     }
 }
@@ -1528,6 +1536,27 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_public_http_listener_without_an_admin_listener_is_warned_about() {
+        let mut c = Config::default();
+        c.store.encryption_keys = vec![Secret::new(format!(
+            "k1:{}",
+            crate::store::seal::generate_key_base64().unwrap()
+        ))];
+        c.auth.mode = AuthMode::None;
+        let admin_warning = |c: &Config| {
+            c.start_problems(false)
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("http.admin_listen is not set"))
+        };
+        assert!(!admin_warning(&c), "loopback: nothing to warn about");
+        c.http.listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(admin_warning(&c));
+        c.http.admin_listen = Some("0.0.0.0:9090".parse().unwrap());
+        assert!(!admin_warning(&c));
     }
 
     #[test]
