@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the facegate Helm chart offline: helm lint --strict and helm template for every helm/facegate/ci/*.yaml
 # (the chart's defaults have no callers and are refused on purpose: ci/invalid/no-callers.yaml), kubernetes-validate --strict on each render (Kubernetes 1.30, the chart's floor, and
-# 1.37), structural checks of what kubernetes-validate cannot know (the ServiceMonitor) and of what the chart
+# 1.37), structural checks of what kubernetes-validate cannot know (the ServiceMonitor and HTTPRoute CRDs; the cases
+# ingress-values, httproute-values and metrics-port-values cover the Ingress, the HTTPRoute and the admin port) and of what the chart
 # promises (helm/check_render.py), `facegate check-config` on each rendered facegate.toml when a facegate binary is
 # built (with placeholder files, a random key and a self-signed certificate, where the pod mounts Secrets), and every helm/facegate/ci/invalid/*.yaml must fail helm template with the message its "# expect:" line
 # names, and helm lint --strict too unless marked "# lint: lenient" (helm lint only logs a template's fail()).

@@ -29,6 +29,12 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
 HEALTH_SERVICE = "facegate.v1.VerificationService"
+# Kinds from CRDs, which kubernetes-validate has no schemas for: checked structurally here.
+CRD_KINDS = {"ServiceMonitor", "HTTPRoute"}
+# What an Ingress or HTTPRoute may route to facegate (src/http: callbacks::MEGVII_NOTIFY_PATH, relay::PREFIX), and
+# the operations paths that must never be reachable through them.
+PUBLIC_PATHS = [("/v1/callbacks/megvii/notify", "Exact"), ("/v1/return", "Prefix")]
+OPS_PATHS = ["/metrics", "/healthz", "/readyz"]
 SECRET_ENV = {
     "FACEGATE__JUHE__KEY",
     "FACEGATE__JUHE__OPENID",
@@ -36,6 +42,15 @@ SECRET_ENV = {
     "FACEGATE__BAIDU__SECRET_KEY",
     "FACEGATE__MEGVII__API_KEY",
     "FACEGATE__MEGVII__API_SECRET",
+}
+# vendorCredentials.keys -> the variable it feeds.
+VENDOR_KEY_ENV = {
+    "juheKey": "FACEGATE__JUHE__KEY",
+    "juheOpenid": "FACEGATE__JUHE__OPENID",
+    "baiduApiKey": "FACEGATE__BAIDU__API_KEY",
+    "baiduSecretKey": "FACEGATE__BAIDU__SECRET_KEY",
+    "megviiApiKey": "FACEGATE__MEGVII__API_KEY",
+    "megviiApiSecret": "FACEGATE__MEGVII__API_SECRET",
 }
 DB_ENV = "FACEGATE__STORE__DATABASE_URL"
 # Configuration keys that are secrets: never in the ConfigMap.
@@ -119,7 +134,7 @@ def check_service_monitor(sm, services):
         at = f"{where}: endpoints[{i}]"
         check(set(ep) <= endpoint_fields, f"{at}: unknown fields {set(ep) - endpoint_fields}")
         check(ep.get("port") in port_names, f"{at}: port {ep.get('port')!r} is not a port name of the Service")
-        check(ep.get("port") == "http" and ep.get("path") == "/metrics", f"{at}: must scrape /metrics on port http")
+        check(ep.get("port") == "admin" and ep.get("path") == "/metrics", f"{at}: must scrape /metrics on port admin")
         check(ep.get("scheme", "http") in {"http", "https", "HTTP", "HTTPS"}, f"{at}: scheme must be http(s)")
         for key in ("interval", "scrapeTimeout"):
             if key in ep:
@@ -130,6 +145,95 @@ def check_service_monitor(sm, services):
         for key in ("relabelings", "metricRelabelings"):
             for j, rc in enumerate(ep.get(key) or []):
                 check(isinstance(rc, dict) and set(rc) <= relabel_fields, f"{at}: {key}[{j}] has unknown fields")
+
+
+def routed_only_public(pairs, where):
+    """`pairs` (path, Exact|Prefix) must be exactly the public paths: nothing that reaches /metrics, /healthz,
+    /readyz or anything else."""
+    check(sorted(pairs) == sorted(PUBLIC_PATHS), f"{where}: must route exactly {PUBLIC_PATHS}, got {pairs}")
+    for path, kind in pairs:
+        for ops in OPS_PATHS:
+            reaches = path == ops if kind == "Exact" else (ops == path or ops.startswith(path.rstrip("/") + "/"))
+            check(not reaches, f"{where}: {kind} {path} would route {ops}")
+
+
+def check_ingress(ing, svc_name):
+    where = f"Ingress {ing['metadata'].get('name')}"
+    spec = ing.get("spec") or {}
+    check("defaultBackend" not in spec, f"{where}: no defaultBackend (it would route every path)")
+    rules = spec.get("rules") or []
+    check(bool(rules), f"{where}: needs rules")
+    for i, rule in enumerate(rules):
+        paths = (rule.get("http") or {}).get("paths") or []
+        pairs = []
+        for p in paths:
+            pairs.append((p.get("path"), p.get("pathType")))
+            svc = (p.get("backend") or {}).get("service") or {}
+            check(svc.get("name") == svc_name and (svc.get("port") or {}).get("name") == "http",
+                  f"{where}: rules[{i}] {p.get('path')} must go to port http of Service {svc_name}")
+        routed_only_public(pairs, f"{where}: rules[{i}]")
+    for t in spec.get("tls") or []:
+        check(bool(t.get("secretName")), f"{where}: tls entries need a secretName")
+
+
+HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def check_http_route(route, svc_name, http_port):
+    """Structural check of a gateway.networking.k8s.io/v1 HTTPRoute against the Gateway API v1 CRD (standard
+    channel): known fields only at every level the chart writes, the required ones, the CRD's limits and path rules;
+    and that it routes only the public paths to the Service's http port."""
+    where = f"HTTPRoute {route.get('metadata', {}).get('name', '?')}"
+    check(route.get("apiVersion") == "gateway.networking.k8s.io/v1", f"{where}: apiVersion must be gateway.networking.k8s.io/v1")
+    check(set(route) <= {"apiVersion", "kind", "metadata", "spec"}, f"{where}: unknown top-level fields {set(route)}")
+    meta = route.get("metadata", {})
+    check(bool(meta.get("name")) and bool(meta.get("namespace")), f"{where}: metadata.name and namespace required")
+    check(set(meta) <= {"name", "namespace", "labels", "annotations"}, f"{where}: unexpected metadata {set(meta)}")
+    for k, v in list((meta.get("labels") or {}).items()) + list((meta.get("annotations") or {}).items()):
+        check(isinstance(v, str), f"{where}: label/annotation {k} must be a string")
+    spec = route.get("spec")
+    if not check(isinstance(spec, dict), f"{where}: spec required"):
+        return
+    check(set(spec) <= {"parentRefs", "hostnames", "rules"}, f"{where}: unknown spec fields {set(spec)}")
+    parents = spec.get("parentRefs") or []
+    check(1 <= len(parents) <= 32, f"{where}: 1 to 32 parentRefs")
+    for i, ref in enumerate(parents):
+        at = f"{where}: parentRefs[{i}]"
+        check(set(ref) <= {"group", "kind", "namespace", "name", "sectionName", "port"}, f"{at}: unknown fields")
+        check(isinstance(ref.get("name"), str) and 1 <= len(ref["name"]) <= 253, f"{at}: name required")
+        if "port" in ref:
+            check(isinstance(ref["port"], int) and 1 <= ref["port"] <= 65535, f"{at}: port 1-65535")
+    hostnames = spec.get("hostnames") or []
+    check(len(hostnames) <= 16, f"{where}: at most 16 hostnames")
+    for h in hostnames:
+        check(isinstance(h, str) and len(h) <= 253 and HOSTNAME.match(h) is not None, f"{where}: bad hostname {h!r}")
+    rules = spec.get("rules") or []
+    check(1 <= len(rules) <= 16, f"{where}: 1 to 16 rules")
+    pairs = []
+    for i, rule in enumerate(rules):
+        at = f"{where}: rules[{i}]"
+        check(set(rule) <= {"name", "matches", "filters", "backendRefs", "timeouts"}, f"{at}: unknown fields {set(rule)}")
+        matches = rule.get("matches") or []
+        check(1 <= len(matches) <= 64, f"{at}: 1 to 64 matches (none would match every path)")
+        for j, m in enumerate(matches):
+            check(set(m) <= {"path", "headers", "queryParams", "method"}, f"{at}: matches[{j}] unknown fields")
+            path = m.get("path") or {}
+            check(set(path) <= {"type", "value"}, f"{at}: matches[{j}].path unknown fields")
+            kind, value = path.get("type"), path.get("value")
+            check(kind in ("Exact", "PathPrefix"), f"{at}: matches[{j}] path type must be Exact or PathPrefix")
+            ok = (isinstance(value, str) and value.startswith("/") and len(value) <= 1024 and "//" not in value
+                  and "/./" not in value and "/../" not in value and "%2f" not in value.lower() and "#" not in value
+                  and not value.endswith(("/.", "/..")))
+            check(ok, f"{at}: matches[{j}] path value {value!r} breaks the CRD's rules")
+            pairs.append((value, "Exact" if kind == "Exact" else "Prefix"))
+        backends = rule.get("backendRefs") or []
+        check(len(backends) == 1, f"{at}: one backendRef")
+        for b in backends:
+            check(set(b) <= {"group", "kind", "name", "namespace", "port", "weight", "filters"}, f"{at}: backendRefs unknown fields")
+            check(b.get("kind", "Service") == "Service" and b.get("group", "") == "", f"{at}: backend must be a Service")
+            check(b.get("name") == svc_name and b.get("port") == http_port,
+                  f"{at}: backend must be Service {svc_name} port {http_port} (http), got {b}")
+    routed_only_public(pairs, where)
 
 
 def secret_file(c, volumes, path, at):
@@ -212,8 +316,10 @@ def main():
         docs = [d for d in yaml.safe_load_all(f) if d]
 
     monitors = by_kind(docs, "ServiceMonitor")
+    routes = by_kind(docs, "HTTPRoute")
+    # kubernetes-validate knows the built-in kinds only: the CRD kinds are checked structurally below.
     with open(f"{outdir}/k8s.yaml", "w") as f:
-        yaml.safe_dump_all([d for d in docs if d.get("kind") != "ServiceMonitor"], f, sort_keys=False)
+        yaml.safe_dump_all([d for d in docs if d.get("kind") not in CRD_KINDS], f, sort_keys=False)
 
     check(not by_kind(docs, "Secret"), "the chart must not render Secrets (credentials come from existing ones)")
 
@@ -228,7 +334,7 @@ def main():
     if not check(c is not None, "no facegate container"):
         return
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
-    check(set(ports) == {"grpc", "http"}, f"container ports must be grpc and http, got {ports}")
+    check(set(ports) == {"grpc", "http", "admin"}, f"container ports must be grpc, http and admin, got {ports}")
 
     # Hardening.
     psc = pod.get("securityContext", {})
@@ -248,8 +354,10 @@ def main():
 
     # Environment: listeners on 0.0.0.0, secrets only from Secret references.
     env = {e["name"]: e for e in c.get("env", [])}
-    for name in ("FACEGATE__GRPC__LISTEN", "FACEGATE__HTTP__LISTEN"):
-        check(env.get(name, {}).get("value", "").startswith("0.0.0.0:"), f"{name} must listen on 0.0.0.0")
+    for name, port in (("FACEGATE__GRPC__LISTEN", "grpc"), ("FACEGATE__HTTP__LISTEN", "http"),
+                       ("FACEGATE__HTTP__ADMIN_LISTEN", "admin")):
+        check(env.get(name, {}).get("value", "") == f"0.0.0.0:{ports.get(port)}",
+              f"{name} must listen on 0.0.0.0:<the {port} container port>")
     for name in SECRET_ENV | {DB_ENV}:
         e = env.get(name)
         if e is None:
@@ -261,7 +369,12 @@ def main():
                 check(ref.get("optional") is True, f"{name}: secretKeyRef must be optional")
             else:
                 check(ref.get("optional") is not True, f"{name}: the database URL Secret must not be optional")
-    check(SECRET_ENV <= set(env), f"vendor credential variables missing: {sorted(SECRET_ENV - set(env))}")
+    # Every vendor variable is there unless the values leave its Secret key out ("").
+    unnamed = {VENDOR_KEY_ENV[k] for k, v in ((values.get("vendorCredentials") or {}).get("keys") or {}).items()
+               if v == "" and k in VENDOR_KEY_ENV}
+    check(SECRET_ENV - unnamed <= set(env),
+          f"vendor credential variables missing: {sorted(SECRET_ENV - unnamed - set(env))}")
+    check(not (unnamed & set(env)), f"variables of unnamed Secret keys rendered: {sorted(unnamed & set(env))}")
     external_db = DB_ENV in env
 
     # ConfigMap: facegate.toml parses, holds no secrets, and is what the pod mounts and passes with --config.
@@ -285,27 +398,17 @@ def main():
     grpc_tls = (toml.get("grpc") or {}).get("tls") or {}
     http_tls = (toml.get("http") or {}).get("tls") or {}
 
-    # Probes: native gRPC on the gRPC port (readiness asks for the API service), or GET /healthz on the HTTP port
-    # when the kubelet's gRPC probe cannot work (TLS on the gRPC port, or health behind credentials).
-    http_probes = bool(grpc_tls.get("cert_file")) or auth.get("health_open", True) is False
-    for name in ("livenessProbe", "readinessProbe", "startupProbe"):
+    # Probes: plaintext GETs on the admin port, whatever TLS and authentication the gRPC and HTTP ports have:
+    # startup and liveness /healthz (the process), readiness /readyz (store reachable, a vendor configured).
+    for name, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
         probe = c.get(name)
         if probe is None:
             check(name == "startupProbe", f"{name} missing")
             continue
-        if http_probes:
-            get = probe.get("httpGet") or {}
-            check(set(probe) & {"grpc", "exec", "tcpSocket"} == set(), f"{name} must use httpGet only")
-            check(get.get("path") == "/healthz" and get.get("port") == "http", f"{name} must GET /healthz on port http")
-            scheme = "HTTPS" if http_tls.get("cert_file") else "HTTP"
-            check(get.get("scheme") == scheme, f"{name}: scheme must be {scheme}")
-        else:
-            check(set(probe) & {"httpGet", "exec", "tcpSocket"} == set(), f"{name} must use grpc only")
-            check("grpc" in probe and probe["grpc"].get("port") == ports.get("grpc"),
-                  f"{name} must be a grpc probe on the gRPC port {ports.get('grpc')}")
-    if not http_probes:
-        ready = c.get("readinessProbe", {}).get("grpc", {})
-        check(ready.get("service") == HEALTH_SERVICE, f"readinessProbe.grpc.service must be {HEALTH_SERVICE}")
+        get = probe.get("httpGet") or {}
+        check(set(probe) & {"grpc", "exec", "tcpSocket"} == set(), f"{name} must use httpGet only")
+        check(get.get("path") == path and get.get("port") == "admin" and get.get("scheme") == "HTTP",
+              f"{name} must GET {path} on port admin over HTTP, got {get}")
 
     # Callers: present unless auth.mode = "none", each with known scopes and a credential; a key from a Secret is
     # a file of a Secret mounted read-only, never the key in the ConfigMap.
@@ -419,6 +522,8 @@ def main():
         check(sports.get("grpc", {}).get("appProtocol") == "grpc", "Service port grpc needs appProtocol grpc")
         check(sports.get("grpc", {}).get("targetPort") == "grpc", "Service port grpc must target grpc")
         check(sports.get("http", {}).get("targetPort") == "http", "Service needs the http port")
+        check(sports.get("admin", {}).get("targetPort") == "admin", "Service needs the admin port")
+        check(len({p["port"] for p in sports.values()}) == len(sports), "Service ports must differ")
         selector = services[0]["spec"]["selector"]
 
         # helm test: grpc-health-probe against the Service, not selected by it; over TLS when gRPC speaks TLS.
@@ -461,7 +566,8 @@ def main():
     for np in nps:
         check(set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}, "NetworkPolicy must cover ingress and egress")
         ingress_ports = {p["port"] for r in np["spec"].get("ingress", []) for p in r.get("ports", [])}
-        check(ingress_ports <= {"grpc", "http"}, f"NetworkPolicy ingress only to grpc/http, got {ingress_ports}")
+        check(ingress_ports <= {"grpc", "http", "admin"},
+              f"NetworkPolicy ingress only to grpc/http/admin, got {ingress_ports}")
         check(all(r.get("ports") for r in np["spec"].get("ingress", [])), "every ingress rule must name its ports")
         egress_ports = {p["port"] for r in np["spec"].get("egress", []) for p in r.get("ports", [])}
         check(53 in egress_ports and 443 in egress_ports, "NetworkPolicy egress needs DNS and HTTPS")
@@ -471,6 +577,19 @@ def main():
 
     for sm in monitors:
         check_service_monitor(sm, services)
+
+    # Exposure: an Ingress and an HTTPRoute exactly when enabled, routing only the public paths to port http.
+    svc_name = services[0]["metadata"]["name"] if services else "?"
+    svc_ports = {p["name"]: p["port"] for s in services for p in s["spec"].get("ports", [])}
+    ingresses = by_kind(docs, "Ingress")
+    want_ingress = bool((values.get("ingress") or {}).get("enabled"))
+    check(len(ingresses) == (1 if want_ingress else 0), f"expected {int(want_ingress)} Ingress, found {len(ingresses)}")
+    for ing in ingresses:
+        check_ingress(ing, svc_name)
+    want_route = bool((values.get("httpRoute") or {}).get("enabled"))
+    check(len(routes) == (1 if want_route else 0), f"expected {int(want_route)} HTTPRoute, found {len(routes)}")
+    for route in routes:
+        check_http_route(route, svc_name, svc_ports.get("http"))
 
     # What check-config gets: the literal variables, and placeholders for the Secret ones.
     with open(f"{outdir}/facegate.toml", "w") as f:

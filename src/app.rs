@@ -15,6 +15,7 @@ use crate::grpc::auth::{AuthLayer, Authenticator};
 use crate::grpc::codec::MessageLimit;
 use crate::grpc::observe::Observed;
 use crate::grpc::VerificationApi;
+use crate::health::Health;
 pub use crate::mode::Mode;
 #[cfg(feature = "sandbox")]
 pub use crate::mode::SandboxOptions;
@@ -32,6 +33,9 @@ use crate::vendors::{baidu::BaiduAdapter, juhe::JuheAdapter, megvii::MegviiAdapt
 
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "facegate.v1.VerificationService";
+
+/// Most open connections on the operations listener (`http.admin_listen`).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,10 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// Bound HTTP address.
     pub http_addr: SocketAddr,
+    /// Bound address of the operations listener (`http.admin_listen`), when configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// Liveness and readiness.
+    pub health: Arc<Health>,
     /// The simulators, in sandbox mode.
     #[cfg(feature = "sandbox")]
     pub sandbox: Option<Arc<Sandbox>>,
@@ -241,6 +249,19 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     let grpc_addr = grpc_listener
         .local_addr()
         .map_err(|e| AppError::Startup(format!("cannot read gRPC address: {e}")))?;
+    let admin_listener = match config.http.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .map_err(|e| AppError::Startup(format!("cannot read the admin address: {e}")))?;
 
     #[cfg(feature = "sandbox")]
     let sandbox = match mode {
@@ -262,6 +283,7 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         .map_err(|e| AppError::Startup(format!("cannot open the session store: {e}")))?;
     // Given up when the service stops (see `SessionStore::release`).
     let owned_store = Arc::clone(&store);
+    let pinged_store = Arc::clone(&store);
     let public_base = config.public_base_url(loopback_of(http_addr));
     let vendors = Arc::new(Vendors {
         juhe: if config.juhe.key.is_empty() {
@@ -291,6 +313,15 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
             ))
         },
     });
+    let vendor_configured =
+        vendors.juhe.is_some() || vendors.baidu.is_some() || vendors.megvii.is_some();
+    if !vendor_configured {
+        tracing::warn!(
+            "no vendor is configured (juhe.key, baidu.api_key + baidu.plans, megvii.api_key + megvii.api_secret): \
+             readiness stays NOT_SERVING"
+        );
+    }
+    let health = Health::new(vendor_configured);
     // `shutdown` is the request; `stopping` follows after the drain delay and stops listeners and streams.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (stopping_tx, stopping_rx) = watch::channel(false);
@@ -370,10 +401,22 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     }
 
     // gRPC: the service, health, reflection (v1 and v1alpha).
+    // The overall status ("") is liveness, the service's is readiness; both follow `health` (crate::health).
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<VerificationServiceServer<VerificationApi>>()
-        .await;
+    crate::health::set_grpc(&health_reporter, SERVICE_NAME, &health.current()).await;
+    tokio::spawn(crate::health::report_grpc(
+        Arc::clone(&health),
+        health_reporter,
+        SERVICE_NAME,
+        stopping_rx.clone(),
+    ));
+    tokio::spawn(crate::health::check_store(
+        pinged_store,
+        Arc::clone(&health),
+        Duration::from_millis(config.health.store_check_interval_ms.max(100)),
+        Duration::from_millis(config.health.store_check_timeout_ms.max(100)),
+        stopping_rx.clone(),
+    ));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -400,7 +443,7 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     ));
 
     let mut requested = shutdown_rx.clone();
-    let reporter = health_reporter.clone();
+    let draining = Arc::clone(&health);
     let drain = Duration::from_secs(config.grpc.drain_delay_secs);
     tokio::spawn(async move {
         if requested.wait_for(|v| *v).await.is_err() {
@@ -408,12 +451,7 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         }
         // Tell load balancers first, keep serving through the drain delay, then stop taking connections and let
         // in-flight calls finish.
-        reporter
-            .set_not_serving::<VerificationServiceServer<VerificationApi>>()
-            .await;
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        draining.set_draining();
         tracing::info!(drain_secs = drain.as_secs(), "draining: health NOT_SERVING");
         tokio::time::sleep(drain).await;
         let _ = stopping_tx.send(true);
@@ -450,7 +488,11 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         stopping_rx.clone(),
     );
     #[cfg_attr(not(feature = "sandbox"), allow(unused_mut))]
-    let mut http_routes = crate::http::router(Arc::clone(&service));
+    let mut http_routes = if admin_listener.is_some() {
+        crate::http::public_router(Arc::clone(&service))
+    } else {
+        crate::http::router(Arc::clone(&service), Arc::clone(&health))
+    };
     #[cfg(feature = "sandbox")]
     if let Some(sb) = &sandbox {
         http_routes = http_routes.merge(sb.router());
@@ -462,6 +504,26 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         stopping_rx.clone(),
     );
 
+    // The operations listener: plaintext, few connections (the kubelet and Prometheus).
+    let admin_server = admin_listener.map(|listener| {
+        let conns = net::accept_with(
+            "admin",
+            listener,
+            None,
+            net::Limits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                preface_timeout: Duration::from_secs(config.http.preface_timeout_secs),
+            },
+            stopping_rx.clone(),
+        );
+        crate::http::serve::serve(
+            conns,
+            crate::http::admin_router(Arc::clone(&service), Arc::clone(&health)),
+            Duration::from_secs(config.http.header_read_timeout_secs),
+            stopping_rx.clone(),
+        )
+    });
+
     let sweeper = tokio::spawn(crate::status::expiry::run(
         Arc::clone(&service),
         Duration::from_secs(config.session.sweep_interval_secs),
@@ -472,7 +534,12 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     let mut grace_rx = stopping_rx;
     let task = tokio::spawn(async move {
         let servers = async {
-            let (g, ()) = tokio::join!(grpc_server, http_server);
+            let admin = async {
+                if let Some(server) = admin_server {
+                    server.await;
+                }
+            };
+            let (g, (), ()) = tokio::join!(grpc_server, http_server, admin);
             g.map_err(|e| AppError::Serve(format!("gRPC: {e}")))?;
             Ok::<(), AppError>(())
         };
@@ -495,6 +562,7 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     tracing::info!(
         grpc = %grpc_addr,
         http = %http_addr,
+        admin = ?admin_addr,
         grpc_tls = config.grpc.tls.enabled(),
         http_tls = config.http.tls.enabled(),
         sandbox = sandbox_mode,
@@ -503,6 +571,8 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     Ok(Running {
         grpc_addr,
         http_addr,
+        admin_addr,
+        health,
         #[cfg(feature = "sandbox")]
         sandbox,
         service,

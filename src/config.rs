@@ -80,6 +80,27 @@ pub struct Config {
     pub megvii: MegviiConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Readiness: how the store is checked.
+    pub health: HealthConfig,
+}
+
+/// Readiness checks (`/readyz` and gRPC health of `facegate.v1.VerificationService`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often the store is pinged (`SELECT 1`), in milliseconds; readiness is NOT_SERVING while it fails.
+    pub store_check_interval_ms: u64,
+    /// How long one ping may take before the store counts as unreachable, in milliseconds.
+    pub store_check_timeout_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            store_check_interval_ms: 5_000,
+            store_check_timeout_ms: 2_000,
+        }
+    }
 }
 
 /// gRPC listener settings.
@@ -147,6 +168,10 @@ pub struct HttpConfig {
     /// TLS of the HTTP listener; off while `cert_file` is empty (a TLS-terminating ingress in front is the usual
     /// alternative).
     pub tls: TlsConfig,
+    /// The operations listener (plaintext HTTP: `/metrics`, `/healthz`, `/readyz`), e.g. `0.0.0.0:9090`. When set,
+    /// the HTTP listener serves only the public paths (callbacks, the return relay, sandbox pages); unset, the
+    /// operations paths are served on the HTTP listener too.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for HttpConfig {
@@ -158,6 +183,7 @@ impl Default for HttpConfig {
             preface_timeout_secs: 5,
             header_read_timeout_secs: 10,
             tls: TlsConfig::default(),
+            admin_listen: None,
         }
     }
 }
@@ -1176,6 +1202,14 @@ impl Config {
                 )),
             }
         }
+        if !sandbox && self.http.admin_listen.is_none() && !self.http.listen.ip().is_loopback() {
+            out.warnings.push(format!(
+                "http.admin_listen is not set: /metrics, /healthz and /readyz are served on http.listen = {} \
+                 beside the public callback and return paths; set http.admin_listen (e.g. 0.0.0.0:9090) to serve \
+                 them on a port of their own",
+                self.http.listen
+            ));
+        }
         out
     }
 }
@@ -1502,6 +1536,47 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_public_http_listener_without_an_admin_listener_is_warned_about() {
+        let mut c = Config::default();
+        c.store.encryption_keys = vec![Secret::new(format!(
+            "k1:{}",
+            crate::store::seal::generate_key_base64().unwrap()
+        ))];
+        c.auth.mode = AuthMode::None;
+        let admin_warning = |c: &Config| {
+            c.start_problems(false)
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("http.admin_listen is not set"))
+        };
+        assert!(!admin_warning(&c), "loopback: nothing to warn about");
+        c.http.listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(admin_warning(&c));
+        c.http.admin_listen = Some("0.0.0.0:9090".parse().unwrap());
+        assert!(!admin_warning(&c));
+    }
+
+    #[test]
+    fn the_admin_listener_is_off_by_default_and_set_from_the_environment() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.http.admin_listen, None);
+        assert_eq!(c.health, HealthConfig::default());
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("FACEGATE__HTTP__ADMIN_LISTEN", "0.0.0.0:9090"),
+                ("FACEGATE__HEALTH__STORE_CHECK_INTERVAL_MS", "250"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.admin_listen, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(c.health.store_check_interval_ms, 250);
+        assert!(
+            Config::load_from(None, env(&[("FACEGATE__HTTP__ADMIN_LISTEN", "nowhere")])).is_err()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod mode;

@@ -61,6 +61,7 @@ pub fn check_sandbox_exposure(config: &Config, public: bool) -> Result<(), Strin
         ("http.listen", config.http.listen),
     ]
     .into_iter()
+    .chain(config.http.admin_listen.map(|a| ("http.admin_listen", a)))
     .filter(|(_, addr): &(&str, SocketAddr)| !addr.ip().is_loopback())
     .map(|(name, addr)| format!("{name} = {addr}"))
     .collect();
@@ -117,6 +118,12 @@ mod tests {
         assert!(!e.contains("http.listen"), "{e}");
         let e = check_sandbox_exposure(&config("127.0.0.1:0", "[::]:8080"), false).unwrap_err();
         assert!(e.contains("http.listen = [::]:8080"), "{e}");
+        let mut admin = config("127.0.0.1:0", "127.0.0.1:0");
+        admin.http.admin_listen = Some("0.0.0.0:9090".parse().unwrap());
+        let e = check_sandbox_exposure(&admin, false).unwrap_err();
+        assert!(e.contains("http.admin_listen = 0.0.0.0:9090"), "{e}");
+        admin.http.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        assert_eq!(check_sandbox_exposure(&admin, false), Ok(()));
         let e = check_sandbox_exposure(&config("10.0.0.5:1", "192.168.1.2:2"), false).unwrap_err();
         assert!(
             e.contains("grpc.listen") && e.contains("http.listen"),

@@ -17,6 +17,9 @@ use crate::domain::service::SessionService;
 use crate::domain::Vendor;
 use crate::vendors::CallbackRejection;
 
+/// Path prefix of every vendor callback.
+pub const PREFIX: &str = "/v1/callbacks";
+
 /// Path of the Megvii notify_url.
 pub const MEGVII_NOTIFY_PATH: &str = "/v1/callbacks/megvii/notify";
 

@@ -199,6 +199,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// online: each row is rewritten only if its version is unchanged, so concurrent updates win. Returns how many
     /// records it re-sealed.
     async fn reseal(&self) -> Result<u64, StoreError>;
+    /// A cheap round trip to the database (`SELECT 1`): readiness follows whether it answers.
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Billing records of deleted sessions, counted per tenant, UTC day of the call, vendor, item and billed flag.

@@ -775,6 +775,14 @@ where
         D::compact(&self.pool).await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(D::error)?;
+        Ok(())
+    }
+
     async fn reseal(&self) -> Result<u64, StoreError> {
         let sql = &D::STATEMENTS;
         let pattern = format!("s1:{}:%", self.keys.sealing_key_id());

@@ -169,6 +169,37 @@ impl PgCluster {
         );
     }
 
+    /// Stops the server (the data stays; [`PgCluster::start_again`] brings it back on the same port).
+    pub fn stop(&self) {
+        let data = self.data_dir();
+        self.run_ok("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the server stopped by [`PgCluster::stop`] again, on the same port.
+    pub fn start_again(&self) {
+        let data = self.data_dir();
+        let log = self.dir.path().join("log").display().to_string();
+        let server_options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run_ok(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-o",
+                &server_options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
     fn data_dir(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }

@@ -108,7 +108,7 @@ app.kubernetes.io/part-of: facegate
 
 {{/* Environment variables the chart sets itself; extraEnv may not name them. */}}
 {{- define "facegate.managedEnv" -}}
-FACEGATE_CONFIG FACEGATE__GRPC__LISTEN FACEGATE__HTTP__LISTEN FACEGATE__STORE__SQLITE_PATH FACEGATE__STORE__DATABASE_URL FACEGATE__STORE__ENCRYPTION_KEYS FACEGATE__STORE__ENCRYPTION_KEYS_FILE FACEGATE__JUHE__KEY FACEGATE__JUHE__OPENID FACEGATE__BAIDU__API_KEY FACEGATE__BAIDU__SECRET_KEY FACEGATE__MEGVII__API_KEY FACEGATE__MEGVII__API_SECRET
+FACEGATE_CONFIG FACEGATE__GRPC__LISTEN FACEGATE__HTTP__LISTEN FACEGATE__HTTP__ADMIN_LISTEN FACEGATE__STORE__SQLITE_PATH FACEGATE__STORE__DATABASE_URL FACEGATE__STORE__ENCRYPTION_KEYS FACEGATE__STORE__ENCRYPTION_KEYS_FILE FACEGATE__JUHE__KEY FACEGATE__JUHE__OPENID FACEGATE__BAIDU__API_KEY FACEGATE__BAIDU__SECRET_KEY FACEGATE__MEGVII__API_KEY FACEGATE__MEGVII__API_SECRET
 {{- end }}
 
 {{/* Where the chart mounts Secrets (read-only) for facegate. */}}
@@ -119,14 +119,6 @@ FACEGATE_CONFIG FACEGATE__GRPC__LISTEN FACEGATE__HTTP__LISTEN FACEGATE__STORE__S
 {{/* "true" when the gRPC listener speaks TLS. */}}
 {{- define "facegate.grpcTls" -}}
 {{- if .Values.tls.grpc.secretName }}true{{ end }}
-{{- end }}
-
-{{/*
-"true" when the probes must be HTTP GETs of /healthz: the kubelet's native gRPC probe can neither speak TLS nor
-send credentials.
-*/}}
-{{- define "facegate.httpProbes" -}}
-{{- if or (include "facegate.grpcTls" .) (not .Values.auth.healthOpen) }}true{{ end }}
 {{- end }}
 
 {{/* Why `helm test` is not rendered, or "" when it is. */}}
@@ -231,21 +223,17 @@ The whole facegate.toml as JSON: .Values.config plus [auth] from .Values.auth an
 {{- toJson $cfg }}
 {{- end }}
 
-{{/* A probe's action: native gRPC on the gRPC port, or GET /healthz on the HTTP port (see values.yaml, probes). */}}
+{{/* A probe's action: GET `.` (a path) on the admin port, plaintext (see values.yaml, probes). */}}
 {{- define "facegate.probeAction" -}}
-{{- $root := .root }}
-{{- if include "facegate.httpProbes" $root }}
 httpGet:
-  path: /healthz
-  port: http
-  scheme: {{ ternary "HTTPS" "HTTP" (not (empty $root.Values.tls.http.secretName)) }}
-{{- else }}
-grpc:
-  port: {{ $root.Values.containerPorts.grpc }}
-  {{- with .service }}
-  service: {{ . }}
-  {{- end }}
+  path: {{ . }}
+  port: admin
+  scheme: HTTP
 {{- end }}
+
+{{/* The public HTTP paths an Ingress or HTTPRoute may route: [{path, type}] with type Exact or Prefix. */}}
+{{- define "facegate.publicPaths" -}}
+[{"path": "/v1/callbacks/megvii/notify", "type": "Exact"}, {"path": "/v1/return", "type": "Prefix"}]
 {{- end }}
 
 {{/* Rules that a JSON schema cannot say clearly; called from the Deployment. */}}
