@@ -169,7 +169,7 @@ for seq, code, reason, retry in errors:
         check(f"error {seq} reason", infos and infos[0].reason == reason, str(infos))
         check(f"error {seq} retry", (retry_info is not None) == retry)
         if infos:
-            sessions[infos[0].metadata["session_id"]] = common.SESSION_STATE_REQUIRES_INPUT
+            sessions[infos[0].metadata["sessionId"]] = common.SESSION_STATE_REQUIRES_INPUT
 
 # Stepwise with a status stream.
 s = stub.StartSession(svc.StartSessionRequest(request_id=f"py-{run}-step", vendor=common.VENDOR_JUHE)).session
