@@ -1,5 +1,7 @@
 //! Compiles `proto/` with protox (a pure-Rust protobuf compiler: no system `protoc`) and tonic-prost-build, and
-//! writes the encoded file descriptor set to OUT_DIR for gRPC server reflection.
+//! writes the encoded file descriptor set to OUT_DIR for gRPC server reflection; also the descriptor set of the
+//! `google.rpc` status and error detail types (vendored in proto/google/rpc, no code generated: tonic-types has
+//! the messages), so reflection clients (grpcurl, buf curl) decode ErrorInfo, BadRequest, RetryInfo, QuotaFailure.
 
 use std::path::PathBuf;
 
@@ -17,6 +19,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("facegate_descriptor.bin"), fds.encode_to_vec())?;
+    let google_rpc = protox::compile(
+        [
+            "proto/google/rpc/status.proto",
+            "proto/google/rpc/error_details.proto",
+            "proto/google/rpc/code.proto",
+        ],
+        ["proto"],
+    )?;
+    std::fs::write(
+        out_dir.join("google_rpc_descriptor.bin"),
+        google_rpc.encode_to_vec(),
+    )?;
     // Messages and the server. The server decodes requests with facegate's codec, so a request that does not decode
     // (or is too large) is answered with an ErrorInfo like every other refusal (src/grpc/codec.rs).
     tonic_prost_build::configure()

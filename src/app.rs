@@ -400,7 +400,7 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         Err(e) => tracing::warn!(error = %e, "expiry at start-up failed"),
     }
 
-    // gRPC: the service, health, reflection (v1 and v1alpha).
+    // gRPC: the service, health, reflection (v1 and v1alpha; facegate.v1, health and google.rpc).
     // The overall status ("") is liveness, the service's is readiness; both follow `health` (crate::health).
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     crate::health::set_grpc(&health_reporter, SERVICE_NAME, &health.current()).await;
@@ -421,6 +421,9 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The error details every error carries (ErrorInfo, BadRequest, RetryInfo, QuotaFailure), so that
+            // grpcurl and buf curl print them decoded.
+            .register_encoded_file_descriptor_set(crate::proto::GOOGLE_RPC_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection()
         .build_v1()

@@ -16,3 +16,8 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of every file in `proto/`, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/facegate_descriptor.bin"));
+
+/// The encoded `FileDescriptorSet` of `google/rpc/{status,error_details,code}.proto` (vendored in
+/// `proto/google/rpc/`), for reflection: clients decode the error details facegate sends.
+pub const GOOGLE_RPC_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/google_rpc_descriptor.bin"));

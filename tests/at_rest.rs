@@ -120,7 +120,7 @@ async fn canary_flows(srv: &mut Server, prefix: &str, check: impl Fn(&str)) -> C
         .start_session(juhe(&format!("{prefix}-err"), 911))
         .await
         .unwrap_err();
-    let juhe_waiting = reason(&st).1["session_id"].clone();
+    let juhe_waiting = reason(&st).1["sessionId"].clone();
     let baidu = srv
         .start_ok(pb::StartSessionRequest {
             identity: Some(canary_identity(1)),

@@ -68,7 +68,7 @@ async fn a_juhe_vendor_error_shows_the_call_and_a_pass_shows_the_billed_call() {
         .start_session(juhe_inline("ev-err", 911))
         .await
         .unwrap_err();
-    let session_id = reason(&st).1["session_id"].clone();
+    let session_id = reason(&st).1["sessionId"].clone();
     let events = all_events(&mut srv.client, &session_id).await;
     let seqs: Vec<i64> = events.iter().map(|e| e.sequence).collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());

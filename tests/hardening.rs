@@ -227,8 +227,8 @@ async fn every_rpc_refuses_undecodable_and_oversized_messages_with_error_info() 
         assert_eq!(st.code(), Code::ResourceExhausted, "{method}: {st:?}");
         let (why, metadata) = reason(&st);
         assert_eq!(why, "MESSAGE_TOO_LARGE", "{method}");
-        assert_eq!(metadata["limit_bytes"], limit.to_string());
-        assert_eq!(metadata["message_bytes"], (limit + 1).to_string());
+        assert_eq!(metadata["limitBytes"], limit.to_string());
+        assert_eq!(metadata["messageBytes"], (limit + 1).to_string());
     }
     // The connection is still good for well-formed calls.
     let mut client =

@@ -221,11 +221,15 @@ async fn vendor_errors_map_to_codes_and_leave_the_session_retryable() {
         assert_eq!(st.code(), code, "scenario {seq}");
         let (reason, md) = reason(&st);
         assert_eq!(reason, want_reason, "scenario {seq}");
-        assert_eq!(md["vendor_code"], vendor_code);
-        assert_eq!(md["possibly_billed"], "false");
-        assert_eq!(has_retry_info(&st), retry, "scenario {seq}");
+        assert_eq!(md["vendorCode"], vendor_code);
+        assert_eq!(md["possiblyBilled"], "false");
+        // A replay of StartSession answers this same error, so it has no RetryInfo: the ErrorInfo says to send the
+        // image again, and after how long where the vendor said waiting helps.
+        assert!(!has_retry_info(&st), "scenario {seq}");
+        assert_eq!(md["retryWith"], "UploadReference", "scenario {seq}");
+        assert_eq!(md.contains_key("retryDelay"), retry, "scenario {seq}");
         assert!(!st.message().contains(&id_number(seq)));
-        let session_id = md["session_id"].clone();
+        let session_id = md["sessionId"].clone();
         let s = srv
             .client
             .get_result(pb::GetResultRequest {
@@ -256,7 +260,7 @@ async fn vendor_errors_map_to_codes_and_leave_the_session_retryable() {
         .start_session(juhe_inline("err-retry", 911))
         .await
         .unwrap_err();
-    let session_id = reason(&st).1["session_id"].clone();
+    let session_id = reason(&st).1["sessionId"].clone();
     let before = srv.juhe_stats();
     let again = srv
         .client
@@ -268,6 +272,10 @@ async fn vendor_errors_map_to_codes_and_leave_the_session_retryable() {
         .await
         .unwrap_err();
     assert_eq!(reason(&again).0, "VENDOR_DATA_SOURCE_TIMEOUT");
+    assert!(
+        has_retry_info(&again),
+        "sending the same image again is the retry"
+    );
     let after = srv.juhe_stats();
     assert_eq!(after.verify_encry_calls, before.verify_encry_calls + 1);
     srv.stop().await;

@@ -91,7 +91,7 @@ async fn a_vendor_that_does_not_answer_in_time_is_possibly_billed_and_not_repeat
     assert_eq!(st.code(), Code::DeadlineExceeded);
     let (reason, md) = reason(&st);
     assert_eq!(reason, "VENDOR_TIMEOUT");
-    assert_eq!(md["possibly_billed"], "true");
+    assert_eq!(md["possiblyBilled"], "true");
     assert!(
         !has_retry_info(&st),
         "a possibly billed call is not an invitation to retry blindly"
@@ -99,7 +99,7 @@ async fn a_vendor_that_does_not_answer_in_time_is_possibly_billed_and_not_repeat
     let s = srv
         .client
         .get_result(pb::GetResultRequest {
-            session_id: md["session_id"].clone(),
+            session_id: md["sessionId"].clone(),
             ..Default::default()
         })
         .await
@@ -109,9 +109,14 @@ async fn a_vendor_that_does_not_answer_in_time_is_possibly_billed_and_not_repeat
         .unwrap();
     assert_eq!(state(&s), pb::SessionState::RequiresInput);
     assert!(s.last_attempt_error.unwrap().possibly_billed);
-    // Repeating the same request is a replay, not a new call.
-    let again = srv.start_ok(juhe_inline("no-answer", 932)).await;
-    assert_eq!(again.id, s.id);
+    // Repeating the same request is a replay, not a new call: it answers the same error.
+    let again = srv
+        .client
+        .start_session(juhe_inline("no-answer", 932))
+        .await
+        .unwrap_err();
+    assert_same_answer(&st, &again);
+    assert_eq!(common::reason(&again).1["sessionId"], s.id);
     let stats = srv.juhe_stats();
     assert_eq!(stats.verify_calls + stats.verify_encry_calls, 1);
     srv.stop().await;

@@ -29,7 +29,7 @@ async fn same_request_id_returns_the_same_session_without_a_second_call() {
     assert_eq!(st.code(), Code::AlreadyExists);
     let (reason, md) = reason(&st);
     assert_eq!(reason, "IDEMPOTENCY_KEY_REUSED");
-    assert_eq!(md["session_id"], a.id);
+    assert_eq!(md["sessionId"], a.id);
     assert_eq!(srv.juhe_stats().verify_encry_calls, 1);
     srv.stop().await;
 }

@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
-use super::session::{State, Vendor};
+use serde::{Deserialize, Serialize};
+
+use super::session::{RequiredInput, State, Vendor};
 use super::validation::Violation;
 
 /// What went wrong with a vendor call, as far as the caller needs to know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum VendorErrorKind {
     /// The vendor throttled us (QPS, daily or test quota).
     RateLimited,
@@ -65,6 +68,27 @@ pub struct VendorError {
     pub possibly_billed: bool,
     /// When a retry may help, after how long.
     pub retry_after: Option<Duration>,
+}
+
+/// How a caller tries again after a vendor call failed. An error carries `RetryInfo` only where repeating the
+/// same request can succeed ([`RetryWith::SameRequest`]); otherwise its ErrorInfo names what to send instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryWith {
+    /// Repeating the same request may succeed (after the error's `retry_after`, when it has one).
+    SameRequest,
+    /// The session takes inputs again: the identity (SubmitIdentity) and/or an image (UploadReference).
+    Inputs {
+        /// It needs the identity again.
+        identity: bool,
+        /// It needs an image again.
+        image: bool,
+        /// The failed request was StartSession: repeating it is an idempotent replay and answers the same error,
+        /// so it carries no `RetryInfo`.
+        replay: bool,
+    },
+    /// The session is over: only a new StartSession, with a new request_id, tries again.
+    NewSession,
 }
 
 /// Removes anything that looks like personal data from vendor text (runs of 6+ digits or ID-like tokens) and bounds
@@ -127,6 +151,8 @@ pub enum Error {
         session_id: String,
         /// The failure.
         err: VendorError,
+        /// How to try again.
+        retry_with: RetryWith,
     },
     /// A tenant's quota refused the request; nothing was done (no vendor call made).
     #[error("quota {quota} of tenant {tenant} exceeded (limit {limit})")]
@@ -157,6 +183,19 @@ pub enum Error {
     /// A bug or broken invariant (no personal data in the text).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl RetryWith {
+    /// What a session needing `required` takes again.
+    pub fn inputs(required: &[RequiredInput], replay: bool) -> Self {
+        RetryWith::Inputs {
+            identity: required.contains(&RequiredInput::Identity),
+            image: required
+                .iter()
+                .any(|i| matches!(i, RequiredInput::ReferenceImage | RequiredInput::ProbeImage)),
+            replay,
+        }
+    }
 }
 
 impl Error {

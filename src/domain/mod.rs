@@ -12,7 +12,7 @@ pub mod state;
 pub mod validation;
 
 pub use caller::{Caller, Scope};
-pub use error::{Error, VendorError, VendorErrorKind};
+pub use error::{Error, RetryWith, VendorError, VendorErrorKind};
 pub use session::*;
 pub use state::{Applied, Event, TransitionError};
 

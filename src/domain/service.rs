@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
 use super::caller::Caller;
-use super::error::{Error, VendorError};
+use super::error::{Error, RetryWith, VendorError};
 use super::events::{
     self as ev, CallResult, EventDetail, EventsSummary, SessionEvent, StoredEvent,
 };
@@ -472,6 +472,7 @@ impl SessionService {
             live_mode: self.cfg.live_mode,
             redaction: None,
             consent: req.consent,
+            start_call: StartCall::None,
         };
         for (i, image) in req.images.into_iter().enumerate() {
             take_image(adapter, &mut session.inputs, image).map_err(|v| {
@@ -486,6 +487,8 @@ impl SessionService {
         let reservation = if session.required_inputs.is_empty() {
             let reserved = self.reserve_billed_call(&session).await?;
             session.attempt_started_at_ms = Some(now);
+            // Its outcome is this request's answer, and every replay's.
+            session.start_call = StartCall::UnderWay;
             Some(reserved)
         } else {
             None
@@ -522,6 +525,11 @@ impl SessionService {
         Ok(session)
     }
 
+    /// Answers a repeat of a StartSession whose request_id is known: what the first call answered. While the first
+    /// call's own vendor call is under way (here or on another replica sharing the store) the repeat waits for it,
+    /// woken by this process's changes and re-reading the store every `watch_refresh` (1 s without a shared store),
+    /// for at most `replay_wait`; the RPC's deadline (the caller's grpc-timeout) ends it sooner. Then: the error that
+    /// call failed with (same code, message and details), else the session as it is now.
     async fn replay(
         &self,
         existing: IdempotencyRecord,
@@ -532,21 +540,35 @@ impl SessionService {
                 session_id: existing.session_id,
             });
         }
-        let mut rx = self.hub.subscribe(&existing.session_id);
+        let mut sub = Subscription::new(&self.hub, &existing.session_id);
+        let reload_every = self.cfg.watch_refresh.unwrap_or(Duration::from_secs(1));
         let deadline = tokio::time::Instant::now() + self.cfg.replay_wait;
-        let result = loop {
+        loop {
             let session = self.load(&existing.session_id).await?;
-            if session.attempt_started_at_ms.is_none() {
-                break Ok(session);
+            match &session.start_call {
+                StartCall::Failed(e) => return Err(e.to_error(&session)),
+                StartCall::None => return Ok(session),
+                StartCall::UnderWay if session.attempt_started_at_ms.is_none() => {
+                    return Ok(session)
+                }
+                StartCall::UnderWay => {}
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break Ok(session),
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                // Still under way (its process may have stopped: recovery releases it): ask again later.
+                return Err(Error::SessionBusy);
             }
-        };
-        drop(rx);
-        self.hub.release(&existing.session_id);
-        result
+            let wake = deadline.min(now + reload_every);
+            tokio::select! {
+                changed = sub.changed() => {
+                    if !changed {
+                        // No more notifications here: the store is read at each reload only.
+                        tokio::time::sleep_until(wake).await;
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
     }
 
     /// Supplies the identity of one of `caller`'s tenant's sessions.
@@ -667,6 +689,7 @@ impl SessionService {
     async fn run_attempt(&self, claimed: Session) -> Result<Session, Error> {
         let adapter = self.vendors.adapter(claimed.vendor)?;
         let id = claimed.id.clone();
+        let claimed_by_start = claimed.start_call == StartCall::UnderWay;
         let (result, calls) = crate::vendors::http::collect_calls(adapter.proceed(&claimed)).await;
         drop(claimed);
         let vendor = adapter.vendor();
@@ -699,6 +722,9 @@ impl SessionService {
                         }
                         s.attempt_started_at_ms = None;
                         s.last_attempt_error = None;
+                        if s.start_call == StartCall::UnderWay {
+                            s.start_call = StartCall::None;
+                        }
                         s.vendor_ref = Some(vendor_ref.clone());
                         s.outcome = outcome.clone();
                         // The inputs are with the vendor now; facegate keeps only their masked form.
@@ -724,11 +750,24 @@ impl SessionService {
             }
             Err(err) => {
                 let events = ev::vendor_calls(vendor, &calls, &failed_call(&err));
-                self.record_attempt_error(Some(adapter), &id, &err, err.kind.reason(), &events)
+                let stored = self
+                    .record_attempt_error(Some(adapter), &id, &err, err.kind.reason(), &events)
                     .await?;
+                // StartSession's own call answers what its replays will answer, from the same stored record.
+                if let StartCall::Failed(e) = &stored.start_call {
+                    if claimed_by_start {
+                        return Err(e.to_error(&stored));
+                    }
+                }
+                let retry_with = if stored.state.is_final() {
+                    RetryWith::NewSession
+                } else {
+                    RetryWith::inputs(&stored.required_inputs, false)
+                };
                 Err(Error::Vendor {
                     session_id: id,
                     err,
+                    retry_with,
                 })
             }
         }
@@ -754,6 +793,9 @@ impl SessionService {
                     outcome.billing = billing;
                 }
                 s.last_attempt_error = None;
+                if s.start_call == StartCall::UnderWay {
+                    s.start_call = StartCall::None;
+                }
                 let event = match (verified, failure.clone()) {
                     (true, _) => Event::Verified { outcome },
                     (false, Some(failure)) => Event::Failed { failure, outcome },
@@ -1347,6 +1389,7 @@ impl SessionService {
                             possibly_billed: false,
                             retry_after: None,
                         },
+                        retry_with: RetryWith::SameRequest,
                     });
                 }
             }
@@ -1375,6 +1418,7 @@ impl SessionService {
         let mut fetched = fetched.map_err(|err| Error::Vendor {
             session_id: session.id.clone(),
             err,
+            retry_with: RetryWith::SameRequest,
         })?;
         if kept.identity_document.is_some() {
             fetched.identity_document = kept.identity_document;
@@ -1440,7 +1484,24 @@ impl SessionService {
                 vendor_message: err.vendor_message.clone(),
                 possibly_billed: err.possibly_billed,
             });
+            // Only StartSession's own call: an answer it already kept stays what its replays answer.
+            let for_start = s.start_call == StartCall::UnderWay;
+            if for_start {
+                s.start_call = StartCall::None;
+            }
+            // StartSession's answer, kept for its replays once the session says what trying again takes.
+            let keep_for_start = |s: &mut Session| {
+                if for_start {
+                    let retry_with = if s.state.is_final() {
+                        RetryWith::NewSession
+                    } else {
+                        RetryWith::inputs(&s.required_inputs, true)
+                    };
+                    s.start_call = StartCall::Failed(StartError::new(err, retry_with));
+                }
+            };
             let Some(adapter) = adapter else {
+                keep_for_start(s);
                 return Ok(true);
             };
             if !err.vendor_code.is_empty() && !err.possibly_billed {
@@ -1464,9 +1525,11 @@ impl SessionService {
                 };
                 let outcome = s.outcome.clone();
                 let _ = s.apply(Event::Failed { failure, outcome }, now_ms());
+                keep_for_start(s);
                 return Ok(true);
             }
             let _ = s.apply(Event::InputsChanged { required }, now_ms());
+            keep_for_start(s);
             Ok(true)
         })
         .await
@@ -1837,6 +1900,45 @@ impl Drop for Watcher {
 }
 
 /// Sleeps for `every`, or forever when there is nothing to refresh.
+/// A hub subscription that lets go of the session's channel when dropped (also when the RPC's deadline drops the
+/// future holding it).
+struct Subscription<'a> {
+    hub: &'a Hub,
+    id: &'a str,
+    rx: Option<broadcast::Receiver<Arc<Session>>>,
+}
+
+impl<'a> Subscription<'a> {
+    fn new(hub: &'a Hub, id: &'a str) -> Self {
+        Self {
+            hub,
+            id,
+            rx: Some(hub.subscribe(id)),
+        }
+    }
+
+    /// Waits for a change published in this process: false once no more can come.
+    async fn changed(&mut self) -> bool {
+        let Some(rx) = self.rx.as_mut() else {
+            return false;
+        };
+        match rx.recv().await {
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+            Err(broadcast::error::RecvError::Closed) => {
+                self.rx = None;
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        self.rx = None;
+        self.hub.release(self.id);
+    }
+}
+
 async fn refresh_after(every: Option<Duration>) {
     match every {
         Some(d) => tokio::time::sleep(d).await,

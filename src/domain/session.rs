@@ -820,6 +820,80 @@ pub struct Session {
     /// The end user's consent evidence given to StartSession (kept after redaction).
     #[serde(default)]
     pub consent: Option<Consent>,
+    /// StartSession's own vendor call (made when the request brought every input): under way, or how it failed,
+    /// which is what a replay of the request_id answers.
+    #[serde(default, skip_serializing_if = "StartCall::is_none")]
+    pub start_call: StartCall,
+}
+
+/// The vendor call StartSession claimed itself, as far as a replay of its request_id needs to know.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartCall {
+    /// StartSession claimed no call, or its call produced an outcome (the session is the answer).
+    #[default]
+    None,
+    /// StartSession's call is under way.
+    UnderWay,
+    /// StartSession's call failed: the error it answered, without personal data.
+    Failed(StartError),
+}
+
+impl StartCall {
+    /// Nothing to keep.
+    pub fn is_none(&self) -> bool {
+        matches!(self, StartCall::None)
+    }
+}
+
+/// The error StartSession answered when its own vendor call failed, stored so that a replay answers the same status
+/// code, message and details. The vendor message is sanitised like every vendor text; redaction clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartError {
+    /// What kind of failure.
+    pub kind: super::error::VendorErrorKind,
+    /// The vendor's code, if it gave one.
+    pub vendor_code: String,
+    /// The vendor's message, sanitised.
+    pub vendor_message: String,
+    /// Whether the call may have been billed.
+    pub possibly_billed: bool,
+    /// After how long the vendor said trying again may help, in ms.
+    pub retry_after_ms: Option<u64>,
+    /// How to try again.
+    pub retry_with: super::error::RetryWith,
+}
+
+impl StartError {
+    /// Keeps a failure of StartSession's call.
+    pub fn new(err: &super::error::VendorError, retry_with: super::error::RetryWith) -> Self {
+        Self {
+            kind: err.kind,
+            vendor_code: err.vendor_code.clone(),
+            vendor_message: err.vendor_message.clone(),
+            possibly_billed: err.possibly_billed,
+            retry_after_ms: err
+                .retry_after
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            retry_with,
+        }
+    }
+
+    /// The error as StartSession answered it, for session `session`.
+    pub fn to_error(&self, session: &Session) -> super::error::Error {
+        super::error::Error::Vendor {
+            session_id: session.id.clone(),
+            err: super::error::VendorError {
+                kind: self.kind,
+                vendor: session.vendor,
+                vendor_code: self.vendor_code.clone(),
+                vendor_message: self.vendor_message.clone(),
+                possibly_billed: self.possibly_billed,
+                retry_after: self.retry_after_ms.map(std::time::Duration::from_millis),
+            },
+            retry_with: self.retry_with.clone(),
+        }
+    }
 }
 
 /// The redaction of a session.
@@ -874,6 +948,9 @@ impl Session {
             f.vendor_message.clear();
         }
         if let Some(e) = &mut self.last_attempt_error {
+            e.vendor_message.clear();
+        }
+        if let StartCall::Failed(e) = &mut self.start_call {
             e.vendor_message.clear();
         }
         if let VendorOptions::Megvii(m) = &mut self.options {

@@ -172,6 +172,7 @@ pub mod tests_support {
             live_mode: false,
             redaction: None,
             consent: None,
+            start_call: StartCall::default(),
         }
     }
 }

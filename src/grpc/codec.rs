@@ -47,8 +47,8 @@ pub fn too_large(len: u64, limit: usize) -> Status {
         MESSAGE_TOO_LARGE,
         format!("the request message has {len} bytes; the limit is {limit}"),
         HashMap::from([
-            ("limit_bytes".to_owned(), limit.to_string()),
-            ("message_bytes".to_owned(), len.to_string()),
+            ("limitBytes".to_owned(), limit.to_string()),
+            ("messageBytes".to_owned(), len.to_string()),
         ]),
         None,
         vec![],
@@ -264,8 +264,8 @@ mod tests {
         assert_eq!(err.code(), Code::ResourceExhausted);
         let info = err.get_error_details().error_info().cloned().unwrap();
         assert_eq!(info.reason, MESSAGE_TOO_LARGE);
-        assert_eq!(info.metadata["limit_bytes"], "10");
-        assert_eq!(info.metadata["message_bytes"], "11");
+        assert_eq!(info.metadata["limitBytes"], "10");
+        assert_eq!(info.metadata["messageBytes"], "11");
         // Exactly at the limit is fine, and its 10 bytes are not read as a prefix.
         let mut body = LimitedBody::new((), 10);
         assert!(body.scan(&[0, 0, 0, 0, 10]).is_ok());

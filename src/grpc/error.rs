@@ -1,5 +1,9 @@
 //! Domain error -> `tonic::Status` with exactly one `google.rpc.ErrorInfo` (domain `facegate.v1`), a `BadRequest`
-//! for field violations and a `RetryInfo` where trying again can help.
+//! for field violations and a `RetryInfo` where repeating the same request can help.
+//!
+//! Metadata keys are lowerCamelCase (AIP-193). For one release the keys renamed from snake_case are also sent under
+//! their former names (`sessionId` and `session_id`, ...), so callers reading the old keys keep working (README,
+//! "Errors").
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,7 +11,7 @@ use std::time::Duration;
 use tonic::Code;
 use tonic_types::{ErrorDetails, FieldViolation, QuotaViolation, StatusExt};
 
-use crate::domain::{Error, VendorErrorKind};
+use crate::domain::{Error, RetryWith, VendorErrorKind};
 
 /// The ErrorInfo domain.
 pub const DOMAIN: &str = "facegate.v1";
@@ -22,7 +26,7 @@ pub fn status(
     violations: Vec<FieldViolation>,
 ) -> tonic::Status {
     let mut details = ErrorDetails::new();
-    details.set_error_info(reason, DOMAIN, metadata);
+    details.set_error_info(reason, DOMAIN, with_legacy_keys(metadata));
     if let Some(delay) = retry {
         details.set_retry_info(Some(delay));
     }
@@ -30,6 +34,45 @@ pub fn status(
         details.set_bad_request(violations);
     }
     tonic::Status::with_error_details(code, message, details)
+}
+
+/// The metadata keys renamed to lowerCamelCase in this release, with their former names, which are sent too until
+/// the next one.
+const LEGACY_KEYS: [(&str, &str); 6] = [
+    ("sessionId", "session_id"),
+    ("vendorCode", "vendor_code"),
+    ("vendorMessage", "vendor_message"),
+    ("possiblyBilled", "possibly_billed"),
+    ("limitBytes", "limit_bytes"),
+    ("messageBytes", "message_bytes"),
+];
+
+/// Adds the former name of every renamed key (`sessionId` -> `session_id`), kept for one release.
+fn with_legacy_keys(mut metadata: HashMap<String, String>) -> HashMap<String, String> {
+    for (key, former) in LEGACY_KEYS {
+        if let Some(v) = metadata.get(key).cloned() {
+            metadata.entry(former.to_owned()).or_insert(v);
+        }
+    }
+    metadata
+}
+
+/// The RPCs that send what a session takes again (ErrorInfo `retryWith`), in the order a caller sends them.
+fn rpcs_for(identity: bool, image: bool) -> String {
+    let rpcs: Vec<&str> = [(identity, "SubmitIdentity"), (image, "UploadReference")]
+        .into_iter()
+        .filter_map(|(needed, rpc)| needed.then_some(rpc))
+        .collect();
+    rpcs.join(",")
+}
+
+/// A delay as the JSON form of `google.protobuf.Duration` (`5s`, `1.500s`).
+fn duration_text(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
+    }
 }
 
 /// The gRPC code and reason of a vendor failure.
@@ -95,7 +138,7 @@ pub fn to_status(err: &Error) -> tonic::Status {
             Code::AlreadyExists,
             "IDEMPOTENCY_KEY_REUSED",
             msg,
-            HashMap::from([("session_id".to_owned(), session_id.clone())]),
+            HashMap::from([("sessionId".to_owned(), session_id.clone())]),
             None,
             vec![],
         ),
@@ -131,21 +174,49 @@ pub fn to_status(err: &Error) -> tonic::Status {
             None,
             vec![],
         ),
-        Error::Vendor { session_id, err } => {
+        Error::Vendor {
+            session_id,
+            err,
+            retry_with,
+        } => {
             let mut md = HashMap::from([
-                ("session_id".to_owned(), session_id.clone()),
+                ("sessionId".to_owned(), session_id.clone()),
                 ("vendor".to_owned(), err.vendor.as_str().to_owned()),
-                (
-                    "possibly_billed".to_owned(),
-                    err.possibly_billed.to_string(),
-                ),
+                ("possiblyBilled".to_owned(), err.possibly_billed.to_string()),
             ]);
             if !err.vendor_code.is_empty() {
-                md.insert("vendor_code".into(), err.vendor_code.clone());
+                md.insert("vendorCode".into(), err.vendor_code.clone());
             }
             if !err.vendor_message.is_empty() {
-                md.insert("vendor_message".into(), err.vendor_message.clone());
+                md.insert("vendorMessage".into(), err.vendor_message.clone());
             }
+            // RetryInfo only where repeating this very request can succeed; otherwise `retryWith` names what to
+            // send instead (and `retryDelay` how long to wait first).
+            let retry = match retry_with {
+                RetryWith::SameRequest => err.retry_after,
+                RetryWith::Inputs {
+                    identity,
+                    image,
+                    replay,
+                } => {
+                    let rpcs = rpcs_for(*identity, *image);
+                    if !rpcs.is_empty() {
+                        md.insert("retryWith".into(), rpcs);
+                    }
+                    if *replay {
+                        if let Some(delay) = err.retry_after {
+                            md.insert("retryDelay".into(), duration_text(delay));
+                        }
+                        None
+                    } else {
+                        err.retry_after
+                    }
+                }
+                RetryWith::NewSession => {
+                    md.insert("retryWith".into(), "StartSession".into());
+                    None
+                }
+            };
             let message = if err.vendor_code.is_empty() {
                 msg
             } else {
@@ -156,7 +227,7 @@ pub fn to_status(err: &Error) -> tonic::Status {
                 err.kind.reason(),
                 message,
                 md,
-                err.retry_after,
+                retry,
                 vec![],
             )
         }
@@ -234,7 +305,7 @@ pub fn to_status(err: &Error) -> tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Vendor, VendorError};
+    use crate::domain::{RequiredInput, Vendor, VendorError};
 
     #[test]
     fn every_status_has_one_error_info() {
@@ -253,6 +324,7 @@ mod tests {
                     possibly_billed: false,
                     retry_after: Some(Duration::from_secs(60)),
                 },
+                retry_with: RetryWith::SameRequest,
             },
         ];
         for e in errs {
@@ -285,6 +357,7 @@ mod tests {
                 possibly_billed: false,
                 retry_after: Some(Duration::from_secs(60)),
             },
+            retry_with: RetryWith::SameRequest,
         });
         assert_eq!(st.code(), Code::ResourceExhausted);
         let d = st.get_error_details();
@@ -292,7 +365,80 @@ mod tests {
             d.retry_info().unwrap().retry_delay,
             Some(Duration::from_secs(60))
         );
-        assert_eq!(d.error_info().unwrap().metadata["vendor_code"], "10012");
+        let md = &d.error_info().unwrap().metadata;
+        assert_eq!(md["vendorCode"], "10012");
+        assert_eq!(
+            md["vendor_code"], "10012",
+            "the former key, for one release"
+        );
+        assert_eq!(md["sessionId"], "ses_1");
+        assert_eq!(md["session_id"], "ses_1");
+        assert_eq!(md["possiblyBilled"], "false");
+        assert_eq!(md["possibly_billed"], "false");
+        assert!(
+            !md.contains_key("retryWith"),
+            "GetResult is retried as it is"
+        );
+    }
+
+    fn data_source_timeout(retry_with: RetryWith) -> tonic::Status {
+        to_status(&Error::Vendor {
+            session_id: "ses_2".into(),
+            err: VendorError {
+                kind: VendorErrorKind::DataSourceTimeout,
+                vendor: Vendor::Juhe,
+                vendor_code: "226401".into(),
+                vendor_message: "数据源超时".into(),
+                possibly_billed: false,
+                retry_after: Some(Duration::from_millis(5500)),
+            },
+            retry_with,
+        })
+    }
+
+    #[test]
+    fn retry_info_only_where_the_same_request_can_succeed() {
+        // StartSession's call failed: its replay answers the same, so no RetryInfo; the ErrorInfo says what to send.
+        let st = data_source_timeout(RetryWith::inputs(&[RequiredInput::ProbeImage], true));
+        assert_eq!(st.code(), Code::Unavailable);
+        let d = st.get_error_details();
+        assert!(d.retry_info().is_none());
+        let md = &d.error_info().unwrap().metadata;
+        assert_eq!(md["retryWith"], "UploadReference");
+        assert_eq!(md["retryDelay"], "5.500s");
+        // UploadReference failed the same way: sending that image again is the retry.
+        let st = data_source_timeout(RetryWith::inputs(
+            &[RequiredInput::ProbeImage, RequiredInput::Identity],
+            false,
+        ));
+        let d = st.get_error_details();
+        assert_eq!(
+            d.retry_info().unwrap().retry_delay,
+            Some(Duration::from_millis(5500))
+        );
+        let md = &d.error_info().unwrap().metadata;
+        assert_eq!(md["retryWith"], "SubmitIdentity,UploadReference");
+        assert!(!md.contains_key("retryDelay"));
+        // The session is over: only a new StartSession (new request_id) tries again.
+        let st = data_source_timeout(RetryWith::NewSession);
+        let d = st.get_error_details();
+        assert!(d.retry_info().is_none());
+        assert_eq!(
+            d.error_info().unwrap().metadata["retryWith"],
+            "StartSession"
+        );
+    }
+
+    #[test]
+    fn camel_case_keys_keep_their_former_names_for_one_release() {
+        let md = with_legacy_keys(HashMap::from([
+            ("limitBytes".to_owned(), "1".to_owned()),
+            ("scope".to_owned(), "s".to_owned()),
+            ("retryWith".to_owned(), "UploadReference".to_owned()),
+        ]));
+        assert_eq!(md.len(), 4, "new keys have no former name: {md:?}");
+        assert_eq!(md["limit_bytes"], "1");
+        assert_eq!(md["scope"], "s");
     }
 
     #[test]

@@ -33,21 +33,51 @@ impl VerificationApi {
         }
     }
 
+    /// The time a unary call has: `grpc.request_timeout_secs`, or less when the caller's `grpc-timeout` says so.
+    /// The answer to a caller's deadline leaves a little before it (a tenth of it, at most 500 ms), so that it is
+    /// this DEADLINE_EXCEEDED with its ErrorInfo that arrives in time, not the transport's bare cancellation.
+    fn budget<T>(&self, request: &Request<T>) -> Budget {
+        let caller = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        match caller {
+            Some(t) if t < self.request_timeout => Budget {
+                time: t.saturating_sub((t / 10).min(Duration::from_millis(500))),
+                callers: true,
+            },
+            _ => Budget {
+                time: self.request_timeout,
+                callers: false,
+            },
+        }
+    }
+
     /// Runs a unary call under the request deadline. A vendor call already started goes on in its own task and its
     /// outcome is stored, so a timed-out caller can read it with GetResult.
-    async fn unary<T, F>(&self, method: &'static str, fut: F) -> Result<Response<T>, Status>
+    async fn unary<T, F>(
+        &self,
+        method: &'static str,
+        budget: Budget,
+        fut: F,
+    ) -> Result<Response<T>, Status>
     where
         F: std::future::Future<Output = Result<T, Error>>,
     {
-        let result = match tokio::time::timeout(self.request_timeout, fut).await {
+        let result = match tokio::time::timeout(budget.time, fut).await {
             Ok(r) => r.map_err(|e| to_status(&e)),
             Err(_) => Err(status(
                 tonic::Code::DeadlineExceeded,
                 "REQUEST_TIMEOUT",
-                format!(
-                    "{method} did not finish within {} s",
-                    self.request_timeout.as_secs()
-                ),
+                if budget.callers {
+                    format!("{method} did not finish within the caller's deadline")
+                } else {
+                    format!(
+                        "{method} did not finish within {} s",
+                        self.request_timeout.as_secs()
+                    )
+                },
                 Default::default(),
                 Some(Duration::from_secs(1)),
                 vec![],
@@ -56,6 +86,31 @@ impl VerificationApi {
         // The outcome of every call is logged, traced and counted around the service (`super::observe`).
         result.map(Response::new)
     }
+}
+
+/// How long a unary call may run, and whether the caller's deadline set it.
+struct Budget {
+    time: Duration,
+    callers: bool,
+}
+
+/// A `grpc-timeout` header value: at most 8 digits and a unit (H, M, S, m, u, n), as the gRPC HTTP/2 protocol says.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let unit = value.chars().last()?;
+    let digits = value.get(..value.len() - unit.len_utf8())?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n.saturating_mul(3600)),
+        'M' => Duration::from_secs(n.saturating_mul(60)),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 impl VerificationApi {
@@ -112,7 +167,7 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::StartSessionResponse>, Status> {
         let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
-        self.unary("StartSession", async move {
+        self.unary("StartSession", self.budget(&request), async move {
             let req = convert::start_request(request.get_ref())?;
             let s = svc.start(&caller, req).await?;
             Ok(with_session(s, |session| pb::StartSessionResponse {
@@ -128,7 +183,7 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::SubmitIdentityResponse>, Status> {
         let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
-        self.unary("SubmitIdentity", async move {
+        self.unary("SubmitIdentity", self.budget(&request), async move {
             let (id, identity) = convert::submit_identity(request.get_ref())?;
             let s = svc.submit_identity(&caller, &id, identity).await?;
             Ok(with_session(s, |session| pb::SubmitIdentityResponse {
@@ -144,7 +199,7 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::UploadReferenceResponse>, Status> {
         let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
-        self.unary("UploadReference", async move {
+        self.unary("UploadReference", self.budget(&request), async move {
             let (id, image) = convert::upload(request.get_ref())?;
             let s = svc.upload_image(&caller, &id, image).await?;
             Ok(with_session(s, |session| pb::UploadReferenceResponse {
@@ -168,7 +223,7 @@ impl VerificationService for VerificationApi {
             require(&request, &caller, Scope::MediaRead, "GetResult")?;
         }
         let peer = peer_of(&request);
-        self.unary("GetResult", async move {
+        self.unary("GetResult", self.budget(&request), async move {
             let req = request.get_ref();
             let id = convert::session_id("session_id", &req.session_id)?;
             let extras = crate::domain::ExtrasRequest {
@@ -229,7 +284,7 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::CancelSessionResponse>, Status> {
         let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
-        self.unary("CancelSession", async move {
+        self.unary("CancelSession", self.budget(&request), async move {
             let (id, reason) = convert::cancel(request.get_ref())?;
             let s = svc.cancel(&caller, &id, reason).await?;
             Ok(with_session(s, |session| pb::CancelSessionResponse {
@@ -245,7 +300,7 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::ListSessionEventsResponse>, Status> {
         let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
-        self.unary("ListSessionEvents", async move {
+        self.unary("ListSessionEvents", self.budget(&request), async move {
             let req = request.get_ref();
             let id = convert::session_id("session_id", &req.session_id)?;
             let (events, next_page_token) = svc
@@ -265,7 +320,7 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
-        self.unary("ListSessions", async move {
+        self.unary("ListSessions", self.budget(&request), async move {
             let req = convert::list_request(request.get_ref())?;
             let (sessions, next_page_token) = svc.list(&caller, &req).await?;
             Ok(pb::ListSessionsResponse {
@@ -282,7 +337,7 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::RedactSessionResponse>, Status> {
         let caller = self.admit(&request)?;
         let svc = Arc::clone(&self.service);
-        self.unary("RedactSession", async move {
+        self.unary("RedactSession", self.budget(&request), async move {
             let id = convert::session_id("session_id", &request.get_ref().session_id)?;
             let s = svc.redact(&caller, &id).await?;
             Ok(with_session(s, |session| pb::RedactSessionResponse {
@@ -290,5 +345,34 @@ impl VerificationService for VerificationApi {
             }))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_values_parse_strictly() {
+        assert_eq!(parse_grpc_timeout("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in [
+            "",
+            "S",
+            "1",
+            "123456789S",
+            "1s",
+            "-1S",
+            "1.5S",
+            "１S",
+            "1SS",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use crate::domain::{Inputs, Outcome, Session};
+use crate::domain::{Inputs, Outcome, Session, StartCall};
 
 /// Buffered changes per session before a slow watcher is told it lagged. A session changes a handful of times in
 /// its life and a lagging watcher reloads the latest snapshot from the store, so a few slots are enough; every slot
@@ -107,6 +107,7 @@ pub fn watched_view(session: &Session) -> Session {
         live_mode,
         redaction,
         consent,
+        start_call: _,
     } = session;
     Session {
         id: id.clone(),
@@ -139,6 +140,8 @@ pub fn watched_view(session: &Session) -> Session {
         live_mode: *live_mode,
         redaction: *redaction,
         consent: consent.clone(),
+        // What StartSession answered is for its replays, not for watchers.
+        start_call: StartCall::None,
     }
 }
 
@@ -207,6 +210,7 @@ mod tests {
             live_mode: false,
             redaction: None,
             consent: None,
+            start_call: StartCall::None,
         }
     }
 

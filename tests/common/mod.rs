@@ -165,6 +165,45 @@ pub fn reason(status: &tonic::Status) -> (String, std::collections::HashMap<Stri
     (info.reason.clone(), info.metadata.clone())
 }
 
+/// Asserts that two statuses are the same answer: code, message and every detail (ErrorInfo with its metadata,
+/// RetryInfo, BadRequest, QuotaFailure). Compared decoded: protobuf leaves the order of map entries open.
+pub fn assert_same_answer(first: &tonic::Status, replay: &tonic::Status) {
+    assert_eq!(replay.code(), first.code());
+    assert_eq!(replay.message(), first.message());
+    let (a, b) = (first.get_error_details(), replay.get_error_details());
+    let info = |d: &tonic_types::ErrorDetails| {
+        d.error_info()
+            .map(|i| (i.reason.clone(), i.domain.clone(), i.metadata.clone()))
+    };
+    assert_eq!(info(&b), info(&a));
+    assert_eq!(
+        b.retry_info().map(|r| r.retry_delay),
+        a.retry_info().map(|r| r.retry_delay)
+    );
+    let violations = |d: &tonic_types::ErrorDetails| {
+        d.bad_request().map(|r| {
+            r.field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(violations(&b), violations(&a));
+    let quota = |d: &tonic_types::ErrorDetails| {
+        d.quota_failure().map(|q| {
+            q.violations
+                .iter()
+                .map(|v| (v.subject.clone(), v.description.clone()))
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(quota(&b), quota(&a));
+    assert_eq!(
+        replay.get_error_details_vec().len(),
+        first.get_error_details_vec().len()
+    );
+}
+
 pub fn has_retry_info(status: &tonic::Status) -> bool {
     status.get_error_details().retry_info().is_some()
 }

@@ -147,7 +147,7 @@ for seq, far, want_state, want_code in outcomes:
         check(f"scenario {seq} masked", test_id(seq) not in str(s), "unmasked ID number in session")
         sessions[s.id] = s.state
 
-# Vendor error scenarios.
+# Vendor error scenarios (the last field: whether the vendor said waiting helps).
 errors = [
     (911, grpc.StatusCode.UNAVAILABLE, "VENDOR_DATA_SOURCE_TIMEOUT", True),
     (912, grpc.StatusCode.FAILED_PRECONDITION, "VENDOR_NO_RECORD", False),
@@ -167,9 +167,14 @@ for seq, code, reason, retry in errors:
         check(f"error {seq} code", err.code() == code, str(err.code()))
         check(f"error {seq} one ErrorInfo", len(infos) == 1 and infos[0].domain == "facegate.v1", str(infos))
         check(f"error {seq} reason", infos and infos[0].reason == reason, str(infos))
-        check(f"error {seq} retry", (retry_info is not None) == retry)
+        # A StartSession replay answers the same error, so none carries RetryInfo: the ErrorInfo says what to send
+        # again (retryWith), and how long to wait first (retryDelay) where the vendor said waiting helps.
+        check(f"error {seq} no RetryInfo", retry_info is None)
         if infos:
-            sessions[infos[0].metadata["session_id"]] = common.SESSION_STATE_REQUIRES_INPUT
+            check(f"error {seq} retryWith", infos[0].metadata.get("retryWith") == "UploadReference", str(infos))
+            check(f"error {seq} retryDelay", ("retryDelay" in infos[0].metadata) == retry, str(infos))
+        if infos:
+            sessions[infos[0].metadata["sessionId"]] = common.SESSION_STATE_REQUIRES_INPUT
 
 # Stepwise with a status stream.
 s = stub.StartSession(svc.StartSessionRequest(request_id=f"py-{run}-step", vendor=common.VENDOR_JUHE)).session
