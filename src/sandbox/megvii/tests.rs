@@ -935,6 +935,7 @@ async fn outcome_data_shapes_kyc_given_identity() {
             PageOutcome::WebrtcUnsupported,
             LiteStatus::WebrtcUnsupported,
         ),
+        (PageOutcome::WebrtcFailed, LiteStatus::Failed),
     ] {
         let (_, _, r) = h.run(&[("idcard_mode", Some("2"))], outcome).await;
         assert_eq!(r.status, status);
@@ -955,6 +956,12 @@ async fn outcome_data_shapes_kyc_given_identity() {
         )
         .await;
     assert_eq!(r.fail_reason.as_deref(), Some("WEBRTC_UNSUPPORTED"));
+    let (_, _, r) = h
+        .run(&[("get_fail_reason", Some("1"))], PageOutcome::WebrtcFailed)
+        .await;
+    assert_eq!(r.status, LiteStatus::Failed);
+    assert_eq!(r.fail_reason.as_deref(), Some("WEBRTC_UNSUPPORTED"));
+    assert!(r.liveness_result.is_none() && r.verify_result.is_none());
     let (_, _, r) = h
         .run(&[("get_fail_reason", Some("1"))], PageOutcome::Cancel)
         .await;
