@@ -209,6 +209,37 @@ pub struct MaskedIdentity {
     pub id_type: IdType,
 }
 
+impl MaskedIdentity {
+    /// Masks, in vendor text, what can be the name this masked form stands for once the name itself is gone (a
+    /// session keeps only the masked identity after its inputs went to the vendor): a run of letters outside ASCII
+    /// (CJK, and `·` inside it) that starts with the name's first character and is as long as the name. This may
+    /// also mask a word that merely looks like the name, never less than the name. The ID number needs nothing
+    /// here: [`crate::domain::error::sanitize_vendor_text`] already removes runs of digits.
+    pub fn mask_in(&self, text: &str) -> String {
+        let masked: Vec<char> = self.name_masked.chars().collect();
+        let (Some(&first), len) = (masked.first(), masked.len()) else {
+            return text.to_owned();
+        };
+        let name_like = |c: char| (c.is_alphabetic() && !c.is_ascii()) || c == '·';
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < chars.len() {
+            let run = chars
+                .get(i..i + len)
+                .filter(|w| w.first() == Some(&first) && w.iter().skip(1).all(|c| name_like(*c)));
+            if len >= 2 && run.is_some() {
+                out.push_str(&self.name_masked);
+                i += len;
+            } else {
+                out.extend(chars.get(i));
+                i += 1;
+            }
+        }
+        out
+    }
+}
+
 /// A vendor's image control level (Baidu `quality_control` / `liveness_control`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -958,6 +989,26 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_masked_identity_masks_what_can_be_its_name() {
+        let m = MaskedIdentity {
+            name_masked: "测***".into(),
+            id_number_masked: "110***********0014".into(),
+            id_type: IdType::MainlandResidentIdCard,
+        };
+        assert_eq!(
+            m.mask_in("NETWORK_ERROR 测试用户/x"),
+            "NETWORK_ERROR 测***/x"
+        );
+        assert_eq!(m.mask_in("测试 ok 测a用户"), "测试 ok 测a用户");
+        assert_eq!(m.mask_in("WEBRTC_UNSUPPORTED"), "WEBRTC_UNSUPPORTED");
+        let empty = MaskedIdentity {
+            name_masked: String::new(),
+            ..m
+        };
+        assert_eq!(empty.mask_in("测试用户"), "测试用户");
+    }
 
     #[test]
     fn personal_text_is_masked_where_vendor_text_echoes_it() {

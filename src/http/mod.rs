@@ -3,6 +3,7 @@
 
 pub mod callbacks;
 pub mod metrics;
+pub mod page;
 pub mod relay;
 pub mod serve;
 

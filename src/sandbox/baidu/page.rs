@@ -1,6 +1,7 @@
 //! The sandbox H5 page (`page.html`): its form, rendering, error and message pages, and media responses.
 
 use super::*;
+use crate::http::page::page;
 
 pub(super) const PAGE_TEMPLATE: &str = include_str!("page.html");
 
@@ -48,7 +49,7 @@ pub(super) fn render_page(
     session: &Session,
     success_url: Option<&str>,
     failed_url: Option<&str>,
-    notice: Option<&str>,
+    notice: Option<Bilingual>,
 ) -> String {
     let plan = &session.plan;
     let compare_source = if plan.needs_reference {
@@ -89,7 +90,12 @@ pub(super) fn render_page(
         "URL不失效, 可重试 (the user may retry)"
     };
     let notice = notice
-        .map(|n| format!("<p class=\"notice\" id=\"error\">{}</p>", esc(n)))
+        .map(|n| {
+            format!(
+                "<div class=\"notice\" id=\"error\">\n{}</div>",
+                n.paragraphs("", "")
+            )
+        })
         .unwrap_or_default();
     fill_template(
         PAGE_TEMPLATE,
@@ -109,38 +115,35 @@ pub(super) fn render_page(
     )
 }
 
+/// The heading of a refused page request.
+pub(super) const BAD_REQUEST: Bilingual = Bilingual::new("无效的请求", "Bad request");
+
 pub(super) fn error_page(error: PageError) -> Response {
     message_page(
         error.status(),
         "error",
-        "无法进行认证 (cannot verify)",
-        error.message(),
+        Bilingual::new("无法进行认证", "Cannot verify"),
+        &error.message().paragraphs("", ""),
         None,
     )
 }
 
-/// A small page with one `<div id="{element_id}">` (error or result).
+/// A small page with one `<div id="{element_id}">` (error or result): a heading and `body` (HTML, both languages).
 pub(super) fn message_page(
     status: StatusCode,
     element_id: &'static str,
-    heading: &str,
-    text: &str,
+    heading: Bilingual,
+    body: &str,
     outcome: Option<PageOutcome>,
 ) -> Response {
     let outcome_attr = outcome
         .map(|o| format!(" data-outcome=\"{}\"", o.as_str()))
         .unwrap_or_default();
-    let body = format!(
-        "<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta name=\"robots\" content=\"noindex\">\n<title>{PAGE_TITLE}</title>\n\
-         <style>body {{ font-family: system-ui, sans-serif; max-width: 34rem; margin: 2rem auto; padding: 0 1rem; }}</style>\n\
-         </head>\n<body>\n<h1>{PAGE_TITLE}</h1>\n<div id=\"{element_id}\"{outcome_attr}>\n<h2>{}</h2>\n<p>{}</p>\n</div>\n\
-         </body>\n</html>\n",
-        esc(heading),
-        esc(text)
+    let content = format!(
+        "<div id=\"{element_id}\"{outcome_attr}>\n<h2>{}</h2>\n{body}</div>\n",
+        heading.inline()
     );
-    html_response(status, PAGE_CSP, body)
+    html_response(status, PAGE_CSP, page(PAGE_TITLE, &content))
 }
 
 pub(super) fn binary_response(mime: &'static str, bytes: &'static [u8]) -> Response {

@@ -57,7 +57,7 @@
 //!
 //! Nothing here logs request data (names, ID numbers, images, credentials).
 
-use super::web::{esc, fill_template, html_response, json_response, query_param};
+use super::web::{esc, fill_template, html_response, json_response, query_param, Bilingual};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
@@ -133,7 +133,10 @@ const SANDBOX_ADDRESS: &str = "沙箱省沙箱市沙箱区测试路1号";
 const SANDBOX_ISSUED_BY: &str = "沙箱市公安局沙箱分局";
 const SANDBOX_VALID_DATE: &str = "2020.01.01-2040.01.01";
 
-const PAGE_TITLE: &str = "facegate sandbox — Megvii FaceID Lite";
+const PAGE_TITLE: Bilingual = Bilingual::new(
+    "facegate 沙箱 — 旷视 FaceID Lite",
+    "facegate sandbox — Megvii FaceID Lite",
+);
 const JSON_CONTENT_TYPE: &str = "application/json";
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
 const RETURN_PAGE_CSP: &str =

@@ -796,7 +796,12 @@ async fn page_renders_buttons_and_starts_processing() {
         .await;
     let (status, html) = h.page(&t.token).await;
     assert_eq!(status, 200);
-    assert!(html.contains("<title>facegate sandbox — Megvii FaceID Lite</title>"));
+    assert!(html.contains(
+        "<title>facegate 沙箱 — 旷视 FaceID Lite (facegate sandbox — Megvii FaceID Lite)</title>"
+    ));
+    assert!(html.contains("<html lang=\"zh-CN\">"));
+    assert!(html.contains("核身通过 <span lang=\"en\">(pass)</span>"));
+    assert!(html.contains("<p lang=\"en\" class=\"en\">This is a simulated Megvii"));
     assert!(html.contains(r#"<form method="post" action="do">"#));
     assert!(html.contains(&format!(
         r#"<input type="hidden" name="token" value="{}">"#,

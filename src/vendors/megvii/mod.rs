@@ -244,7 +244,16 @@ impl MegviiAdapter {
         }
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
-        let clean = |text: &str| sanitize_vendor_text(&mask_personal_text(text, &names, &numbers));
+        // After get_token the session keeps only the masked form of what it sent; that masks the name too.
+        let masked = session.identity_masked.clone();
+        let clean = |text: &str| {
+            let text = mask_personal_text(text, &names, &numbers);
+            let text = match &masked {
+                Some(m) => m.mask_in(&text),
+                None => text,
+            };
+            sanitize_vendor_text(&text)
+        };
         let mut detail = detail_of(r, from_callback, &clean);
         detail.biz_id = r.biz_info.biz_id.clone();
         let now = now_ms();
