@@ -205,7 +205,7 @@ impl BaiduSimulator {
         let mut inner = self.lock();
         self.record_attempt(&mut inner, verify_token, outcome, None, true, now)
             .map(|_| ())
-            .map_err(|e| e.message().en.to_owned())
+            .map_err(|e| e.message().zh.to_owned())
     }
 
     /// When each `result/getall` for `verify_token` arrived (simulator clock, unix ms), oldest first.
