@@ -53,10 +53,11 @@ pub(super) fn render_page(
 ) -> String {
     let plan = &session.plan;
     let compare_source = if plan.needs_reference {
-        "自建人脸库比对 (reference image uploaded)"
+        Bilingual::new("自建人脸库比对", "(reference image uploaded)")
     } else {
-        "权威数据源比对 (authority compare)"
-    };
+        Bilingual::new("权威数据源比对", "(authority compare)")
+    }
+    .inline();
     let identity = match (&session.identity, plan.needs_identity) {
         (Some(id), true) => format!(
             "指定用户身份核验: {} / {} (certificate_type {})",
@@ -65,30 +66,38 @@ pub(super) fn render_page(
             id.certificate_type
         ),
         (Some(id), false) => format!(
-            "已上报 {} / {}; 也可在下方重新输入 (submitted; you may enter another below)",
+            "已上报 {} / {}; {}",
             esc(&mask_name(&id.name)),
-            esc(&mask_id_number(&id.number))
+            esc(&mask_id_number(&id.number)),
+            Bilingual::new(
+                "也可在下方重新输入",
+                "(submitted; you may enter another below)"
+            )
+            .inline()
         ),
-        (None, _) => {
-            "由用户在本页输入姓名和身份证号 (the user enters name and ID number below)".to_owned()
-        }
+        (None, _) => Bilingual::new(
+            "由用户在本页输入姓名和身份证号",
+            "(the user enters name and ID number below)",
+        )
+        .inline(),
     };
     let identity_inputs = if plan.needs_identity {
         String::new()
     } else {
         concat!(
-            "  <label for=\"id_name_input\">姓名 (id_name)</label>\n",
+            "  <label for=\"id_name_input\">姓名 <span lang=\"en\">(id_name)</span></label>\n",
             "  <input type=\"text\" id=\"id_name_input\" name=\"id_name\" autocomplete=\"off\">\n",
-            "  <label for=\"id_no_input\">身份证号 (id_no)</label>\n",
+            "  <label for=\"id_no_input\">身份证号 <span lang=\"en\">(id_no)</span></label>\n",
             "  <input type=\"text\" id=\"id_no_input\" name=\"id_no\" autocomplete=\"off\" maxlength=\"18\">\n",
         )
         .to_owned()
     };
     let on_failure = if plan.fail_ends_url {
-        "URL失效 (the link is used up)"
+        Bilingual::new("URL失效", "(the link is used up)")
     } else {
-        "URL不失效, 可重试 (the user may retry)"
-    };
+        Bilingual::new("URL不失效, 可重试", "(the user may retry)")
+    }
+    .inline();
     let notice = notice
         .map(|n| {
             format!(
@@ -101,9 +110,9 @@ pub(super) fn render_page(
         PAGE_TEMPLATE,
         &[
             ("plan_id", esc(&plan.plan_id)),
-            ("compare_source", compare_source.to_owned()),
+            ("compare_source", compare_source),
             ("identity", identity),
-            ("on_failure", on_failure.to_owned()),
+            ("on_failure", on_failure),
             ("threshold", esc(&plan.threshold.to_string())),
             ("attempts", session.attempts.len().to_string()),
             ("notice", notice),
