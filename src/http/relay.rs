@@ -108,7 +108,7 @@ async fn returned(
     };
     let target = service.return_url(&session, success);
     if target.is_empty() {
-        return relay_page(&session);
+        return relay_page(&session, params.result.as_deref() == Some("success"));
     }
     let (base, fragment) = match target.split_once('#') {
         Some((b, f)) => (b.to_owned(), format!("#{f}")),
@@ -138,12 +138,15 @@ enum PageState {
 }
 
 impl PageState {
-    fn of(session: &Session, now_ms: i64) -> Self {
+    /// `said_success`: the vendor page sent the browser to the success URL. The session read here may predate the
+    /// vendor's answer (a running poller is only woken), so a failed earlier attempt must not be offered again
+    /// after a pass: the page then says the result is being checked.
+    fn of(session: &Session, now_ms: i64, said_success: bool) -> Self {
         match session.state {
             SessionState::Verified => PageState::Verified,
             SessionState::Failed => PageState::Failed,
             SessionState::Expired | SessionState::Canceled => PageState::Ended,
-            _ if retry_url(session, now_ms).is_some() => PageState::RetryAllowed,
+            _ if !said_success && retry_url(session, now_ms).is_some() => PageState::RetryAllowed,
             _ => PageState::Processing,
         }
     }
@@ -202,8 +205,8 @@ const PAGE_CSP: &str =
 
 /// The short page shown when the caller gave no return URL. No personal data: the state, a link back to the
 /// vendor page where a retry is allowed, nothing else.
-fn relay_page(session: &Session) -> Response {
-    let state = PageState::of(session, crate::domain::now_ms());
+fn relay_page(session: &Session, said_success: bool) -> Response {
+    let state = PageState::of(session, crate::domain::now_ms(), said_success);
     let mut body = state
         .text()
         .paragraphs("state", &format!(" data-state=\"{}\"", esc(state.as_str())));
