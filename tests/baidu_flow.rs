@@ -585,3 +585,73 @@ async fn vendor_data_past_retention_is_a_clear_error_and_the_stored_result_stays
     assert!(stored.outcome.unwrap().face_match.unwrap().passed);
     srv.stop().await;
 }
+
+/// Without a return URL the relay shows its own page: after a failed attempt of a plan that keeps the URL it tells
+/// the user (in Chinese, then English) that they may try again and links back to the Baidu page, instead of "the
+/// result is being checked"; after the pass it says the verification is complete.
+#[tokio::test]
+async fn the_relay_page_offers_a_retry_after_a_failed_kyc_retry_attempt() {
+    let mut srv = Server::start_fast().await;
+    let s = srv
+        .start_ok(baidu_inline("relay-retry", "kyc_retry", 5))
+        .await;
+    let browser = Browser::new();
+    let relay = browser.choose(&s.user_url, "liveness_failed").await;
+    let r = browser.http.get(&relay).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<html lang=\"zh-CN\">"), "{html}");
+    assert!(html.contains("data-state=\"retry_allowed\""), "{html}");
+    assert!(html.contains("您可以再试一次"), "{html}");
+    assert!(
+        html.contains("<p lang=\"en\" class=\"en\">This attempt did not pass. You may try again"),
+        "{html}"
+    );
+    let href = format!("href=\"{}\"", s.user_url.replace('&', "&amp;"));
+    assert!(html.contains(&href), "{html}");
+    assert!(!html.contains("being checked") && !html.contains(&id_number(5)));
+    assert_eq!(
+        state(&srv.result(&s.id).await),
+        pb::SessionState::AwaitingUser
+    );
+
+    let watcher = watch_in_background(&srv.client, &s.id);
+    let relay = browser.choose(&s.user_url, "pass").await;
+    let html = browser
+        .http
+        .get(&relay)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The pass may not be read from Baidu yet: never a retry offer after it, though.
+    assert!(
+        html.contains("data-state=\"verified\"") || html.contains("data-state=\"processing\""),
+        "{html}"
+    );
+    assert!(!html.contains("id=\"retry\""), "{html}");
+    let seen = watcher.await.unwrap();
+    assert_eq!(state(seen.last().unwrap()), pb::SessionState::Verified);
+    let html = browser
+        .http
+        .get(&relay)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("data-state=\"verified\"") && html.contains("认证完成。"),
+        "{html}"
+    );
+    assert!(html.contains("Verification complete.") && !html.contains("id=\"retry\""));
+    srv.stop().await;
+}

@@ -569,3 +569,110 @@ async fn a_10_mb_image_passes_the_transport_and_meets_the_vendor_limit() {
     assert_eq!(srv.juhe_stats(), Default::default());
     srv.stop().await;
 }
+
+/// Answers seen in the wild (simulator scenarios 907-910): each is one billed call that decides the session, so a
+/// retry by the caller cannot pay again.
+#[tokio::test]
+async fn answers_seen_in_the_wild_decide_with_one_billed_call() {
+    let mut srv = Server::start().await;
+    let cases: [(u16, pb::SessionState, Option<pb::FailureCode>, &str); 4] = [
+        // res 2 with a code the document does not list: still the face-comparison failure res 2 stands for.
+        (
+            907,
+            pb::SessionState::Failed,
+            Some(pb::FailureCode::FaceMismatch),
+            "3006",
+        ),
+        // res 2 without any code.
+        (
+            908,
+            pb::SessionState::Failed,
+            Some(pb::FailureCode::FaceMismatch),
+            "res=2",
+        ),
+        // res "1" and error_code "0" as strings.
+        (909, pb::SessionState::Verified, None, ""),
+        // res 2 / 3005 whose message echoes the name and ID number.
+        (
+            910,
+            pb::SessionState::Failed,
+            Some(pb::FailureCode::FaceMismatch),
+            "3005",
+        ),
+    ];
+    for (seq, want_state, want_code, vendor_code) in cases {
+        let before = srv.juhe_stats();
+        let s = srv.start_ok(juhe_inline(&format!("wild-{seq}"), seq)).await;
+        let after = srv.juhe_stats();
+        assert_eq!(state(&s), want_state, "scenario {seq}");
+        assert_eq!(
+            after.verify_encry_calls + after.verify_calls,
+            before.verify_encry_calls + before.verify_calls + 1,
+            "scenario {seq}: one vendor call"
+        );
+        assert_eq!(
+            after.billed_calls,
+            before.billed_calls + 1,
+            "scenario {seq}: billed once"
+        );
+        assert_eq!(
+            s.failure.as_ref().map(|f| f.code),
+            want_code.map(|c| c as i32),
+            "scenario {seq}"
+        );
+        if let Some(f) = &s.failure {
+            assert_eq!(f.vendor_code, vendor_code, "scenario {seq}");
+        }
+
+        // The session is decided: a new probe image is refused without a vendor call, and a replay of the same
+        // StartSession answers the same session without one.
+        if want_state == pb::SessionState::Failed {
+            let refused = srv
+                .client
+                .upload_reference(pb::UploadReferenceRequest {
+                    session_id: s.id.clone(),
+                    image: Some(probe()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(
+                refused.code(),
+                Code::FailedPrecondition,
+                "scenario {seq}: {refused:?}"
+            );
+        }
+        let replay = srv.start_ok(juhe_inline(&format!("wild-{seq}"), seq)).await;
+        assert_eq!(replay.id, s.id);
+        let end = srv.juhe_stats();
+        assert_eq!(
+            (end.verify_encry_calls + end.verify_calls, end.billed_calls),
+            (
+                after.verify_encry_calls + after.verify_calls,
+                after.billed_calls
+            ),
+            "scenario {seq}: no second call"
+        );
+    }
+
+    // Scenario 910 echoed the name and ID number: neither is stored as sent.
+    let s = srv.start_ok(juhe_inline("wild-910", 910)).await;
+    let r = srv
+        .client
+        .get_result(pb::GetResultRequest {
+            session_id: s.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let f = r.session.unwrap().failure.unwrap();
+    let j = juhe_detail(r.outcome.as_ref().unwrap()).clone();
+    let seen = format!("{} {} {} {}", f.vendor_message, j.message, j.desc, j.code);
+    assert!(
+        !seen.contains("测试用户") && !seen.contains(&id_number(910)),
+        "{seen}"
+    );
+    assert!(j.message.contains("测***"), "{}", j.message);
+    srv.stop().await;
+}

@@ -90,6 +90,10 @@ async fn each_page_outcome_maps_to_its_neutral_code() {
             PageOutcome::WebrtcUnsupported,
             pb::FailureCode::BrowserUnsupported,
         ),
+        (
+            PageOutcome::WebrtcFailed,
+            pb::FailureCode::BrowserUnsupported,
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -588,5 +592,63 @@ async fn megvii_options_are_validated() {
         .collect();
     assert!(fields.contains(&"megvii.maximum_shooting_time_seconds".to_string()));
     assert!(fields.contains(&"megvii.web_title".to_string()));
+    srv.stop().await;
+}
+
+/// Status FAILED with fail_reason WEBRTC_UNSUPPORTED (the callback document's form with get_fail_reason=1) is the
+/// user's browser, not a vendor error; the callback decides it, so it costs the get_token call only.
+#[tokio::test]
+async fn failed_with_webrtc_unsupported_is_browser_unsupported_for_one_call() {
+    let mut srv = Server::start_fast().await;
+    let s = srv.start_ok(megvii_inline("mg-webrtc-failed", 60)).await;
+    srv.megvii()
+        .complete(&token_of(&s.user_url), PageOutcome::WebrtcFailed)
+        .await
+        .unwrap();
+    let after = srv.result(&s.id).await;
+    assert_eq!(state(&after), pb::SessionState::Failed);
+    let f = after.failure.unwrap();
+    assert_eq!(f.code, pb::FailureCode::BrowserUnsupported as i32);
+    assert_eq!(f.vendor_code, "WEBRTC_UNSUPPORTED");
+    let stats = srv.megvii().stats();
+    assert_eq!((stats.get_token, stats.get_result), (1, 0));
+    srv.stop().await;
+}
+
+/// A fail_reason that echoes the session's own name and ID number is masked before it is stored.
+#[tokio::test]
+async fn a_fail_reason_echoing_the_identity_is_masked() {
+    use sha1::Digest;
+    let mut srv = Server::start_fast().await;
+    let s = srv.start_ok(megvii_inline("mg-echo", 61)).await;
+    srv.megvii().set_fault(CallbackFault::Never);
+    let flow = srv
+        .megvii()
+        .complete(&token_of(&s.user_url), PageOutcome::WebrtcFailed)
+        .await
+        .unwrap();
+    let data = &flow.form.iter().find(|(k, _)| k == "data").unwrap().1;
+    let mut v: serde_json::Value = serde_json::from_str(data).unwrap();
+    v["fail_reason"] = format!("NETWORK_ERROR 测试用户/{}", id_number(61).to_lowercase()).into();
+    let data = v.to_string();
+    let mut h = sha1::Sha1::new();
+    h.update(MEGVII_API_SECRET.as_bytes());
+    h.update(data.as_bytes());
+    let sign: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let (code, _) = notify(&srv, &[("data".into(), data), ("sign".into(), sign)]).await;
+    assert_eq!(code, 200);
+    let r = srv.result_with(&s.id, false, false, false).await;
+    let f = r.session.unwrap().failure.unwrap();
+    assert_eq!(f.code, pb::FailureCode::VendorError as i32);
+    let m = megvii_detail(r.outcome.as_ref().unwrap());
+    for text in [&f.vendor_code, &m.fail_reason] {
+        assert!(
+            !text.contains("测试用户") && !text.to_uppercase().contains(&id_number(61)),
+            "{text}"
+        );
+        assert!(text.starts_with("NETWORK_ERROR 测***/"), "{text}");
+    }
+    let stats = srv.megvii().stats();
+    assert_eq!((stats.get_token, stats.get_result), (1, 0));
     srv.stop().await;
 }

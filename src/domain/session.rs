@@ -134,6 +134,11 @@ impl fmt::Debug for Identity {
 }
 
 impl Identity {
+    /// Masks this identity's name and ID number where `text` contains them (see [`mask_personal_text`]).
+    pub fn mask_in(&self, text: &str) -> String {
+        mask_personal_text(text, &[&self.name], &[&self.id_number])
+    }
+
     /// The masked form shown to callers.
     pub fn masked(&self) -> MaskedIdentity {
         MaskedIdentity {
@@ -153,6 +158,46 @@ pub fn mask_name(name: &str) -> String {
     }
 }
 
+/// Masks, in vendor text, every occurrence of the given names and ID numbers (the session's own identity: what
+/// the caller submitted or the vendor read off the card), so a vendor message that echoes them is not stored as
+/// sent. A name becomes its masked form (a one-character name `*`); an ID number (compared ignoring the case of
+/// `X`) its masked form. Empty values are ignored. Run it before [`crate::domain::error::sanitize_vendor_text`],
+/// whose length bound could otherwise cut a name in two.
+pub fn mask_personal_text(text: &str, names: &[&str], id_numbers: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for id in id_numbers.iter().filter(|i| !i.is_empty() && i.is_ascii()) {
+        out = replace_ascii_case_insensitive(&out, id, &mask_id_number(id));
+    }
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let masked = if name.chars().count() < 2 {
+            "*".to_owned()
+        } else {
+            mask_name(name)
+        };
+        out = out.replace(name, &masked);
+    }
+    out
+}
+
+/// Replaces every occurrence of the ASCII `needle` in `text`, ignoring ASCII case.
+fn replace_ascii_case_insensitive(text: &str, needle: &str, with: &str) -> String {
+    // ASCII case folding keeps byte offsets, and a match of an ASCII needle starts and ends on char boundaries.
+    let folded = text.to_ascii_uppercase();
+    let needle = needle.to_ascii_uppercase();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (at, _) in folded.match_indices(&needle) {
+        if at < last {
+            continue;
+        }
+        out.push_str(text.get(last..at).unwrap_or_default());
+        out.push_str(with);
+        last = at + needle.len();
+    }
+    out.push_str(text.get(last..).unwrap_or_default());
+    out
+}
+
 /// An identity with the personal data masked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaskedIdentity {
@@ -162,6 +207,37 @@ pub struct MaskedIdentity {
     pub id_number_masked: String,
     /// The document type.
     pub id_type: IdType,
+}
+
+impl MaskedIdentity {
+    /// Masks, in vendor text, what can be the name this masked form stands for once the name itself is gone (a
+    /// session keeps only the masked identity after its inputs went to the vendor): a run of letters outside ASCII
+    /// (CJK, and `·` inside it) that starts with the name's first character and is as long as the name. This may
+    /// also mask a word that merely looks like the name, never less than the name. The ID number needs nothing
+    /// here: [`crate::domain::error::sanitize_vendor_text`] already removes runs of digits.
+    pub fn mask_in(&self, text: &str) -> String {
+        let masked: Vec<char> = self.name_masked.chars().collect();
+        let (Some(&first), len) = (masked.first(), masked.len()) else {
+            return text.to_owned();
+        };
+        let name_like = |c: char| (c.is_alphabetic() && !c.is_ascii()) || c == '·';
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < chars.len() {
+            let run = chars
+                .get(i..i + len)
+                .filter(|w| w.first() == Some(&first) && w.iter().skip(1).all(|c| name_like(*c)));
+            if len >= 2 && run.is_some() {
+                out.push_str(&self.name_masked);
+                i += len;
+            } else {
+                out.extend(chars.get(i));
+                i += 1;
+            }
+        }
+        out
+    }
 }
 
 /// A vendor's image control level (Baidu `quality_control` / `liveness_control`).
@@ -990,6 +1066,50 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_masked_identity_masks_what_can_be_its_name() {
+        let m = MaskedIdentity {
+            name_masked: "测***".into(),
+            id_number_masked: "110***********0014".into(),
+            id_type: IdType::MainlandResidentIdCard,
+        };
+        assert_eq!(
+            m.mask_in("NETWORK_ERROR 测试用户/x"),
+            "NETWORK_ERROR 测***/x"
+        );
+        assert_eq!(m.mask_in("测试 ok 测a用户"), "测试 ok 测a用户");
+        assert_eq!(m.mask_in("WEBRTC_UNSUPPORTED"), "WEBRTC_UNSUPPORTED");
+        let empty = MaskedIdentity {
+            name_masked: String::new(),
+            ..m
+        };
+        assert_eq!(empty.mask_in("测试用户"), "测试用户");
+    }
+
+    #[test]
+    fn personal_text_is_masked_where_vendor_text_echoes_it() {
+        let t = mask_personal_text(
+            "照片与张三不符, 11010519491231002x 核验失败; 张三",
+            &["张三"],
+            &["11010519491231002X"],
+        );
+        assert_eq!(t, "照片与张*不符, 110***********002X 核验失败; 张*");
+        assert_eq!(mask_personal_text("李 ok", &["李"], &[""]), "* ok");
+        assert_eq!(
+            mask_personal_text("NETWORK_ERROR", &["", " "], &[]),
+            "NETWORK_ERROR"
+        );
+        let id = Identity {
+            name: "王小明".into(),
+            id_number: "440524188001010014".into(),
+            id_type: IdType::MainlandResidentIdCard,
+        };
+        assert_eq!(
+            id.mask_in("王小明/440524188001010014"),
+            "王**/440***********0014"
+        );
+    }
 
     #[test]
     fn debug_hides_personal_data() {

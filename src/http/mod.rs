@@ -5,6 +5,7 @@
 pub mod callbacks;
 pub mod health;
 pub mod metrics;
+pub mod page;
 pub mod relay;
 pub mod serve;
 

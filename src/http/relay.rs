@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::callbacks::{answer, data_and_sign, MAX_CALLBACK_BYTES};
@@ -17,8 +17,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::Router;
 use serde::Deserialize;
 
-use crate::domain::service::SessionService;
-use crate::domain::State as SessionState;
+use super::page::{esc, is_http_url, page, Bilingual};
+use crate::domain::service::{SessionService, REASON_USER_ATTEMPT_FAILED};
+use crate::domain::{Session, State as SessionState};
 
 /// Path prefix of the relay.
 pub const PREFIX: &str = "/v1/return";
@@ -107,18 +108,7 @@ async fn returned(
     };
     let target = service.return_url(&session, success);
     if target.is_empty() {
-        let text = match session.state {
-            SessionState::Verified => "Verification complete.",
-            SessionState::Failed => "Verification not passed.",
-            SessionState::Expired | SessionState::Canceled => "This verification has ended.",
-            _ => "Thank you. The result is being checked.",
-        };
-        return Html(format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>facegate</title></head>\
-             <body><p id=\"state\" data-state=\"{}\">{text}</p><p>You can close this window.</p></body></html>",
-            session.state.as_str()
-        ))
-        .into_response();
+        return relay_page(&session, params.result.as_deref() == Some("success"));
     }
     let (base, fragment) = match target.split_once('#') {
         Some((b, f)) => (b.to_owned(), format!("#{f}")),
@@ -132,6 +122,114 @@ async fn returned(
             (header::LOCATION, location),
             (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
+    )
+        .into_response()
+}
+
+/// What the relay page tells the user (when the caller gave no return URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PageState {
+    Verified,
+    Failed,
+    Ended,
+    /// The attempt failed but the vendor page may be used again (a Baidu plan that keeps the URL).
+    RetryAllowed,
+    Processing,
+}
+
+impl PageState {
+    /// `said_success`: the vendor page sent the browser to the success URL. The session read here may predate the
+    /// vendor's answer (a running poller is only woken), so a failed earlier attempt must not be offered again
+    /// after a pass: the page then says the result is being checked.
+    fn of(session: &Session, now_ms: i64, said_success: bool) -> Self {
+        match session.state {
+            SessionState::Verified => PageState::Verified,
+            SessionState::Failed => PageState::Failed,
+            SessionState::Expired | SessionState::Canceled => PageState::Ended,
+            _ if !said_success && retry_url(session, now_ms).is_some() => PageState::RetryAllowed,
+            _ => PageState::Processing,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PageState::Verified => "verified",
+            PageState::Failed => "failed",
+            PageState::Ended => "ended",
+            PageState::RetryAllowed => "retry_allowed",
+            PageState::Processing => "processing",
+        }
+    }
+
+    fn text(self) -> Bilingual {
+        match self {
+            PageState::Verified => Bilingual::new("认证完成。", "Verification complete."),
+            PageState::Failed => Bilingual::new("认证未通过。", "Verification not passed."),
+            PageState::Ended => Bilingual::new("本次认证已结束。", "This verification has ended."),
+            PageState::RetryAllowed => Bilingual::new(
+                "本次认证未通过，您可以再试一次：请点击下方的“重新认证”，回到认证页面重新完成人脸认证。",
+                "This attempt did not pass. You may try again: press \"Try again\" below to return to the \
+                 verification page and verify your face once more.",
+            ),
+            PageState::Processing => Bilingual::new(
+                "感谢您的配合，正在核对认证结果。",
+                "Thank you. The result is being checked.",
+            ),
+        }
+    }
+}
+
+/// The vendor page to go back to after a failed attempt the session lets the user repeat: the session is still
+/// waiting for the user, its last attempt failed (`USER_ATTEMPT_FAILED`), and its user URL has not expired.
+fn retry_url(session: &Session, now_ms: i64) -> Option<&str> {
+    if session.state != SessionState::AwaitingUser {
+        return None;
+    }
+    let failed_attempt = session
+        .last_attempt_error
+        .as_ref()
+        .is_some_and(|e| e.reason == REASON_USER_ATTEMPT_FAILED);
+    let live = session.user_url_expires_at_ms.is_none_or(|t| t > now_ms);
+    session
+        .user_url
+        .as_deref()
+        .filter(|u| failed_attempt && live && is_http_url(u))
+}
+
+const TITLE: Bilingual = Bilingual::new("人脸实名认证", "Face verification");
+const CLOSE: Bilingual = Bilingual::new("您可以关闭此窗口。", "You can close this window.");
+const TRY_AGAIN: Bilingual = Bilingual::new("重新认证", "Try again");
+/// The relay page runs no script and loads nothing.
+const PAGE_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'";
+
+/// The short page shown when the caller gave no return URL. No personal data: the state, a link back to the
+/// vendor page where a retry is allowed, nothing else.
+fn relay_page(session: &Session, said_success: bool) -> Response {
+    let state = PageState::of(session, crate::domain::now_ms(), said_success);
+    let mut body = state
+        .text()
+        .paragraphs("state", &format!(" data-state=\"{}\"", esc(state.as_str())));
+    if state == PageState::RetryAllowed {
+        if let Some(url) = retry_url(session, crate::domain::now_ms()) {
+            body.push_str(&format!(
+                "<p><a id=\"retry\" class=\"button\" href=\"{}\">{}</a></p>\n",
+                esc(url),
+                TRY_AGAIN.inline()
+            ));
+        }
+    } else {
+        body.push_str(&CLOSE.paragraphs("close", ""));
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+        ],
+        page(TITLE, &body),
     )
         .into_response()
 }

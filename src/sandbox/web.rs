@@ -5,21 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
 
-/// HTML-escapes text for element content and quoted attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::http::page::{esc, Bilingual};
 
 /// Replaces `{{name}}` placeholders in one pass (inserted values are never scanned again). Values are HTML.
 pub fn fill_template(template: &str, vars: &[(&str, String)]) -> String {

@@ -50,7 +50,7 @@
 //!
 //! Nothing here logs request data (names, ID numbers, images, credentials).
 
-use super::web::{esc, fill_template, html_response, json_response, query_param};
+use super::web::{esc, fill_template, html_response, json_response, query_param, Bilingual};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
@@ -119,7 +119,10 @@ const MSG_NOT_STARTED: &str = "认证尚未开始";
 const MSG_SERVICE_ERROR: &str = "服务异常,请稍后再试";
 const MSG_NOT_JSON: &str = "request body should be json format";
 const MSG_PASSED: &str = "核验成功";
-const PAGE_TITLE: &str = "facegate sandbox — Baidu faceprint";
+const PAGE_TITLE: Bilingual = Bilingual::new(
+    "facegate 沙箱 — 百度H5人脸实名认证",
+    "facegate sandbox — Baidu faceprint",
+);
 
 const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'";

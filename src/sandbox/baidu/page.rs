@@ -1,6 +1,7 @@
 //! The sandbox H5 page (`page.html`): its form, rendering, error and message pages, and media responses.
 
 use super::*;
+use crate::http::page::page;
 
 pub(super) const PAGE_TEMPLATE: &str = include_str!("page.html");
 
@@ -48,14 +49,15 @@ pub(super) fn render_page(
     session: &Session,
     success_url: Option<&str>,
     failed_url: Option<&str>,
-    notice: Option<&str>,
+    notice: Option<Bilingual>,
 ) -> String {
     let plan = &session.plan;
     let compare_source = if plan.needs_reference {
-        "自建人脸库比对 (reference image uploaded)"
+        Bilingual::new("自建人脸库比对", "(reference image uploaded)")
     } else {
-        "权威数据源比对 (authority compare)"
-    };
+        Bilingual::new("权威数据源比对", "(authority compare)")
+    }
+    .inline();
     let identity = match (&session.identity, plan.needs_identity) {
         (Some(id), true) => format!(
             "指定用户身份核验: {} / {} (certificate_type {})",
@@ -64,40 +66,53 @@ pub(super) fn render_page(
             id.certificate_type
         ),
         (Some(id), false) => format!(
-            "已上报 {} / {}; 也可在下方重新输入 (submitted; you may enter another below)",
+            "已上报 {} / {}; {}",
             esc(&mask_name(&id.name)),
-            esc(&mask_id_number(&id.number))
+            esc(&mask_id_number(&id.number)),
+            Bilingual::new(
+                "也可在下方重新输入",
+                "(submitted; you may enter another below)"
+            )
+            .inline()
         ),
-        (None, _) => {
-            "由用户在本页输入姓名和身份证号 (the user enters name and ID number below)".to_owned()
-        }
+        (None, _) => Bilingual::new(
+            "由用户在本页输入姓名和身份证号",
+            "(the user enters name and ID number below)",
+        )
+        .inline(),
     };
     let identity_inputs = if plan.needs_identity {
         String::new()
     } else {
         concat!(
-            "  <label for=\"id_name_input\">姓名 (id_name)</label>\n",
+            "  <label for=\"id_name_input\">姓名 <span lang=\"en\">(id_name)</span></label>\n",
             "  <input type=\"text\" id=\"id_name_input\" name=\"id_name\" autocomplete=\"off\">\n",
-            "  <label for=\"id_no_input\">身份证号 (id_no)</label>\n",
+            "  <label for=\"id_no_input\">身份证号 <span lang=\"en\">(id_no)</span></label>\n",
             "  <input type=\"text\" id=\"id_no_input\" name=\"id_no\" autocomplete=\"off\" maxlength=\"18\">\n",
         )
         .to_owned()
     };
     let on_failure = if plan.fail_ends_url {
-        "URL失效 (the link is used up)"
+        Bilingual::new("URL失效", "(the link is used up)")
     } else {
-        "URL不失效, 可重试 (the user may retry)"
-    };
+        Bilingual::new("URL不失效, 可重试", "(the user may retry)")
+    }
+    .inline();
     let notice = notice
-        .map(|n| format!("<p class=\"notice\" id=\"error\">{}</p>", esc(n)))
+        .map(|n| {
+            format!(
+                "<div class=\"notice\" id=\"error\">\n{}</div>",
+                n.paragraphs("", "")
+            )
+        })
         .unwrap_or_default();
     fill_template(
         PAGE_TEMPLATE,
         &[
             ("plan_id", esc(&plan.plan_id)),
-            ("compare_source", compare_source.to_owned()),
+            ("compare_source", compare_source),
             ("identity", identity),
-            ("on_failure", on_failure.to_owned()),
+            ("on_failure", on_failure),
             ("threshold", esc(&plan.threshold.to_string())),
             ("attempts", session.attempts.len().to_string()),
             ("notice", notice),
@@ -109,38 +124,35 @@ pub(super) fn render_page(
     )
 }
 
+/// The heading of a refused page request.
+pub(super) const BAD_REQUEST: Bilingual = Bilingual::new("无效的请求", "Bad request");
+
 pub(super) fn error_page(error: PageError) -> Response {
     message_page(
         error.status(),
         "error",
-        "无法进行认证 (cannot verify)",
-        error.message(),
+        Bilingual::new("无法进行认证", "Cannot verify"),
+        &error.message().paragraphs("", ""),
         None,
     )
 }
 
-/// A small page with one `<div id="{element_id}">` (error or result).
+/// A small page with one `<div id="{element_id}">` (error or result): a heading and `body` (HTML, both languages).
 pub(super) fn message_page(
     status: StatusCode,
     element_id: &'static str,
-    heading: &str,
-    text: &str,
+    heading: Bilingual,
+    body: &str,
     outcome: Option<PageOutcome>,
 ) -> Response {
     let outcome_attr = outcome
         .map(|o| format!(" data-outcome=\"{}\"", o.as_str()))
         .unwrap_or_default();
-    let body = format!(
-        "<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta name=\"robots\" content=\"noindex\">\n<title>{PAGE_TITLE}</title>\n\
-         <style>body {{ font-family: system-ui, sans-serif; max-width: 34rem; margin: 2rem auto; padding: 0 1rem; }}</style>\n\
-         </head>\n<body>\n<h1>{PAGE_TITLE}</h1>\n<div id=\"{element_id}\"{outcome_attr}>\n<h2>{}</h2>\n<p>{}</p>\n</div>\n\
-         </body>\n</html>\n",
-        esc(heading),
-        esc(text)
+    let content = format!(
+        "<div id=\"{element_id}\"{outcome_attr}>\n<h2>{}</h2>\n{body}</div>\n",
+        heading.inline()
     );
-    html_response(status, PAGE_CSP, body)
+    html_response(status, PAGE_CSP, page(PAGE_TITLE, &content))
 }
 
 pub(super) fn binary_response(mime: &'static str, bytes: &'static [u8]) -> Response {

@@ -630,8 +630,8 @@ pub(super) async fn submit_handler(
         Err(_) => message_page(
             StatusCode::BAD_REQUEST,
             "error",
-            "无效的请求 (bad request)",
-            "unreadable form",
+            BAD_REQUEST,
+            &Bilingual::new("无法读取表单", "Unreadable form.").paragraphs("", ""),
             None,
         ),
     }

@@ -109,17 +109,25 @@ pub(super) enum PageError {
 }
 
 impl PageError {
-    pub(super) fn message(self) -> &'static str {
+    pub(super) fn message(self) -> Bilingual {
         match self {
-            PageError::TokenGone => MSG_TOKEN_INVALID,
-            PageError::IdentityNotSubmitted => {
-                "该方案为指定用户身份核验, 请先调用 idcard/submit 上报用户身份信息 (identity not submitted)"
+            PageError::TokenGone => {
+                Bilingual::new(MSG_TOKEN_INVALID, "The token is invalid or has expired.")
             }
-            PageError::ReferenceNotUploaded => {
-                "该方案为自建人脸库比对, 请先调用 uploadMatchImage 上传比对图片 (reference image not uploaded)"
+            PageError::IdentityNotSubmitted => Bilingual::new(
+                "该方案为指定用户身份核验, 请先调用 idcard/submit 上报用户身份信息",
+                "This plan verifies a given identity: submit it with idcard/submit first.",
+            ),
+            PageError::ReferenceNotUploaded => Bilingual::new(
+                "该方案为自建人脸库比对, 请先调用 uploadMatchImage 上传比对图片",
+                "This plan compares with an uploaded face: upload it with uploadMatchImage first.",
+            ),
+            PageError::IdentityRequired => {
+                Bilingual::new("请输入姓名和身份证号", "Name and ID number are required.")
             }
-            PageError::IdentityRequired => "请输入姓名和身份证号 (name and ID number are required)",
-            PageError::BadIdentity => "姓名或身份证号格式错误 (invalid name or ID number)",
+            PageError::BadIdentity => {
+                Bilingual::new("姓名或身份证号格式错误", "Invalid name or ID number.")
+            }
         }
     }
 
@@ -197,7 +205,7 @@ impl BaiduSimulator {
         let mut inner = self.lock();
         self.record_attempt(&mut inner, verify_token, outcome, None, true, now)
             .map(|_| ())
-            .map_err(|e| e.message().to_owned())
+            .map_err(|e| e.message().zh.to_owned())
     }
 
     /// When each `result/getall` for `verify_token` arrived (simulator clock, unix ms), oldest first.
@@ -552,8 +560,8 @@ impl BaiduSimulator {
             return message_page(
                 StatusCode::BAD_REQUEST,
                 "error",
-                "无效的请求 (bad request)",
-                "unknown outcome",
+                BAD_REQUEST,
+                &Bilingual::new("未知的认证结果", "Unknown outcome.").paragraphs("", ""),
                 None,
             );
         };
@@ -604,11 +612,11 @@ impl BaiduSimulator {
             None => message_page(
                 StatusCode::OK,
                 "result",
-                "认证结果 (result)",
+                Bilingual::new("认证结果", "Result"),
                 &format!(
-                    "outcome: {} — {}",
-                    outcome.as_str(),
-                    outcome.failure().map_or(MSG_PASSED, |(_, m)| m)
+                    "<p>{}</p>\n<p lang=\"en\" class=\"en\">outcome: {}</p>\n",
+                    esc(outcome.failure().map_or(MSG_PASSED, |(_, m)| m)),
+                    esc(outcome.as_str())
                 ),
                 Some(outcome),
             ),

@@ -621,7 +621,12 @@ async fn full_pass_flow_over_http() {
     ];
     let (status, html) = h.page(&query).await;
     assert_eq!(status, 200);
-    assert!(html.contains("<title>facegate sandbox — Baidu faceprint</title>"));
+    assert!(html.contains(
+        "<title>facegate 沙箱 — 百度H5人脸实名认证 (facegate sandbox — Baidu faceprint)</title>"
+    ));
+    assert!(html.contains("<html lang=\"zh-CN\">"));
+    assert!(html.contains("认证通过 <span lang=\"en\">(pass)</span>"));
+    assert!(html.contains("<p lang=\"en\" class=\"en\">This is a simulated Baidu"));
     assert!(html.contains(r#"<form method="post" action="submit">"#));
     for outcome in PageOutcome::ALL {
         let button = format!(

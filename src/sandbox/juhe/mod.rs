@@ -54,6 +54,8 @@ const MSG_RES3: &str = "身份证号与姓名不匹配";
 const DESC_3003: &str = "人脸库中的照片检测不到人脸";
 const DESC_3004: &str = "用户上传的照片检测不到人脸";
 const DESC_3005: &str = "人脸比对失败";
+/// The desc of the undocumented code 3006 (scenario 907).
+const DESC_OTHER: &str = "其他原因";
 
 const REASON_BAD_FORMAT: &str = "请求格式错误";
 const REASON_DECRYPT: &str = "参数错误:解密失败";
@@ -71,6 +73,19 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("904", "res 2, code 3003 人脸库中的照片检测不到人脸"),
     ("905", "res 1, score 55 (fails the 60 / 1e-3 threshold)"),
     ("906", "res 1, score 65 (passes 60 / 1e-3, fails 70 / 1e-4)"),
+    (
+        "907",
+        "res 2, code 3006 (not in the document; seen in the wild), desc 其他原因",
+    ),
+    ("908", "res 2 without code or desc (seen in the wild)"),
+    (
+        "909",
+        "res \"1\" and error_code \"0\" sent as strings (seen in the wild), score 96",
+    ),
+    (
+        "910",
+        "res 2, code 3005, message echoing the request's realname and idcard (seen in the wild)",
+    ),
     ("911", "error_code 226401 数据源超时"),
     ("912", "error_code 226402 查无记录"),
     ("914", "error_code 226404 对比错误"),
@@ -237,8 +252,8 @@ impl JuheSimulator {
         let image = required(form.image, "image")?;
 
         // The name only has to be present (and, for verifyEncry, decryptable).
-        let (idcard, image) = match endpoint {
-            Endpoint::Verify => (idcard, image),
+        let (idcard, realname, image) = match endpoint {
+            Endpoint::Verify => (idcard, realname, image),
             Endpoint::VerifyEncry => {
                 let decrypt = |v: &str| {
                     self.aes_key
@@ -249,9 +264,9 @@ impl JuheSimulator {
                 let name_plain = decrypt(&realname)?;
                 let image_plain = decrypt(&image)?;
                 let id_plain = required(Some(id_plain), "idcard")?;
-                required(Some(name_plain), "realname")?;
+                let name_plain = required(Some(name_plain), "realname")?;
                 let image_plain = required(Some(image_plain), "image")?;
-                (id_plain, image_plain)
+                (id_plain, name_plain, image_plain)
             }
         };
 
@@ -284,6 +299,20 @@ impl JuheSimulator {
             "904" => VerifyResult::face_failed("3003", DESC_3003),
             "905" => VerifyResult::matched("55"),
             "906" => VerifyResult::matched("65"),
+            "907" => VerifyResult::face_failed("3006", DESC_OTHER),
+            "908" => VerifyResult {
+                code: None,
+                desc: None,
+                ..VerifyResult::face_failed("", "")
+            },
+            "909" => VerifyResult {
+                res: Int::Text("1"),
+                ..VerifyResult::matched("96")
+            },
+            "910" => VerifyResult {
+                message: format!("{MSG_RES2}: {realname} {idcard}"),
+                ..VerifyResult::face_failed("3005", DESC_3005)
+            },
             _ => VerifyResult::matched("96"),
         })
     }
@@ -382,15 +411,23 @@ fn json_response(body: String) -> Response {
         .into_response()
 }
 
+/// An integer field: a JSON number as documented, or a string as some replies send it (scenario 909).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+enum Int {
+    Number(u8),
+    Text(&'static str),
+}
+
 /// `result` of a billed reply. Field order follows the vendor examples.
 #[derive(Debug, Serialize)]
 struct VerifyResult {
-    res: u8,
+    res: Int,
     #[serde(skip_serializing_if = "Option::is_none")]
     score: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'static str>,
-    message: &'static str,
+    message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     desc: Option<&'static str>,
     orderid: String,
@@ -399,10 +436,10 @@ struct VerifyResult {
 impl VerifyResult {
     fn matched(score: &'static str) -> Self {
         VerifyResult {
-            res: 1,
+            res: Int::Number(1),
             score: Some(score),
             code: None,
-            message: MSG_RES1,
+            message: MSG_RES1.to_owned(),
             desc: None,
             orderid: new_orderid(),
         }
@@ -410,10 +447,10 @@ impl VerifyResult {
 
     fn face_failed(code: &'static str, desc: &'static str) -> Self {
         VerifyResult {
-            res: 2,
+            res: Int::Number(2),
             score: None,
             code: Some(code),
-            message: MSG_RES2,
+            message: MSG_RES2.to_owned(),
             desc: Some(desc),
             orderid: new_orderid(),
         }
@@ -421,10 +458,10 @@ impl VerifyResult {
 
     fn mismatch() -> Self {
         VerifyResult {
-            res: 3,
+            res: Int::Number(3),
             score: None,
             code: None,
-            message: MSG_RES3,
+            message: MSG_RES3.to_owned(),
             desc: None,
             orderid: new_orderid(),
         }
@@ -452,7 +489,7 @@ enum Reply {
 struct SuccessEnvelope<'a> {
     reason: &'static str,
     result: &'a VerifyResult,
-    error_code: u32,
+    error_code: Int,
 }
 
 #[derive(Serialize)]
@@ -480,7 +517,11 @@ impl Reply {
             Reply::Success(result) => serde_json::to_string(&SuccessEnvelope {
                 reason: "成功",
                 result,
-                error_code: 0,
+                // A reply that sends res as a string sends error_code as one too (scenario 909).
+                error_code: match result.res {
+                    Int::Number(_) => Int::Number(0),
+                    Int::Text(_) => Int::Text("0"),
+                },
             }),
             Reply::Service(code, reason) => serde_json::to_string(&ServiceEnvelope {
                 reason,

@@ -41,7 +41,8 @@
 //!   `return_verify_time=1`. Pass/face mismatch compare with confidence 85.0/30.0 (`result_faceid` for
 //!   comparison_type 1 with `id_exceptions`, else `result_ref1..3` for the uploaded references); liveness failure is
 //!   `FAILED` with liveness `FAIL` and no verify_result; name mismatch / no such number are `OK` with liveness `PASS`
-//!   and `verify_result.error_message` only; cancel, timeout and WebRTC-unsupported interrupt the flow (no
+//!   and `verify_result.error_message` only; cancel, timeout and WebRTC-unsupported (status WEBRTC_UNSUPPORTED, or
+//!   FAILED with fail_reason WEBRTC_UNSUPPORTED for `webrtc_failed`) interrupt the flow (no
 //!   idcard_info, no verify_result; timeout reports liveness `TIMEOUT`). idcard_info: idcard_mode 1 (front) and 2
 //!   (front + back) carry OCR of the synthetic identity `沙箱用户` / `110101190001010014`; modes 3 and 4 (typed)
 //!   carry name and number only; mode 0 and comparison_type 0 none.
@@ -56,7 +57,7 @@
 //!
 //! Nothing here logs request data (names, ID numbers, images, credentials).
 
-use super::web::{esc, fill_template, html_response, json_response, query_param};
+use super::web::{esc, fill_template, html_response, json_response, query_param, Bilingual};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
@@ -132,7 +133,10 @@ const SANDBOX_ADDRESS: &str = "沙箱省沙箱市沙箱区测试路1号";
 const SANDBOX_ISSUED_BY: &str = "沙箱市公安局沙箱分局";
 const SANDBOX_VALID_DATE: &str = "2020.01.01-2040.01.01";
 
-const PAGE_TITLE: &str = "facegate sandbox — Megvii FaceID Lite";
+const PAGE_TITLE: Bilingual = Bilingual::new(
+    "facegate 沙箱 — 旷视 FaceID Lite",
+    "facegate sandbox — Megvii FaceID Lite",
+);
 const JSON_CONTENT_TYPE: &str = "application/json";
 const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
 const RETURN_PAGE_CSP: &str =
@@ -191,11 +195,14 @@ pub enum PageOutcome {
     Timeout,
     /// The browser lacks WebRTC (status WEBRTC_UNSUPPORTED).
     WebrtcUnsupported,
+    /// The browser lacks WebRTC, reported as status FAILED with `fail_reason` WEBRTC_UNSUPPORTED (the callback
+    /// document's form, sent when get_fail_reason=1; without it FAILED carries no reason).
+    WebrtcFailed,
 }
 
 impl PageOutcome {
     /// Every outcome, in page order.
-    pub const ALL: [PageOutcome; 8] = [
+    pub const ALL: [PageOutcome; 9] = [
         PageOutcome::Pass,
         PageOutcome::FaceMismatch,
         PageOutcome::LivenessFailed,
@@ -204,6 +211,7 @@ impl PageOutcome {
         PageOutcome::Cancel,
         PageOutcome::Timeout,
         PageOutcome::WebrtcUnsupported,
+        PageOutcome::WebrtcFailed,
     ];
 
     /// The form value and button id.
@@ -217,6 +225,7 @@ impl PageOutcome {
             PageOutcome::Cancel => "cancel",
             PageOutcome::Timeout => "timeout",
             PageOutcome::WebrtcUnsupported => "webrtc_unsupported",
+            PageOutcome::WebrtcFailed => "webrtc_failed",
         }
     }
 
@@ -229,7 +238,10 @@ impl PageOutcome {
     fn interrupted(self) -> bool {
         matches!(
             self,
-            PageOutcome::Cancel | PageOutcome::Timeout | PageOutcome::WebrtcUnsupported
+            PageOutcome::Cancel
+                | PageOutcome::Timeout
+                | PageOutcome::WebrtcUnsupported
+                | PageOutcome::WebrtcFailed
         )
     }
 }

@@ -65,8 +65,9 @@ pub(super) fn browser_return(completed: &CompletedFlow) -> Response {
                 .into_response();
         }
         let body = page_shell(&format!(
-            "<div id=\"result\"><p><a id=\"return\" href=\"{}\">继续 (continue)</a></p></div>",
-            esc(&completed.return_url)
+            "<div id=\"result\"><p><a id=\"return\" href=\"{}\">{}</a></p></div>",
+            esc(&completed.return_url),
+            CONTINUE.inline()
         ));
         return html_response(StatusCode::OK, PAGE_CSP, body);
     }
@@ -82,32 +83,32 @@ pub(super) fn browser_return(completed: &CompletedFlow) -> Response {
         })
         .collect();
     let body = page_shell(&format!(
-        "<div id=\"result\">\n<p>正在返回 (returning)…</p>\n\
+        "<div id=\"result\">\n{}\
          <form id=\"return\" method=\"post\" action=\"{}\">\n{hidden}\
-         <noscript><button type=\"submit\">继续 (continue)</button></noscript>\n</form>\n</div>\n\
+         <noscript><button type=\"submit\">{}</button></noscript>\n</form>\n</div>\n\
          <script>document.getElementById('return').submit()</script>",
-        esc(&completed.return_url)
+        Bilingual::new("正在返回…", "Returning…").paragraphs("", ""),
+        esc(&completed.return_url),
+        CONTINUE.inline()
     ));
     html_response(StatusCode::OK, RETURN_PAGE_CSP, body)
 }
 
 pub(super) fn error_page(error: PageError) -> Response {
     let body = page_shell(&format!(
-        "<div id=\"error\">\n<h2>无法进行核身 (cannot verify)</h2>\n<p>{}</p>\n</div>",
-        esc(error.message())
+        "<div id=\"error\">\n<h2>{}</h2>\n{}</div>",
+        Bilingual::new("无法进行核身", "Cannot verify").inline(),
+        error.message().paragraphs("", "")
     ));
     html_response(error.status(), PAGE_CSP, body)
 }
 
+/// The link or button that goes on to return_url.
+const CONTINUE: Bilingual = Bilingual::new("继续", "Continue");
+
 /// A minimal page around `content` (already HTML).
 pub(super) fn page_shell(content: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta name=\"robots\" content=\"noindex\">\n<title>{PAGE_TITLE}</title>\n\
-         <style>body {{ font-family: system-ui, sans-serif; max-width: 34rem; margin: 2rem auto; padding: 0 1rem; }}</style>\n\
-         </head>\n<body>\n<h1>{PAGE_TITLE}</h1>\n{content}\n</body>\n</html>\n"
-    )
+    crate::http::page::page(PAGE_TITLE, &format!("{content}\n"))
 }
 
 // ---------------------------------------------------------------------------------------------------------------

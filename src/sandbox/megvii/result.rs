@@ -22,12 +22,15 @@ pub(super) fn build_result(flow: &Flow, outcome: PageOutcome, now_s: i64) -> Lit
         | PageOutcome::FaceMismatch
         | PageOutcome::IdNameMismatch
         | PageOutcome::NoSuchIdNumber => LiteStatus::Ok,
-        PageOutcome::LivenessFailed => LiteStatus::Failed,
+        PageOutcome::LivenessFailed | PageOutcome::WebrtcFailed => LiteStatus::Failed,
         PageOutcome::Cancel => LiteStatus::Cancelled,
         PageOutcome::Timeout => LiteStatus::Timeout,
         PageOutcome::WebrtcUnsupported => LiteStatus::WebrtcUnsupported,
     };
-    let fail_reason = (outcome == PageOutcome::WebrtcUnsupported && p.get_fail_reason)
+    let fail_reason = (matches!(
+        outcome,
+        PageOutcome::WebrtcUnsupported | PageOutcome::WebrtcFailed
+    ) && p.get_fail_reason)
         .then(|| "WEBRTC_UNSUPPORTED".to_owned());
     let procedure = p
         .procedure_type
@@ -45,7 +48,7 @@ pub(super) fn build_result(flow: &Flow, outcome: PageOutcome, now_s: i64) -> Lit
     .map(|(k, v)| ((*k).to_owned(), *v))
     .collect();
     let liveness_result = match outcome {
-        PageOutcome::Cancel | PageOutcome::WebrtcUnsupported => None,
+        PageOutcome::Cancel | PageOutcome::WebrtcUnsupported | PageOutcome::WebrtcFailed => None,
         PageOutcome::Timeout => Some(LivenessResult {
             result: "TIMEOUT".to_owned(),
             procedure_type: Some(procedure.clone()),

@@ -105,13 +105,13 @@ pub(super) enum PageError {
 }
 
 impl PageError {
-    pub(super) fn message(self) -> &'static str {
+    pub(super) fn message(self) -> Bilingual {
         match self {
-            PageError::UnknownToken => "无效的 token (unknown token)",
-            PageError::Expired => "token 已过期 (the token expired)",
-            PageError::Finished => "该 token 已使用 (the token was already used)",
-            PageError::BadOutcome => "无效的请求 (unknown outcome)",
-            PageError::Internal => "内部错误 (internal error)",
+            PageError::UnknownToken => Bilingual::new("无效的 token", "Unknown token."),
+            PageError::Expired => Bilingual::new("token 已过期", "The token expired."),
+            PageError::Finished => Bilingual::new("该 token 已使用", "The token was already used."),
+            PageError::BadOutcome => Bilingual::new("无效的请求", "Unknown outcome."),
+            PageError::Internal => Bilingual::new("内部错误", "Internal error."),
         }
     }
 
@@ -241,7 +241,7 @@ impl MegviiSimulator {
     ) -> Result<CompletedFlow, String> {
         let (completed, plan) = self
             .finish(token, outcome)
-            .map_err(|e| e.message().to_owned())?;
+            .map_err(|e| e.message().en.to_owned())?;
         self.deliver(plan).await;
         Ok(completed)
     }

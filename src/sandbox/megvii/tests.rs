@@ -796,7 +796,12 @@ async fn page_renders_buttons_and_starts_processing() {
         .await;
     let (status, html) = h.page(&t.token).await;
     assert_eq!(status, 200);
-    assert!(html.contains("<title>facegate sandbox — Megvii FaceID Lite</title>"));
+    assert!(html.contains(
+        "<title>facegate 沙箱 — 旷视 FaceID Lite (facegate sandbox — Megvii FaceID Lite)</title>"
+    ));
+    assert!(html.contains("<html lang=\"zh-CN\">"));
+    assert!(html.contains("核身通过 <span lang=\"en\">(pass)</span>"));
+    assert!(html.contains("<p lang=\"en\" class=\"en\">This is a simulated Megvii"));
     assert!(html.contains(r#"<form method="post" action="do">"#));
     assert!(html.contains(&format!(
         r#"<input type="hidden" name="token" value="{}">"#,
@@ -935,6 +940,7 @@ async fn outcome_data_shapes_kyc_given_identity() {
             PageOutcome::WebrtcUnsupported,
             LiteStatus::WebrtcUnsupported,
         ),
+        (PageOutcome::WebrtcFailed, LiteStatus::Failed),
     ] {
         let (_, _, r) = h.run(&[("idcard_mode", Some("2"))], outcome).await;
         assert_eq!(r.status, status);
@@ -955,6 +961,12 @@ async fn outcome_data_shapes_kyc_given_identity() {
         )
         .await;
     assert_eq!(r.fail_reason.as_deref(), Some("WEBRTC_UNSUPPORTED"));
+    let (_, _, r) = h
+        .run(&[("get_fail_reason", Some("1"))], PageOutcome::WebrtcFailed)
+        .await;
+    assert_eq!(r.status, LiteStatus::Failed);
+    assert_eq!(r.fail_reason.as_deref(), Some("WEBRTC_UNSUPPORTED"));
+    assert!(r.liveness_result.is_none() && r.verify_result.is_none());
     let (_, _, r) = h
         .run(&[("get_fail_reason", Some("1"))], PageOutcome::Cancel)
         .await;

@@ -17,7 +17,7 @@ use crate::domain::far::{threshold_for, JUHE_THRESHOLDS};
 use crate::domain::service::{ImageInput, RequestedOptions};
 use crate::domain::validation::Violation;
 use crate::domain::{
-    now_ms, BillingRecord, FaceImage, FaceMatch, Failure, FailureCode, ImageRole, Inputs,
+    now_ms, BillingRecord, FaceImage, FaceMatch, Failure, FailureCode, Identity, ImageRole, Inputs,
     JuheDetail, Outcome, RequiredInput, ScoreThreshold, Session, Vendor, VendorDetail, VendorError,
     VendorErrorKind, VendorOptions,
 };
@@ -143,6 +143,22 @@ pub fn map_result(
     target_far: f64,
     at_ms: i64,
 ) -> Result<Progress, VendorError> {
+    map_result_for(envelope, encrypted, target_far, at_ms, None)
+}
+
+/// [`map_result`] for a session whose `identity` was sent: vendor text that echoes its name or ID number is
+/// masked before it is kept.
+pub fn map_result_for(
+    envelope: wire::Envelope,
+    encrypted: bool,
+    target_far: f64,
+    at_ms: i64,
+    identity: Option<&Identity>,
+) -> Result<Progress, VendorError> {
+    let clean = |text: &str| match identity {
+        Some(i) => sanitize_vendor_text(&i.mask_in(text)),
+        None => sanitize_vendor_text(text),
+    };
     let result = envelope
         .result
         .ok_or_else(|| protocol("error_code 0 without a result", true))?;
@@ -157,18 +173,10 @@ pub fn map_result(
         code: result
             .code
             .as_ref()
-            .map(|c| c.as_text())
+            .map(|c| clean(&c.as_text()))
             .unwrap_or_default(),
-        desc: result
-            .desc
-            .clone()
-            .map(|d| sanitize_vendor_text(&d))
-            .unwrap_or_default(),
-        message: result
-            .message
-            .clone()
-            .map(|m| sanitize_vendor_text(&m))
-            .unwrap_or_default(),
+        desc: result.desc.as_deref().map(clean).unwrap_or_default(),
+        message: result.message.as_deref().map(clean).unwrap_or_default(),
         order_id: order_id.clone(),
         encrypted,
     };
@@ -239,11 +247,17 @@ pub fn map_result(
                 Ok(fail(FailureCode::ScoreBelowThreshold, "res=1", outcome))
             }
         }
+        // res 2 is the verdict (identity confirmed, faces not matched; billed); `code` only refines it. An
+        // undocumented code or none is still that decided failure, never a reason to call (and pay) again.
         2 => match detail.code.as_str() {
             "3003" => Ok(fail(FailureCode::IdPhotoUnavailable, "3003", outcome)),
             "3004" => Ok(fail(FailureCode::NoFaceFound, "3004", outcome)),
             "3005" => Ok(fail(FailureCode::FaceMismatch, "3005", outcome)),
-            _ => Err(protocol("res=2 with an undocumented code", true)),
+            "" => Ok(fail(FailureCode::FaceMismatch, "res=2", outcome)),
+            other => {
+                tracing::warn!(vendor = "juhe", code = %other, "res=2 with an undocumented code");
+                Ok(fail(FailureCode::FaceMismatch, other, outcome))
+            }
         },
         3 => Ok(fail(FailureCode::IdNameMismatch, "res=3", outcome)),
         _ => Err(protocol("undocumented res value", true)),
@@ -395,14 +409,15 @@ impl VendorAdapter for JuheAdapter {
         if envelope.error_code != 0 {
             return Err(map_error_code(
                 envelope.error_code,
-                envelope.reason.as_deref().unwrap_or(""),
+                &identity.mask_in(envelope.reason.as_deref().unwrap_or("")),
             ));
         }
-        map_result(
+        map_result_for(
             envelope,
             encrypted,
             session.target_false_accept_rate,
             started,
+            Some(identity),
         )
     }
 }
@@ -476,7 +491,6 @@ mod tests {
     fn unknown_values_are_errors_not_success() {
         for j in [
             r#"{"result":{"res":4,"orderid":"JH"},"error_code":0}"#,
-            r#"{"result":{"res":2,"code":"3999","orderid":"JH"},"error_code":0}"#,
             r#"{"result":{"res":1,"score":"abc"},"error_code":0}"#,
             r#"{"result":{"res":1,"score":"101"},"error_code":0}"#,
             r#"{"result":{"res":1},"error_code":0}"#,
@@ -486,6 +500,85 @@ mod tests {
             assert_eq!(e.kind, VendorErrorKind::ProtocolError);
             assert!(e.possibly_billed, "error_code 0 is billed");
         }
+    }
+
+    #[test]
+    fn res_2_is_a_decided_failure_whatever_its_code() {
+        for (j, code, message) in [
+            (
+                r#"{"reason":"成功","result":{"res":2,"code":"3999","desc":"其他原因","message":"m","orderid":"JH"},"error_code":0}"#,
+                "3999",
+                "其他原因",
+            ),
+            (
+                r#"{"reason":"成功","result":{"res":2,"code":3006,"orderid":"JH"},"error_code":0}"#,
+                "3006",
+                "",
+            ),
+            (
+                r#"{"reason":"成功","result":{"res":2,"message":"身份证核查成功，但人脸比对失败","orderid":"JH"},"error_code":0}"#,
+                "res=2",
+                "身份证核查成功，但人脸比对失败",
+            ),
+            (
+                r#"{"reason":"成功","result":{"res":"2","code":"","orderid":"JH"},"error_code":"0"}"#,
+                "res=2",
+                "",
+            ),
+        ] {
+            let Progress::Final {
+                verified,
+                failure,
+                outcome,
+            } = map_result(env(j), false, 1e-3, 1).unwrap()
+            else {
+                panic!("expected a final outcome for {j}")
+            };
+            assert!(!verified);
+            let f = failure.unwrap();
+            assert_eq!(f.code, FailureCode::FaceMismatch, "{j}");
+            assert_eq!(f.vendor_code, code, "{j}");
+            assert_eq!(f.vendor_message, message, "{j}");
+            assert!(outcome.billing[0].billed, "res 2 is billed");
+        }
+    }
+
+    #[test]
+    fn string_res_and_error_code_decide_like_numbers() {
+        let j = r#"{"reason":"成功","result":{"res":"1","score":"96","orderid":"JH1"},"error_code":"0"}"#;
+        let Progress::Final { verified, .. } = map_result(env(j), false, 1e-3, 1).unwrap() else {
+            panic!("expected a final outcome")
+        };
+        assert!(verified);
+        let j = r#"{"reason":"成功","result":{"res":"3","orderid":"JH1"},"error_code":"0"}"#;
+        let Progress::Final { failure, .. } = map_result(env(j), false, 1e-3, 1).unwrap() else {
+            panic!("expected a final outcome")
+        };
+        assert_eq!(failure.unwrap().code, FailureCode::IdNameMismatch);
+        assert!(wire::parse(br#"{"result":{"res":"1 "},"error_code":"0"}"#).is_err());
+    }
+
+    #[test]
+    fn vendor_text_echoing_the_identity_is_masked() {
+        let identity = Identity {
+            name: "张三".into(),
+            id_number: "11010519491231002X".into(),
+            id_type: crate::domain::validation::IdType::MainlandResidentIdCard,
+        };
+        let j = r#"{"reason":"成功","result":{"res":2,"code":"3005","desc":"张三的照片比对失败","message":"张三 11010519491231002x","orderid":"JH"},"error_code":0}"#;
+        let Progress::Final {
+            failure, outcome, ..
+        } = map_result_for(env(j), false, 1e-3, 1, Some(&identity)).unwrap()
+        else {
+            panic!("expected a final outcome")
+        };
+        let f = failure.unwrap();
+        assert_eq!(f.vendor_message, "张*的照片比对失败");
+        let Some(VendorDetail::Juhe(d)) = outcome.vendor_detail else {
+            panic!("expected Juhe detail")
+        };
+        assert_eq!(d.message, "张* 110***********002X");
+        assert!(!format!("{d:?}{f:?}").contains("张三"));
     }
 
     #[test]

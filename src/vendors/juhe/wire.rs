@@ -3,6 +3,9 @@
 //! Envelope: `{"reason": "...", "result": {...} | null, "error_code": N}` (legacy `resultcode` may appear).
 //! `result`: `res` 1|2|3, `score` (string, res = 1), `code` (string 3003|3004|3005, res = 2), `desc`, `message`,
 //! `orderid`.
+//!
+//! Seen in the wild: `res` and `error_code` sent as strings ("1", "0") although the document says int; both
+//! forms are accepted, strictly (a JSON integer, or a string of decimal digits only).
 
 use serde::Deserialize;
 
@@ -18,6 +21,7 @@ pub struct Envelope {
     #[serde(default)]
     pub result: Option<VerifyResult>,
     /// 0 on success (billed once), else a service (2264xx) or system (100xx) code.
+    #[serde(deserialize_with = "integer")]
     pub error_code: i64,
     /// Legacy system code ("101" ...), present on some system errors.
     #[serde(default)]
@@ -28,6 +32,7 @@ pub struct Envelope {
 #[derive(Debug, Deserialize)]
 pub struct VerifyResult {
     /// 1 match, 2 identity ok but face comparison failed, 3 name/ID mismatch.
+    #[serde(deserialize_with = "integer")]
     pub res: i64,
     /// Score 0-100 (res = 1).
     #[serde(default)]
@@ -44,6 +49,26 @@ pub struct VerifyResult {
     /// Description of `code`.
     #[serde(default)]
     pub desc: Option<String>,
+}
+
+/// An integer sent as a JSON integer or as a string of ASCII decimal digits ("0", "226401"); anything else
+/// (signs, spaces, decimals, exponents, empty) is not the documented value.
+fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    use serde::de::Error;
+    match StringOrNumber::deserialize(d)? {
+        StringOrNumber::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| D::Error::custom("expected an integer")),
+        StringOrNumber::Text(s)
+            if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            s.parse()
+                .map_err(|_| D::Error::custom("expected an integer"))
+        }
+        StringOrNumber::Text(_) => Err(D::Error::custom(
+            "expected an integer or a string of decimal digits",
+        )),
+    }
 }
 
 /// Parses a reply body strictly: valid UTF-8 JSON object, nothing after it.
@@ -68,6 +93,29 @@ mod tests {
         let e = parse(err.as_bytes()).unwrap();
         assert_eq!(e.error_code, 10001);
         assert!(e.result.is_none());
+    }
+
+    #[test]
+    fn res_and_error_code_may_be_digit_strings() {
+        let e = parse(br#"{"reason":"ok","result":{"res":"1","score":"96"},"error_code":"0"}"#)
+            .unwrap();
+        assert_eq!((e.error_code, e.result.unwrap().res), (0, 1));
+        let e = parse(br#"{"reason":"x","result":null,"error_code":"226401"}"#).unwrap();
+        assert_eq!(e.error_code, 226401);
+        for bad in [
+            r#"{"result":{"res":"+1"},"error_code":0}"#,
+            r#"{"result":{"res":" 1"},"error_code":0}"#,
+            r#"{"result":{"res":"1.0"},"error_code":0}"#,
+            r#"{"result":{"res":1.5},"error_code":0}"#,
+            r#"{"result":{"res":"１"},"error_code":0}"#,
+            r#"{"result":{"res":""},"error_code":0}"#,
+            r#"{"result":{"res":true},"error_code":0}"#,
+            r#"{"result":null,"error_code":"-1"}"#,
+            r#"{"result":null,"error_code":"0x0"}"#,
+            r#"{"result":null,"error_code":"99999999999999999999"}"#,
+        ] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

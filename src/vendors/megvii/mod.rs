@@ -26,10 +26,10 @@ use crate::domain::far::threshold_for;
 use crate::domain::service::{ImageInput, RequestedOptions};
 use crate::domain::validation::{IdType, Violation};
 use crate::domain::{
-    now_ms, BillingRecord, FaceImage, FaceMatch, Failure, FailureCode, IdentityDocument, ImageRole,
-    Inputs, Liveness, MegviiComparison, MegviiComparisonScore, MegviiDetail, MegviiGenuineness,
-    MegviiSettings, Outcome, RequiredInput, ScoreThreshold, Session, Vendor, VendorDetail,
-    VendorError, VendorErrorKind, VendorOptions,
+    mask_personal_text, now_ms, BillingRecord, FaceImage, FaceMatch, Failure, FailureCode,
+    IdentityDocument, ImageRole, Inputs, Liveness, MegviiComparison, MegviiComparisonScore,
+    MegviiDetail, MegviiGenuineness, MegviiSettings, Outcome, RequiredInput, ScoreThreshold,
+    Session, Vendor, VendorDetail, VendorError, VendorErrorKind, VendorOptions,
 };
 use crate::vendors::http::{protocol_error, send, unbilled};
 use crate::vendors::{
@@ -230,9 +230,32 @@ impl MegviiAdapter {
             Ok(s) => s.clone(),
             Err(_) => MegviiSettings::default(),
         };
-        let mut detail = detail_of(r, from_callback);
-        detail.biz_id = r.biz_info.biz_id.clone();
         let identity = identity_of(r);
+        // Vendor text that echoes the session's own name or ID number (given by the caller or read off the card)
+        // is masked before it is kept.
+        let (mut names, mut numbers) = (Vec::new(), Vec::new());
+        if let Some(i) = &session.inputs.identity {
+            names.push(i.name.clone());
+            numbers.push(i.id_number.clone());
+        }
+        if let Some(i) = &identity {
+            names.push(i.name.clone());
+            numbers.push(i.id_number.clone());
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let numbers: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        // After get_token the session keeps only the masked form of what it sent; that masks the name too.
+        let masked = session.identity_masked.clone();
+        let clean = |text: &str| {
+            let text = mask_personal_text(text, &names, &numbers);
+            let text = match &masked {
+                Some(m) => m.mask_in(&text),
+                None => text,
+            };
+            sanitize_vendor_text(&text)
+        };
+        let mut detail = detail_of(r, from_callback, &clean);
+        detail.biz_id = r.biz_info.biz_id.clone();
         let now = now_ms();
         let ran = matches!(r.status, LiteStatus::Ok | LiteStatus::Failed);
         let mut outcome = Outcome {
@@ -347,13 +370,17 @@ impl MegviiAdapter {
         }
         outcome.vendor_detail = Some(VendorDetail::Megvii(Box::new(detail)));
         if !liveness_passed || r.status == LiteStatus::Failed {
-            let code = if r.liveness_result.is_some() && !liveness_passed {
+            let vendor_code = clean(r.fail_reason.as_deref().unwrap_or(&status));
+            // With get_fail_reason=1 a flow the browser could not run ends FAILED with fail_reason
+            // WEBRTC_UNSUPPORTED (megvii-faceid-lite-callbacks.txt): the user's browser, not the vendor.
+            let code = if vendor_code.trim() == "WEBRTC_UNSUPPORTED" {
+                FailureCode::BrowserUnsupported
+            } else if r.liveness_result.is_some() && !liveness_passed {
                 FailureCode::LivenessFailed
             } else {
                 FailureCode::VendorError
             };
-            let vendor_code = sanitize_vendor_text(r.fail_reason.as_deref().unwrap_or(&status));
-            return fail(code, &vendor_code, outcome);
+            return fail(code, vendor_code.trim(), outcome);
         }
         if !verify_error.is_empty() {
             let code = match verify_error.split(':').next().unwrap_or("").trim() {
@@ -362,7 +389,7 @@ impl MegviiAdapter {
                 "IMAGE_ERROR_UNSUPPORTED_FORMAT" => FailureCode::IdPhotoUnavailable,
                 _ => FailureCode::VendorError,
             };
-            return fail(code, &sanitize_vendor_text(&verify_error), outcome);
+            return fail(code, &clean(&verify_error), outcome);
         }
         match &outcome.face_match {
             Some(fm) if fm.passed => PollOutcome::Final {
@@ -706,17 +733,13 @@ fn genuineness_max(list: &[MegviiGenuineness]) -> f64 {
     list.iter().map(|g| g.confidence).fold(0.0, f64::max)
 }
 
-fn detail_of(r: &LiteResult, from_callback: bool) -> MegviiDetail {
+fn detail_of(r: &LiteResult, from_callback: bool, clean: &dyn Fn(&str) -> String) -> MegviiDetail {
     let mut d = MegviiDetail {
         biz_id: r.biz_info.biz_id.clone(),
         biz_no: r.biz_info.biz_no.clone(),
         biz_extra_data: r.biz_info.biz_extra_data.clone().unwrap_or_default(),
         status: r.status.as_str().into(),
-        fail_reason: r
-            .fail_reason
-            .clone()
-            .map(|f| sanitize_vendor_text(&f))
-            .unwrap_or_default(),
+        fail_reason: r.fail_reason.as_deref().map(clean).unwrap_or_default(),
         multifaces_tag: r
             .multifaces_tag
             .as_ref()
@@ -726,11 +749,7 @@ fn detail_of(r: &LiteResult, from_callback: bool) -> MegviiDetail {
         ..Default::default()
     };
     if let Some(v) = &r.verify_result {
-        d.verify_error_message = v
-            .error_message
-            .clone()
-            .map(|m| sanitize_vendor_text(&m))
-            .unwrap_or_default();
+        d.verify_error_message = v.error_message.as_deref().map(clean).unwrap_or_default();
         d.verify_time_ms = v.verify_time.map(|t| t.saturating_mul(1000));
         for (source, c) in [
             ("faceid", &v.result_faceid),
@@ -775,7 +794,10 @@ fn detail_of(r: &LiteResult, from_callback: bool) -> MegviiDetail {
     for w in r.will_result.iter().flatten() {
         d.will_results.push((
             w.result.clone(),
-            w.will_error_message.clone().unwrap_or_default(),
+            w.will_error_message
+                .as_deref()
+                .map(clean)
+                .unwrap_or_default(),
         ));
     }
     if let Some(i) = &r.idcard_info {
