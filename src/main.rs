@@ -105,6 +105,16 @@ fn main() -> ExitCode {
         eprintln!("configuration is valid");
         return ExitCode::SUCCESS;
     }
+    // An OTEL_* variable facegate cannot honour refuses the start (naming it) rather than export nothing quietly.
+    let telemetry =
+        match facegate::telemetry::TelemetryConfig::from_env(config.log.format, &config.log.filter)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("facegate: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,10 +127,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         // Inside the runtime: the span exporter runs on it.
-        let telemetry = facegate::telemetry::init(&facegate::telemetry::TelemetryConfig::from_env(
-            config.log.format,
-            &config.log.filter,
-        ));
+        let telemetry = facegate::telemetry::init(&telemetry);
         let result = match cli.command {
             Command::Serve {
                 sandbox,
