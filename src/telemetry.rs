@@ -91,7 +91,10 @@ pub fn otlp_from_env() -> Result<Option<OtlpExport>, TelemetryError> {
     otlp_from(|name| std::env::var(name).ok())
 }
 
-fn otlp_from(var: impl Fn(&str) -> Option<String>) -> Result<Option<OtlpExport>, TelemetryError> {
+/// Like [`otlp_from_env`] over the variables `var` looks up (tests).
+pub fn otlp_from(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<OtlpExport>, TelemetryError> {
     let set = |name: &'static str| {
         var(name)
             .map(|v| (name, v.trim().to_owned()))
@@ -264,10 +267,7 @@ where
     // Without export the OpenTelemetry layer still runs, over a provider with no exporter: every span gets its
     // trace and span ids, which the log lines carry.
     let exporting = config.otlp.is_some();
-    let provider = match &config.otlp {
-        Some(export) => provider(Some(exporter(export)?)),
-        None => provider(None),
-    };
+    let provider = tracer_provider(config.otlp.as_ref())?;
     let log = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .fmt_fields(TextFields)
@@ -312,6 +312,15 @@ fn export_timeout(var: impl Fn(&str) -> Option<String>) -> Duration {
     .find_map(|name| var(name).and_then(|v| v.trim().parse::<u64>().ok()))
     .map(Duration::from_millis)
     .unwrap_or(DEFAULT_EXPORT_TIMEOUT)
+}
+
+/// The tracer provider [`init`] installs: exporting to `export` in batches, or (`None`) exporting nothing. Building
+/// a gRPC exporter needs a Tokio runtime.
+pub fn tracer_provider(export: Option<&OtlpExport>) -> Result<SdkTracerProvider, TelemetryError> {
+    Ok(match export {
+        Some(export) => provider(Some(exporter(export)?)),
+        None => provider(None),
+    })
 }
 
 fn exporter(export: &OtlpExport) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
