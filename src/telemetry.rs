@@ -192,6 +192,16 @@ pub enum TelemetryError {
     AlreadyInstalled,
 }
 
+impl TelemetryError {
+    /// The `OTEL_*` variable a [`TelemetryError::Variable`] names.
+    pub fn variable(&self) -> Option<&'static str> {
+        match self {
+            Self::Variable { variable, .. } => Some(variable),
+            _ => None,
+        }
+    }
+}
+
 /// The installed telemetry. Call [`Telemetry::shutdown`] on the way out so buffered spans are exported.
 #[must_use = "shut it down at exit so the last spans are exported"]
 pub struct Telemetry {
