@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/facegate/v1/verification_service.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
+    git_commit();
     let fds = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("facegate_descriptor.bin"), fds.encode_to_vec())?;
@@ -51,4 +52,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&client_dir)
         .compile_fds(fds)?;
     Ok(())
+}
+
+/// The commit `facegate_build_info` names: `FACEGATE_GIT_COMMIT` when the build sets it (an image built without the
+/// .git directory), else `git rev-parse HEAD`, else `unknown`. Never fails the build.
+fn git_commit() {
+    println!("cargo:rerun-if-env-changed=FACEGATE_GIT_COMMIT");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    let is_commit =
+        |s: &String| (7..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let commit = std::env::var("FACEGATE_GIT_COMMIT")
+        .ok()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(is_commit)
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]).filter(is_commit))
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=FACEGATE_GIT_COMMIT={commit}");
+    // Build again when HEAD moves: HEAD itself, the branch it points at, and packed refs (only files that exist,
+    // since a missing one would make every build run this again).
+    let mut watched = vec![git(&["rev-parse", "--git-path", "HEAD"])];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(git(&["rev-parse", "--git-path", &branch]));
+    }
+    watched.push(git(&["rev-parse", "--git-path", "packed-refs"]));
+    for path in watched.into_iter().flatten() {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }

@@ -831,6 +831,251 @@ pub enum ConfigError {
     /// The merged values do not form a valid configuration.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// Settings that do not parse or cannot work, each naming its key and where it was set.
+    #[error("invalid configuration: {}", issues_text(.0))]
+    Issues(Vec<ConfigIssue>),
+}
+
+fn issues_text(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One problem with one setting: its key (`grpc.listen`; empty when it concerns no single key), where its value
+/// came from (`config file /etc/facegate.toml`, `environment variable FACEGATE__GRPC__LISTEN`, `default`) and what is
+/// wrong. Never a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigIssue {
+    /// The setting.
+    pub key: String,
+    /// Where its value came from.
+    pub source: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() || self.message.starts_with(&self.key) {
+            write!(f, "{} ({})", self.message, self.source)
+        } else {
+            write!(f, "{} ({}): {}", self.key, self.source, self.message)
+        }
+    }
+}
+
+impl ConfigError {
+    /// The problems as issues with key and source (for `check-config --format json`).
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        let issue = |key: &str, source: String| ConfigIssue {
+            key: key.to_owned(),
+            source,
+            message: self.to_string(),
+        };
+        match self {
+            Self::Issues(issues) => issues.clone(),
+            Self::Read { path, .. } | Self::Parse { path, .. } => {
+                vec![issue("", format!("config file {}", path.display()))]
+            }
+            Self::Env { name, .. } => vec![issue(
+                &env_path(name).join("."),
+                format!("environment variable {name}"),
+            )],
+            Self::SandboxKey { origin, key } => vec![issue(key, origin.clone())],
+            Self::Invalid(_) => vec![issue("", "configuration".into())],
+        }
+    }
+}
+
+/// Settings holding secrets that may also be read from a file: `<key>_file = "/path"` in the TOML, or
+/// `FACEGATE__<SECTION>__<KEY>_FILE=/path`. (Caller keys have `auth.callers[].api_key_file`, data keys
+/// `store.encryption_keys_file`, each with its own format.)
+pub const SECRET_FILE_KEYS: [&str; 7] = [
+    "store.database_url",
+    "juhe.key",
+    "juhe.openid",
+    "baidu.api_key",
+    "baidu.secret_key",
+    "megvii.api_key",
+    "megvii.api_secret",
+];
+
+/// Largest secret file read, in bytes.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// Where each setting's value came from: dotted key (list elements by index, `auth.callers.0.id`) -> source.
+/// Settings not in it have their default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigSources(BTreeMap<String, String>);
+
+impl ConfigSources {
+    /// Where `key` (or, for a table or list, the settings under it; for a part of a value, the value) came from.
+    pub fn of(&self, key: &str) -> String {
+        if key.is_empty() {
+            return "configuration".into();
+        }
+        if let Some(s) = self.0.get(key) {
+            return s.clone();
+        }
+        let below = format!("{key}.");
+        if let Some((_, s)) = self.0.iter().find(|(k, _)| k.starts_with(&below)) {
+            return s.clone();
+        }
+        let mut parent = key;
+        while let Some((up, _)) = parent.rsplit_once('.') {
+            if let Some(s) = self.0.get(up) {
+                return s.clone();
+            }
+            parent = up;
+        }
+        "default".into()
+    }
+
+    fn record_tree(&mut self, prefix: &str, value: &toml::Value, source: &str) {
+        match value {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    self.record_tree(&join_key(prefix, k), v, source);
+                }
+            }
+            toml::Value::Array(items)
+                if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+            {
+                for (i, v) in items.iter().enumerate() {
+                    self.record_tree(&join_key(prefix, &i.to_string()), v, source);
+                }
+            }
+            _ => {
+                self.0.insert(prefix.to_owned(), source.to_owned());
+            }
+        }
+    }
+
+    /// An issue about the setting a message names first (`grpc.listen must ...`).
+    fn issue(&self, message: String) -> ConfigIssue {
+        let key = leading_key(&message);
+        ConfigIssue {
+            source: self.of(&key),
+            key,
+            message,
+        }
+    }
+
+    /// Issues for problem messages that each start with the key they are about.
+    pub fn issues(&self, messages: &[String]) -> Vec<ConfigIssue> {
+        messages.iter().map(|m| self.issue(m.clone())).collect()
+    }
+}
+
+fn join_key(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The dotted key a problem message starts with (`baidu.plans.kyc.plan_id is required` -> `baidu.plans.kyc.plan_id`),
+/// or empty.
+fn leading_key(message: &str) -> String {
+    let first = message
+        .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
+        .next()
+        .unwrap_or_default();
+    let key = first.split('[').next().unwrap_or_default();
+    let section = key.split('.').next().unwrap_or_default();
+    let known = toml::Value::try_from(Config::default())
+        .ok()
+        .and_then(|v| v.as_table().map(|t| t.contains_key(section)))
+        .unwrap_or(false);
+    if known && key.contains('.') {
+        key.to_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// Reads the secret files named by `<key>_file` settings into their keys (see [`SECRET_FILE_KEYS`]) and removes the
+/// `_file` settings. A secret set both directly and by file is an error naming both.
+fn apply_secret_files(
+    value: &mut toml::Value,
+    sources: &mut ConfigSources,
+    issues: &mut Vec<ConfigIssue>,
+) {
+    use std::io::Read;
+    for key in SECRET_FILE_KEYS {
+        let Some((section, name)) = key.split_once('.') else {
+            continue;
+        };
+        let file_key = format!("{key}_file");
+        let Some(table) = value.get_mut(section).and_then(toml::Value::as_table_mut) else {
+            continue;
+        };
+        let Some(path) = table.remove(&format!("{name}_file")) else {
+            continue;
+        };
+        let file_source = sources.of(&file_key);
+        sources.0.remove(&file_key);
+        let Some(path) = path.as_str().map(str::to_owned) else {
+            issues.push(ConfigIssue {
+                key: file_key,
+                source: file_source,
+                message: "must be a file path (a string)".into(),
+            });
+            continue;
+        };
+        if path.is_empty() {
+            continue;
+        }
+        let direct = table
+            .get(name)
+            .and_then(toml::Value::as_str)
+            .is_some_and(|v| !v.is_empty());
+        if direct {
+            issues.push(ConfigIssue {
+                key: key.to_owned(),
+                source: format!("{} and {file_source}", sources.of(key)),
+                message: format!(
+                    "{key} ({}) and {file_key} ({file_source}) are both set: set one of them",
+                    sources.of(key)
+                ),
+            });
+            continue;
+        }
+        let mut raw = Vec::new();
+        let read = std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_SECRET_FILE_BYTES + 1).read_to_end(&mut raw));
+        let text = match read {
+            Err(e) => Err(format!("cannot read {path}: {e}")),
+            Ok(n) if n as u64 > MAX_SECRET_FILE_BYTES => Err(format!(
+                "{path} is larger than {MAX_SECRET_FILE_BYTES} bytes"
+            )),
+            Ok(_) => String::from_utf8(raw).map_err(|_| format!("{path} is not UTF-8 text")),
+        };
+        match text {
+            Ok(mut secret) => {
+                // One trailing newline (as `echo` and editors write it) is not part of the secret.
+                if secret.ends_with("\r\n") {
+                    secret.truncate(secret.len() - 2);
+                } else if secret.ends_with('\n') {
+                    secret.truncate(secret.len() - 1);
+                }
+                table.insert(name.to_owned(), toml::Value::String(secret));
+                sources.0.insert(
+                    key.to_owned(),
+                    format!("file {path} (named by {file_source})"),
+                );
+            }
+            Err(message) => issues.push(ConfigIssue {
+                key: file_key,
+                source: file_source,
+                message,
+            }),
+        }
+    }
 }
 
 /// Findings of a check over the configuration: errors refuse the start, warnings are logged.
@@ -859,6 +1104,15 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        Self::load_with_sources(file, env).map(|(config, _)| config)
+    }
+
+    /// Like [`Config::load_from`], also saying where each setting came from.
+    pub fn load_with_sources(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, ConfigSources), ConfigError> {
+        let mut sources = ConfigSources::default();
         let mut value = toml::Value::try_from(Config::default())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(path) = file {
@@ -881,6 +1135,7 @@ impl Config {
                     key,
                 });
             }
+            sources.record_tree("", &file_value, &format!("config file {}", path.display()));
             merge(&mut value, file_value);
         }
         let mut vars: Vec<(String, String)> = env
@@ -901,16 +1156,52 @@ impl Config {
         }
         for (name, raw) in vars {
             apply_env(&mut value, &name, &raw)?;
+            sources.0.insert(
+                env_path(&name).join("."),
+                format!("environment variable {name}"),
+            );
         }
-        let config: Config = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
-        config.validate()?;
-        Ok(config)
+        let mut issues = Vec::new();
+        apply_secret_files(&mut value, &mut sources, &mut issues);
+        if !issues.is_empty() {
+            return Err(ConfigError::Issues(issues));
+        }
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            // A secret's value never appears in a message, even when it is of the wrong type.
+            let secret = SECRET_FILE_KEYS.contains(&key.as_str())
+                || key.starts_with("store.encryption_keys");
+            let message = if secret {
+                "cannot be read (a secret: its value is not shown)".to_owned()
+            } else {
+                e.into_inner().message().to_owned()
+            };
+            ConfigError::Issues(vec![ConfigIssue {
+                source: sources.of(&key),
+                key,
+                message,
+            }])
+        })?;
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(ConfigError::Issues(sources.issues(&problems)));
+        }
+        Ok((config, sources))
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems.join("; ")))
+        }
+    }
+
+    /// What [`Config::validate`] finds, each message starting with the key it is about.
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.grpc.max_message_bytes < 11 * 1024 * 1024 {
             problems.push(
@@ -1055,11 +1346,7 @@ impl Config {
         if let Err(auth) = self.auth.credentials() {
             problems.extend(auth);
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems.join("; ")))
-        }
+        problems
     }
 
     /// What the wire settings of this configuration need: `errors` stop `serve` and `check-config` (each names its
@@ -1577,6 +1864,156 @@ mod tests {
         assert!(
             Config::load_from(None, env(&[("FACEGATE__HTTP__ADMIN_LISTEN", "nowhere")])).is_err()
         );
+    }
+
+    #[test]
+    fn secrets_come_from_files_named_in_the_environment_or_the_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("juhe-key");
+        std::fs::write(&key, "from-file\n").unwrap();
+        let url = dir.path().join("db-url");
+        std::fs::write(&url, "postgres://u:pw@db/x\r\n").unwrap();
+        let secret = dir.path().join("secret");
+        // Only one trailing newline is dropped.
+        std::fs::write(&secret, "s3cret\n\n").unwrap();
+        let toml = dir.path().join("c.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "[megvii]\napi_secret_file = {:?}\n",
+                secret.display().to_string()
+            ),
+        )
+        .unwrap();
+        let (c, sources) = Config::load_with_sources(
+            Some(&toml),
+            env(&[
+                ("FACEGATE__JUHE__KEY_FILE", key.to_str().unwrap()),
+                ("FACEGATE__STORE__DATABASE_URL_FILE", url.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.juhe.key.expose(), "from-file");
+        assert_eq!(c.store.database_url.expose(), "postgres://u:pw@db/x");
+        assert_eq!(c.megvii.api_secret.expose(), "s3cret\n");
+        assert_eq!(
+            sources.of("juhe.key"),
+            format!(
+                "file {} (named by environment variable FACEGATE__JUHE__KEY_FILE)",
+                key.display()
+            )
+        );
+        assert!(sources.of("megvii.api_secret").contains("config file"));
+        assert!(!c.to_masked_toml().contains("from-file"));
+        assert!(
+            !c.to_masked_toml().contains("_file = \"/"),
+            "the _file keys are consumed"
+        );
+        // Every secret has its _FILE variant.
+        for k in SECRET_FILE_KEYS {
+            let var = format!(
+                "FACEGATE__{}_FILE",
+                k.replace('.', "__").to_ascii_uppercase()
+            );
+            let url_like = if k == "store.database_url" {
+                &url
+            } else {
+                &key
+            };
+            let c = Config::load_from(None, env(&[(&var, url_like.to_str().unwrap())])).unwrap();
+            let value = toml::Value::try_from(&c).unwrap();
+            let (section, name) = k.split_once('.').unwrap();
+            assert_eq!(value[section][name].as_str(), Some("***"), "{var}");
+        }
+    }
+
+    #[test]
+    fn a_secret_set_twice_or_unreadable_is_an_error_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, "from-file").unwrap();
+        let toml = dir.path().join("c.toml");
+        std::fs::write(&toml, "[baidu]\napi_key = \"inline-secret\"\n").unwrap();
+        let e = Config::load_from(
+            Some(&toml),
+            env(&[("FACEGATE__BAIDU__API_KEY_FILE", key.to_str().unwrap())]),
+        )
+        .unwrap_err();
+        let issues = e.issues();
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].key, "baidu.api_key");
+        let text = e.to_string();
+        assert!(text.contains("baidu.api_key (config file"), "{text}");
+        assert!(
+            text.contains(
+                "baidu.api_key_file (environment variable FACEGATE__BAIDU__API_KEY_FILE)"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("inline-secret") && !text.contains("from-file"),
+            "{text}"
+        );
+        let e = Config::load_from(
+            None,
+            env(&[("FACEGATE__MEGVII__API_KEY_FILE", "/nonexistent/k")]),
+        )
+        .unwrap_err();
+        let issues = e.issues();
+        assert_eq!(issues[0].key, "megvii.api_key_file");
+        assert_eq!(
+            issues[0].source,
+            "environment variable FACEGATE__MEGVII__API_KEY_FILE"
+        );
+        assert!(issues[0].message.contains("/nonexistent/k"), "{issues:?}");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_where_it_was_set() {
+        let e = Config::load_from(None, env(&[("FACEGATE__GRPC__LISTEN", "not-an-address")]))
+            .unwrap_err();
+        let issues = e.issues();
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].key, "grpc.listen");
+        assert_eq!(
+            issues[0].source,
+            "environment variable FACEGATE__GRPC__LISTEN"
+        );
+        assert!(e
+            .to_string()
+            .contains("grpc.listen (environment variable FACEGATE__GRPC__LISTEN)"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[http]\nlisten = \"0.0.0.0:99999\"\n").unwrap();
+        let issues = Config::load_from(Some(&p), env(&[])).unwrap_err().issues();
+        assert_eq!(issues[0].key, "http.listen");
+        assert_eq!(issues[0].source, format!("config file {}", p.display()));
+
+        // A value that parses but cannot work: the key its message names, and where it came from.
+        let issues = Config::load_from(None, env(&[("FACEGATE__JUHE__BASE_URL", "ftp://x")]))
+            .unwrap_err()
+            .issues();
+        assert_eq!(issues[0].key, "juhe.base_url");
+        assert_eq!(
+            issues[0].source,
+            "environment variable FACEGATE__JUHE__BASE_URL"
+        );
+        let issues = Config::load_from(None, env(&[("FACEGATE__GRPC__MAX_MESSAGE_BYTES", "1000")]))
+            .unwrap_err()
+            .issues();
+        assert_eq!(issues[0].key, "grpc.max_message_bytes");
+        // A default that stops working because of another setting says so.
+        std::fs::write(&p, "[baidu]\ndefault_plan = \"nope\"\n").unwrap();
+        let issues = Config::load_from(Some(&p), env(&[])).unwrap_err().issues();
+        assert_eq!(issues[0].key, "baidu.default_plan");
+        assert_eq!(issues[0].source, format!("config file {}", p.display()));
+
+        // A secret of the wrong type: named, its value not shown.
+        std::fs::write(&p, "[juhe]\nkey = 123456789\n").unwrap();
+        let e = Config::load_from(Some(&p), env(&[])).unwrap_err();
+        assert_eq!(e.issues()[0].key, "juhe.key");
+        assert!(!e.to_string().contains("123456789"), "{e}");
     }
 
     #[test]

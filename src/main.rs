@@ -47,7 +47,13 @@ enum Command {
         listen: SocketAddr,
     },
     /// Validate the configuration and print the effective values, secrets masked.
-    CheckConfig,
+    CheckConfig {
+        /// `text`: the effective configuration (secrets masked) on stdout, findings on stderr. `json`: one object on
+        /// stdout, `{"ok": bool, "errors": [..], "warnings": [..]}`, each finding with `key`, `source` and `message`
+        /// (never a secret's value).
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        format: String,
+    },
     /// Re-seal, online, every stored record not sealed with the first key of store.encryption_keys (run after
     /// every replica has restarted with the new key first), printing how many it re-sealed.
     RotateKeys,
@@ -74,6 +80,9 @@ fn main() -> ExitCode {
         eprintln!("facegate: {}", facegate::mode::SANDBOX_NOT_BUILT);
         return ExitCode::from(2);
     }
+    if let Command::CheckConfig { format } = &cli.command {
+        return check_config(cli.config.as_deref(), format == "json");
+    }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -88,23 +97,16 @@ fn main() -> ExitCode {
             LogFormat::Text
         };
     }
-    if let Command::CheckConfig = cli.command {
-        print!("{}", config.to_masked_toml());
-        // check-config judges a production start (sandbox mode is only ever chosen by `serve --sandbox`).
-        let problems = config.start_problems(false);
-        for w in config.warnings().iter().chain(&problems.warnings) {
-            eprintln!("warning: {w}");
-        }
-        if !problems.errors.is_empty() {
-            for e in &problems.errors {
-                eprintln!("error: {e}");
+    // An OTEL_* variable facegate cannot honour refuses the start (naming it) rather than export nothing quietly.
+    let telemetry =
+        match facegate::telemetry::TelemetryConfig::from_env(config.log.format, &config.log.filter)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("facegate: {e}");
+                return ExitCode::from(2);
             }
-            eprintln!("facegate: the configuration is refused for production");
-            return ExitCode::from(2);
-        }
-        eprintln!("configuration is valid");
-        return ExitCode::SUCCESS;
-    }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,17 +119,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         // Inside the runtime: the span exporter runs on it.
-        let telemetry = facegate::telemetry::init(&facegate::telemetry::TelemetryConfig::from_env(
-            config.log.format,
-            &config.log.filter,
-        ));
+        let telemetry = facegate::telemetry::init(&telemetry);
         let result = match cli.command {
             Command::Serve {
                 sandbox,
                 sandbox_public,
             } => serve(config, sandbox, sandbox_public).await,
             Command::Sandbox { listen } => simulators(listen).await,
-            Command::CheckConfig => Ok(()),
+            Command::CheckConfig { .. } => Ok(()),
             Command::RotateKeys => rotate_keys(&config).await,
         };
         if let Err(e) = &result {
@@ -143,6 +142,69 @@ fn main() -> ExitCode {
             eprintln!("facegate: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check-config`: loads and judges the configuration for a production start (sandbox mode is only ever chosen by
+/// `serve --sandbox`), and the `OTEL_*` variables the start would read.
+fn check_config(file: Option<&std::path::Path>, json: bool) -> ExitCode {
+    use facegate::config::ConfigIssue;
+    let report = |errors: &[ConfigIssue], warnings: &[ConfigIssue]| {
+        let out = serde_json::json!({
+            "ok": errors.is_empty(),
+            "errors": errors,
+            "warnings": warnings,
+        });
+        println!("{out}");
+    };
+    let (config, sources) = match Config::load_with_sources(file, std::env::vars()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            if json {
+                report(&e.issues(), &[]);
+            } else {
+                eprintln!("facegate: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let problems = config.start_problems(false);
+    let mut errors = sources.issues(&problems.errors);
+    if let Err(e) =
+        facegate::telemetry::TelemetryConfig::from_env(config.log.format, &config.log.filter)
+    {
+        let variable = e.variable().unwrap_or_default();
+        errors.push(ConfigIssue {
+            key: variable.to_owned(),
+            source: format!("environment variable {variable}"),
+            message: e.to_string(),
+        });
+    }
+    let warnings: Vec<String> = config
+        .warnings()
+        .into_iter()
+        .chain(problems.warnings)
+        .collect();
+    if json {
+        report(&errors, &sources.issues(&warnings));
+    } else {
+        print!("{}", config.to_masked_toml());
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        if errors.is_empty() {
+            eprintln!("configuration is valid");
+        } else {
+            eprintln!("facegate: the configuration is refused for production");
+        }
+    }
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 

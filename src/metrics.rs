@@ -25,6 +25,30 @@ pub const BUCKETS: [f64; 15] = [
 ];
 
 const VENDORS: [&str; 3] = ["baidu", "megvii", "juhe"];
+/// `facegate_callbacks_total`'s `source` values.
+const CALLBACK_SOURCES: [&str; 2] = ["notify", "return_relay"];
+
+/// Where a vendor callback arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackSource {
+    /// The vendor's server POST to notify_url.
+    Notify,
+    /// The browser's POST of the signed result form to the return URL (relayed on to the caller's page).
+    ReturnRelay,
+}
+
+impl CallbackSource {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Notify => CALLBACK_SOURCES[0],
+            Self::ReturnRelay => CALLBACK_SOURCES[1],
+        }
+    }
+}
+
+/// The git commit facegate was built from (build.rs: `git rev-parse`, or `FACEGATE_GIT_COMMIT` at build time),
+/// `unknown` when neither was available.
+pub const GIT_COMMIT: &str = env!("FACEGATE_GIT_COMMIT");
 /// What a status poll's request found (`facegate_status_polls_total`'s `result`).
 const POLL_RESULTS: [&str; 4] = ["pending", "final", "throttled", "error"];
 
@@ -137,7 +161,7 @@ pub struct Metrics {
     unmasked_reads: Counters<3>,
     status_polls: Counters<2>,
     status_poll_queue_depth: AtomicU64,
-    callbacks: Counters<2>,
+    callbacks: Counters<3>,
     streams_open: AtomicI64,
 }
 
@@ -181,7 +205,14 @@ impl Metrics {
                     .collect::<Vec<_>>(),
             ),
             status_poll_queue_depth: AtomicU64::new(0),
-            callbacks: Counters::new(&[["megvii", "verified"], ["megvii", "rejected"]]),
+            callbacks: Counters::new(
+                &CALLBACK_SOURCES
+                    .iter()
+                    .flat_map(|source| {
+                        ["verified", "rejected"].map(|result| ["megvii", *source, result])
+                    })
+                    .collect::<Vec<_>>(),
+            ),
             streams_open: AtomicI64::new(0),
         }
     }
@@ -245,10 +276,12 @@ impl Metrics {
         self.status_poll_queue_depth.store(depth, Ordering::Relaxed);
     }
 
-    /// A vendor callback, accepted (`verified`) or rejected.
-    pub fn callback(&self, vendor: &'static str, verified: bool) {
+    /// A vendor callback, accepted (`verified`) or rejected, by where it arrived: `notify` (the vendor's server
+    /// call to notify_url) or `return_relay` (the signed form the browser POSTs to the return URL). Each arrival is
+    /// counted once, so one Megvii flow whose notify and browser return both arrive shows once under each source.
+    pub fn callback(&self, vendor: &'static str, source: CallbackSource, verified: bool) {
         let result = if verified { "verified" } else { "rejected" };
-        self.callbacks.add([vendor, result], 1);
+        self.callbacks.add([vendor, source.label(), result], 1);
     }
 
     /// A status stream opened; it counts as open until the returned guard drops.
@@ -275,6 +308,12 @@ impl Metrics {
         counter(&mut out, &CALLBACKS, &self.callbacks.snapshot());
         counter(&mut out, &AUTH_FAILURES, &self.auth_failures.snapshot());
         counter(&mut out, &UNMASKED_READS, &self.unmasked_reads.snapshot());
+        gauge(
+            &mut out,
+            &BUILD_INFO,
+            &[([env!("CARGO_PKG_VERSION"), GIT_COMMIT], 1)],
+        );
+        process::render(&mut out);
         out
     }
 }
@@ -391,10 +430,16 @@ const STATUS_POLL_QUEUE_DEPTH: Family<0> = Family {
            twice a second).",
     keys: [],
 };
-const CALLBACKS: Family<2> = Family {
+const CALLBACKS: Family<3> = Family {
     name: "facegate_callbacks_total",
-    help: "Vendor callbacks received, by vendor and result (verified or rejected).",
-    keys: ["vendor", "result"],
+    help: "Vendor callbacks received, each arrival once, by vendor, source (notify: the vendor's server call; \
+           return_relay: the signed form the browser posts to the return URL) and result (verified or rejected).",
+    keys: ["vendor", "source", "result"],
+};
+const BUILD_INFO: Family<2> = Family {
+    name: "facegate_build_info",
+    help: "Always 1; the labels say which build runs: version and git commit (unknown when built without git).",
+    keys: ["version", "git_commit"],
 };
 
 const QUOTA_LIMIT: Family<2> = Family {
@@ -491,9 +536,213 @@ fn histogram<const N: usize>(out: &mut String, f: &Family<N>, series: &[([&str; 
     }
 }
 
+/// The process metrics of the Prometheus client libraries' process collector (same names and meaning), read from
+/// `/proc/self` at scrape time. Elsewhere than Linux, and for any file that cannot be read, they are left out.
+mod process {
+    use std::fmt::Write as _;
+
+    /// Clock ticks per second of `/proc/<pid>/stat` times: USER_HZ, which the kernel fixes at 100 for its user ABI.
+    const TICKS_PER_SECOND: f64 = 100.0;
+
+    pub(super) fn render(out: &mut String) {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        let stat = stat.as_deref().and_then(Stat::parse);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let boot_time = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| boot_time(&s));
+        if let Some(stat) = &stat {
+            one(
+                out,
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                stat.cpu_ticks as f64 / TICKS_PER_SECOND,
+            );
+        }
+        if let Some(kb) = status_kb(&status, "VmRSS:") {
+            one(
+                out,
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                (kb * 1024) as f64,
+            );
+        }
+        if let Some(kb) = status_kb(&status, "VmSize:") {
+            one(
+                out,
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                (kb * 1024) as f64,
+            );
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            // The directory handle itself is one of the entries listed.
+            let open = dir.count().saturating_sub(1);
+            one(
+                out,
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                open as f64,
+            );
+        }
+        if let Some(max) = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|l| max_open_files(&l))
+        {
+            one(
+                out,
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                max as f64,
+            );
+        }
+        if let (Some(stat), Some(boot)) = (&stat, boot_time) {
+            one(
+                out,
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                boot as f64 + stat.start_ticks as f64 / TICKS_PER_SECOND,
+            );
+        }
+    }
+
+    fn one(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+
+    /// What `/proc/<pid>/stat` says: CPU time (user + system) and start time after boot, in clock ticks.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) struct Stat {
+        pub(super) cpu_ticks: u64,
+        pub(super) start_ticks: u64,
+    }
+
+    impl Stat {
+        /// Fields after the command name (which is in parentheses and may hold spaces or parentheses itself):
+        /// utime is field 14, stime 15, starttime 22 (proc(5)).
+        pub(super) fn parse(text: &str) -> Option<Self> {
+            let (_, rest) = text.rsplit_once(')')?;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // fields[0] is field 3 (state).
+            let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+            Some(Self {
+                cpu_ticks: field(14)?.checked_add(field(15)?)?,
+                start_ticks: field(22)?,
+            })
+        }
+    }
+
+    /// A `Name:   N kB` line of `/proc/<pid>/status`.
+    pub(super) fn status_kb(status: &str, name: &str) -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let mut words = line[name.len()..].split_whitespace();
+        let n = words.next()?.parse().ok()?;
+        (words.next() == Some("kB")).then_some(n)
+    }
+
+    /// The soft limit of `Max open files` in `/proc/<pid>/limits` (`unlimited`: none reported).
+    pub(super) fn max_open_files(limits: &str) -> Option<u64> {
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line["Max open files".len()..]
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// `btime` of `/proc/stat`: boot time in seconds since the epoch.
+    pub(super) fn boot_time(stat: &str) -> Option<u64> {
+        stat.lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_files_are_read_as_proc5_describes_them() {
+        let stat = "4242 (face gate) (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 123456 \
+                    1000000 500 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(
+            process::Stat::parse(stat),
+            Some(process::Stat {
+                cpu_ticks: 325,
+                start_ticks: 123456
+            })
+        );
+        assert_eq!(process::Stat::parse("4242 (x"), None);
+        assert_eq!(process::Stat::parse("4242 (x) S 1 2"), None);
+        let status = "Name:\tfacegate\nVmSize:\t  123456 kB\nVmRSS:\t   20480 kB\n";
+        assert_eq!(process::status_kb(status, "VmRSS:"), Some(20480));
+        assert_eq!(process::status_kb(status, "VmSize:"), Some(123456));
+        assert_eq!(process::status_kb(status, "VmSwap:"), None);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(process::max_open_files(limits), Some(1024));
+        assert_eq!(
+            process::max_open_files("Max open files  unlimited unlimited files\n"),
+            None
+        );
+        assert_eq!(
+            process::boot_time("cpu  1 2 3\nbtime 1764640000\nprocesses 9\n"),
+            Some(1764640000)
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn build_info_and_process_metrics_are_rendered() {
+        let text = Metrics::new().render(&[]);
+        let l = lines(&text);
+        assert!(l.contains(&"# TYPE facegate_build_info gauge"));
+        assert!(l.contains(
+            &format!(
+                "facegate_build_info{{version=\"{}\",git_commit=\"{GIT_COMMIT}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )
+            .as_str()
+        ));
+        assert!(
+            GIT_COMMIT == "unknown"
+                || (GIT_COMMIT.len() >= 7 && GIT_COMMIT.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{GIT_COMMIT}"
+        );
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+        };
+        assert!(l.contains(&"# TYPE process_cpu_seconds_total counter"));
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_resident_memory_bytes") > 1024.0 * 1024.0);
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_open_fds") <= value("process_max_fds"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = value("process_start_time_seconds");
+        assert!(
+            start <= now + 1.0 && start > now - 86_400.0,
+            "{start} vs {now}"
+        );
+    }
 
     fn lines(text: &str) -> Vec<&str> {
         text.lines().collect()
@@ -509,7 +758,8 @@ mod tests {
         m.billed("juhe", "shop", 1);
         m.auth_failure("UNAUTHENTICATED");
         m.unmasked_read("shop", "orders", "personal_data");
-        m.callback("megvii", false);
+        m.callback("megvii", CallbackSource::Notify, false);
+        m.callback("megvii", CallbackSource::ReturnRelay, true);
         let guard = m.stream_opened();
         let text = m.render(&[("VERIFIED", 2), ("FAILED", 0)]);
         let l = lines(&text);
@@ -526,8 +776,18 @@ mod tests {
         assert!(l.contains(
             &"facegate_unmasked_reads_total{tenant=\"shop\",caller=\"orders\",kind=\"personal_data\"} 1"
         ));
-        assert!(l.contains(&"facegate_callbacks_total{vendor=\"megvii\",result=\"rejected\"} 1"));
-        assert!(l.contains(&"facegate_callbacks_total{vendor=\"megvii\",result=\"verified\"} 0"));
+        assert!(l.contains(
+            &"facegate_callbacks_total{vendor=\"megvii\",source=\"notify\",result=\"rejected\"} 1"
+        ));
+        assert!(l.contains(
+            &"facegate_callbacks_total{vendor=\"megvii\",source=\"notify\",result=\"verified\"} 0"
+        ));
+        assert!(l.contains(
+            &"facegate_callbacks_total{vendor=\"megvii\",source=\"return_relay\",result=\"verified\"} 1"
+        ));
+        assert!(l.contains(
+            &"facegate_callbacks_total{vendor=\"megvii\",source=\"return_relay\",result=\"rejected\"} 0"
+        ));
         assert!(l.contains(&"facegate_sessions{state=\"VERIFIED\"} 2"));
         assert!(l.contains(&"facegate_status_streams_open 1"));
         drop(guard);

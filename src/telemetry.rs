@@ -1,16 +1,17 @@
 //! Logging and tracing setup. Log lines carry ids and outcomes, never names, ID numbers, images or secrets.
 //!
 //! Logs are human-readable text by default and one JSON object per line with `--log-format json`; in JSON every
-//! line carries the fields of the spans it was emitted in (so `request_id` and `trace_id` of the RPC it belongs to,
-//! see [`crate::grpc::observe`]). Spans are exported with OTLP over gRPC when the standard variables name an
-//! endpoint ([`otlp_endpoint_from_env`]); otherwise nothing is exported. Service name, resource attributes,
+//! line carries the fields of the spans it was emitted in (so `call_id` and `trace_id` of the RPC it belongs to,
+//! see [`crate::grpc::observe`]), and `span_id`, the OpenTelemetry id of the innermost span. Spans are exported with
+//! OTLP over gRPC or HTTP (protobuf) when the standard variables name an endpoint ([`otlp_from_env`]); otherwise
+//! nothing is exported. Service name, resource attributes,
 //! sampler, timeouts, headers and batching follow the other standard `OTEL_*` variables.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing::{Level, Subscriber};
@@ -38,45 +39,146 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// Tracing filter of the log (`RUST_LOG` overrides it).
     pub log_filter: String,
-    /// OTLP/gRPC endpoint spans are exported to (for example `http://127.0.0.1:4317`); `None`: no export.
-    pub otlp_endpoint: Option<String>,
+    /// Where and how spans are exported; `None`: no export.
+    pub otlp: Option<OtlpExport>,
 }
 
 impl TelemetryConfig {
-    /// The given log settings, and the OTLP endpoint from the standard environment variables.
-    pub fn from_env(log_format: LogFormat, log_filter: &str) -> Self {
-        Self {
+    /// The given log settings, and the OTLP export the standard environment variables ask for (see
+    /// [`otlp_from_env`]). An unsupported protocol or an endpoint that is not an http(s) URL is an error naming the
+    /// variable.
+    pub fn from_env(log_format: LogFormat, log_filter: &str) -> Result<Self, TelemetryError> {
+        Ok(Self {
             log_format,
             log_filter: log_filter.to_owned(),
-            otlp_endpoint: otlp_endpoint_from_env(),
-        }
+            otlp: otlp_from_env()?,
+        })
     }
 }
 
-/// The traces endpoint the standard variables ask for: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`; none (export off) when neither is set, or when `OTEL_SDK_DISABLED=true` or
-/// `OTEL_TRACES_EXPORTER=none`.
-pub fn otlp_endpoint_from_env() -> Option<String> {
-    endpoint_from(|name| std::env::var(name).ok())
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (`grpc`), usually port 4317.
+    Grpc,
+    /// OTLP/HTTP with binary protobuf bodies (`http/protobuf`), usually port 4318, path `/v1/traces`.
+    HttpProtobuf,
 }
 
-fn endpoint_from(var: impl Fn(&str) -> Option<String>) -> Option<String> {
-    let set = |name: &str| {
+/// Where spans go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpExport {
+    /// The transport.
+    pub protocol: OtlpProtocol,
+    /// The URL spans are sent to, used as is: `http://collector:4317` for gRPC, `http://collector:4318/v1/traces`
+    /// for OTLP/HTTP. `https://` verifies the collector's certificate against the system roots, or against the CA
+    /// of `ca_file`.
+    pub endpoint: String,
+    /// PEM CA certificates the collector's certificate must chain to (`OTEL_EXPORTER_OTLP_CERTIFICATE`).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The export the standard variables ask for, as the OpenTelemetry specification defines them
+/// (specification/protocol/exporter.md):
+/// - protocol: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or `http/protobuf`
+///   (`http/json` is refused). Unset means `grpc`, what facegate exported with before it read the variable (the
+///   specification allows an SDK to keep such a default).
+/// - endpoint: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as is; else `OTEL_EXPORTER_OTLP_ENDPOINT` is the base
+///   URL: as is for gRPC, with `v1/traces` appended to its path for OTLP/HTTP. Neither set: no export.
+/// - `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, else `OTEL_EXPORTER_OTLP_CERTIFICATE`: a CA file for `https://`.
+/// - `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`: no export.
+pub fn otlp_from_env() -> Result<Option<OtlpExport>, TelemetryError> {
+    otlp_from(|name| std::env::var(name).ok())
+}
+
+/// Like [`otlp_from_env`] over the variables `var` looks up (tests).
+pub fn otlp_from(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<OtlpExport>, TelemetryError> {
+    let set = |name: &'static str| {
         var(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+            .map(|v| (name, v.trim().to_owned()))
+            .filter(|(_, v)| !v.is_empty())
     };
-    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
+    if set("OTEL_SDK_DISABLED").is_some_and(|(_, v)| v.eq_ignore_ascii_case("true"))
+        || set("OTEL_TRACES_EXPORTER").is_some_and(|(_, v)| v.eq_ignore_ascii_case("none"))
     {
-        return None;
+        return Ok(None);
     }
-    set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    let protocol = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"))
+    {
+        None => OtlpProtocol::Grpc,
+        Some((_, v)) if v == "grpc" => OtlpProtocol::Grpc,
+        Some((_, v)) if v == "http/protobuf" => OtlpProtocol::HttpProtobuf,
+        Some((variable, value)) => {
+            let reason = if value == "http/json" {
+                "OTLP/HTTP with JSON bodies is not supported; use http/protobuf or grpc"
+            } else {
+                "expected grpc or http/protobuf"
+            };
+            return Err(TelemetryError::Variable {
+                variable,
+                value,
+                reason: reason.into(),
+            });
+        }
+    };
+    let (variable, endpoint) = match set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        Some(signal) => signal,
+        None => match set("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            None => return Ok(None),
+            Some((variable, base)) => match protocol {
+                OtlpProtocol::Grpc => (variable, base),
+                OtlpProtocol::HttpProtobuf => (variable, traces_url(&base)),
+            },
+        },
+    };
+    let lower = endpoint.to_ascii_lowercase();
+    let authority = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    if !authority.is_some_and(|a| !a.is_empty() && !a.starts_with('/')) {
+        return Err(TelemetryError::Variable {
+            variable,
+            value: endpoint,
+            reason: "expected an http:// or https:// URL".into(),
+        });
+    }
+    let ca_file = set("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")
+        .or_else(|| set("OTEL_EXPORTER_OTLP_CERTIFICATE"))
+        .map(|(_, path)| std::path::PathBuf::from(path));
+    Ok(Some(OtlpExport {
+        protocol,
+        endpoint,
+        ca_file,
+    }))
+}
+
+/// The OTLP/HTTP traces URL of a base endpoint: `v1/traces` appended to its path (after a `/` when it has none).
+fn traces_url(base: &str) -> String {
+    // Query and fragment are not part of the base (the specification lets exporters ignore them).
+    let base = base.split(['?', '#']).next().unwrap_or_default();
+    if base.ends_with('/') {
+        format!("{base}v1/traces")
+    } else {
+        format!("{base}/v1/traces")
+    }
 }
 
 /// Setup failures.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
+    /// A standard `OTEL_*` variable has a value facegate cannot use.
+    #[error("{variable}={value:?}: {reason}")]
+    Variable {
+        /// The variable.
+        variable: &'static str,
+        /// Its value (endpoints and protocols: no secrets).
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// The OTLP exporter could not be built (for example an endpoint without `http://`).
     #[error("cannot export traces to {endpoint}: {reason}")]
     Exporter {
@@ -90,21 +192,39 @@ pub enum TelemetryError {
     AlreadyInstalled,
 }
 
+impl TelemetryError {
+    /// The `OTEL_*` variable a [`TelemetryError::Variable`] names.
+    pub fn variable(&self) -> Option<&'static str> {
+        match self {
+            Self::Variable { variable, .. } => Some(variable),
+            _ => None,
+        }
+    }
+}
+
 /// The installed telemetry. Call [`Telemetry::shutdown`] on the way out so buffered spans are exported.
 #[must_use = "shut it down at exit so the last spans are exported"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    exporting: bool,
 }
 
 impl Telemetry {
+    fn none() -> Self {
+        Self {
+            provider: None,
+            exporting: false,
+        }
+    }
+
     /// Whether spans are exported.
     pub fn exporting(&self) -> bool {
-        self.provider.is_some()
+        self.exporting
     }
 
     /// Exports the spans still buffered and stops the exporter (waiting at most a few seconds).
     pub async fn shutdown(self) {
-        let Some(provider) = self.provider else {
+        let Some(provider) = self.provider.filter(|_| self.exporting) else {
             return;
         };
         // The SDK's shutdown blocks while the export runs on this runtime: keep it off the runtime's threads.
@@ -125,14 +245,13 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
     let ansi = std::io::stderr().is_terminal();
     match install(config, std::io::stderr, ansi) {
         Ok(t) => t,
-        Err(TelemetryError::AlreadyInstalled) => Telemetry { provider: None },
+        Err(TelemetryError::AlreadyInstalled) => Telemetry::none(),
         Err(e) => {
             let logs_only = TelemetryConfig {
-                otlp_endpoint: None,
+                otlp: None,
                 ..config.clone()
             };
-            let t =
-                install(&logs_only, std::io::stderr, ansi).unwrap_or(Telemetry { provider: None });
+            let t = install(&logs_only, std::io::stderr, ansi).unwrap_or(Telemetry::none());
             tracing::warn!(error = %e, "traces are not exported");
             t
         }
@@ -155,10 +274,10 @@ where
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let provider = match &config.otlp_endpoint {
-        Some(endpoint) => Some(provider(endpoint)?),
-        None => None,
-    };
+    // Without export the OpenTelemetry layer still runs, over a provider with no exporter: every span gets its
+    // trace and span ids, which the log lines carry.
+    let exporting = config.otlp.is_some();
+    let provider = tracer_provider(config.otlp.as_ref())?;
     let log = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .fmt_fields(TextFields)
@@ -175,32 +294,107 @@ where
     };
     // Only facegate's own spans are exported (not those of the HTTP and gRPC libraries, nor the exporter's own
     // calls), whatever the log filter says.
-    let traces = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("facegate"))
-            .with_filter(Targets::new().with_target("facegate", Level::INFO))
-    });
+    let traces = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("facegate"))
+        .with_filter(Targets::new().with_target("facegate", Level::INFO));
     tracing_subscriber::registry()
-        .with(log)
         .with(traces)
+        .with(OtelIds::default())
+        .with(log)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider: Some(provider),
+        exporting,
+    })
 }
 
-fn provider(endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
+/// Default export timeout (the specification's `OTEL_EXPORTER_OTLP_TIMEOUT` default).
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else 10 s.
+fn export_timeout(var: impl Fn(&str) -> Option<String>) -> Duration {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .into_iter()
+    .find_map(|name| var(name).and_then(|v| v.trim().parse::<u64>().ok()))
+    .map(Duration::from_millis)
+    .unwrap_or(DEFAULT_EXPORT_TIMEOUT)
+}
+
+/// The tracer provider [`init`] installs: exporting to `export` in batches, or (`None`) exporting nothing. Building
+/// a gRPC exporter needs a Tokio runtime.
+pub fn tracer_provider(export: Option<&OtlpExport>) -> Result<SdkTracerProvider, TelemetryError> {
+    Ok(match export {
+        Some(export) => provider(Some(exporter(export)?)),
+        None => provider(None),
+    })
+}
+
+fn exporter(export: &OtlpExport) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
     let failed = |reason: String| TelemetryError::Exporter {
-        endpoint: endpoint.to_owned(),
+        endpoint: export.endpoint.clone(),
         reason,
     };
-    // The exporter's channel starts a task on the runtime it is built in.
-    tokio::runtime::Handle::try_current()
-        .map_err(|_| failed("no Tokio runtime to run the exporter on".into()))?;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| failed(e.to_string()))?;
+    let https = export.endpoint.to_ascii_lowercase().starts_with("https://");
+    let ca = match &export.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            failed(format!(
+                "cannot read the CA file {} (OTEL_EXPORTER_OTLP_CERTIFICATE): {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    match export.protocol {
+        OtlpProtocol::Grpc => {
+            // The exporter's channel starts a task on the runtime it is built in.
+            tokio::runtime::Handle::try_current()
+                .map_err(|_| failed("no Tokio runtime to run the exporter on".into()))?;
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(&export.endpoint);
+            if https {
+                let tls = tonic::transport::ClientTlsConfig::new();
+                let tls = match ca {
+                    Some(pem) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                    None => tls.with_native_roots(),
+                };
+                builder = builder.with_tls_config(tls);
+            }
+            builder.build().map_err(|e| failed(e.to_string()))
+        }
+        OtlpProtocol::HttpProtobuf => {
+            // reqwest is built without a crypto provider of its own; the process uses ring.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let mut builder = reqwest::blocking::Client::builder()
+                .timeout(export_timeout(|name| std::env::var(name).ok()))
+                .redirect(reqwest::redirect::Policy::none());
+            if let Some(pem) = ca {
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| failed(format!("the CA file holds no PEM certificate: {e}")))?;
+                builder = builder.tls_certs_only(certs);
+            }
+            // The batch exporter sends from a thread of its own (the SDK blocks on the export there), so the
+            // client is the blocking one; it is built off the async runtime, which it must not block.
+            let client = std::thread::spawn(move || builder.build())
+                .join()
+                .map_err(|_| failed("building the HTTP client failed".into()))?
+                .map_err(|e| failed(e.to_string()))?;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(&export.endpoint)
+                .with_http_client(client)
+                .build()
+                .map_err(|e| failed(e.to_string()))
+        }
+    }
+}
+
+fn provider(exporter: Option<opentelemetry_otlp::SpanExporter>) -> SdkTracerProvider {
     let named = |var: &str, needle: &str| {
         std::env::var(var)
             .ok()
@@ -213,10 +407,64 @@ fn provider(endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
     if !named("OTEL_SERVICE_NAME", "") && !named("OTEL_RESOURCE_ATTRIBUTES", "service.name=") {
         resource = resource.with_service_name(DEFAULT_SERVICE_NAME);
     }
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(resource.build())
-        .build())
+    let builder = SdkTracerProvider::builder().with_resource(resource.build());
+    match exporter {
+        Some(exporter) => builder.with_batch_exporter(exporter),
+        None => builder,
+    }
+    .build()
+}
+
+/// The OpenTelemetry trace and span id (hex) of a span, once an event was logged in it; `None`: a span the
+/// OpenTelemetry layer does not follow (another crate's).
+struct SpanIds(Option<(String, String)>);
+
+/// Caches [`SpanIds`] in each span an event is logged in (the innermost one the OpenTelemetry layer follows, and
+/// those inside it), for [`FlatJson`]. Sits between the OpenTelemetry layer and the log layer: it runs after the
+/// first (which knows the ids) and before the second (which prints them). It reads the ids at the first event, not
+/// when the span is made, so the caller's trace context set right after creation still becomes the span's parent.
+#[derive(Default)]
+struct OtelIds {
+    dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
+}
+
+impl<S> Layer<S> for OtelIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        use opentelemetry::trace::TraceContextExt as _;
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        let Some(dispatch) = self.dispatch.get().and_then(|d| d.upgrade()) else {
+            return;
+        };
+        for span in scope {
+            if let Some(SpanIds(known)) = span.extensions().get::<SpanIds>() {
+                if known.is_some() {
+                    return;
+                }
+                continue;
+            }
+            let ids =
+                tracing_opentelemetry::get_otel_context(&span.id(), &dispatch).and_then(|cx| {
+                    let otel = cx.span();
+                    let sc = otel.span_context();
+                    sc.is_valid()
+                        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+                });
+            let found = ids.is_some();
+            span.extensions_mut().insert(SpanIds(ids));
+            if found {
+                return;
+            }
+        }
+    }
 }
 
 /// Span field names that steer the OpenTelemetry layer (`otel.name`, `otel.kind`) and mean nothing in a log line.
@@ -284,6 +532,12 @@ where
         line.insert("timestamp".into(), timestamp.into());
         line.insert("level".into(), event.metadata().level().as_str().into());
         line.insert("target".into(), event.metadata().target().into());
+        // The OpenTelemetry ids of the innermost span that has them (cached there by [`OtelIds`]).
+        let ids = ctx.event_scope().and_then(|scope| {
+            scope
+                .into_iter()
+                .find_map(|span| span.extensions().get::<SpanIds>().and_then(|i| i.0.clone()))
+        });
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let extensions = span.extensions();
@@ -296,6 +550,12 @@ where
                     line.extend(map.into_iter().filter(|(k, _)| !is_otel_directive(k)));
                 }
             }
+        }
+        if let Some((trace_id, span_id)) = ids {
+            // An RPC's span names its trace id already (the caller's when it sent one); spans outside an RPC (a
+            // poller's vendor call) get theirs here.
+            line.entry("trace_id").or_insert(trace_id.into());
+            line.insert("span_id".into(), span_id.into());
         }
         let mut visitor = JsonVisitor(&mut line);
         event.record(&mut visitor);
@@ -362,7 +622,7 @@ mod tests {
             otel.name = "facegate.v1.VerificationService/StartSession",
             otel.kind = "server",
             rpc.method = "StartSession",
-            request_id = "req-1",
+            call_id = "req-1",
             trace_id = tracing::field::Empty,
         );
         rpc.record("trace_id", "0af7651916cd43dd8448eb211c80319c");
@@ -386,7 +646,7 @@ mod tests {
                 .finish()
         });
         assert!(
-            text.contains("rpc{rpc.method=\"StartSession\" request_id=\"req-1\" trace_id=\"0af7651916cd43dd8448eb211c80319c\"}:vendor_call{facegate.vendor=\"juhe\"}"),
+            text.contains("rpc{rpc.method=\"StartSession\" call_id=\"req-1\" trace_id=\"0af7651916cd43dd8448eb211c80319c\"}:vendor_call{facegate.vendor=\"juhe\"}"),
             "{text}"
         );
         assert!(
@@ -408,7 +668,7 @@ mod tests {
         let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(line["message"], "vendor reply");
         assert_eq!(line["level"], "INFO");
-        assert_eq!(line["request_id"], "req-1");
+        assert_eq!(line["call_id"], "req-1");
         assert_eq!(line["trace_id"], "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(line["rpc.method"], "StartSession");
         assert_eq!(line["facegate.vendor"], "juhe");
@@ -419,35 +679,187 @@ mod tests {
     }
 
     #[test]
-    fn the_endpoint_comes_from_the_standard_variables() {
-        assert_eq!(endpoint_from(env(&[])), None, "off without an endpoint");
+    fn the_export_comes_from_the_standard_variables() {
+        let grpc = |endpoint: &str| {
+            Some(OtlpExport {
+                protocol: OtlpProtocol::Grpc,
+                endpoint: endpoint.into(),
+                ca_file: None,
+            })
+        };
+        let http = |endpoint: &str| {
+            Some(OtlpExport {
+                protocol: OtlpProtocol::HttpProtobuf,
+                endpoint: endpoint.into(),
+                ca_file: None,
+            })
+        };
         assert_eq!(
-            endpoint_from(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")])),
-            Some("http://c:4317".into())
+            otlp_from(env(&[])).unwrap(),
+            None,
+            "off without an endpoint"
         );
         assert_eq!(
-            endpoint_from(env(&[
+            otlp_from(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")])).unwrap(),
+            grpc("http://c:4317"),
+            "gRPC when no protocol is named"
+        );
+        assert_eq!(
+            otlp_from(env(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4317"),
-            ])),
-            Some("http://t:4317".into()),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://t:4317"),
+            ]))
+            .unwrap(),
+            grpc("https://t:4317"),
             "the per-signal variable wins"
         );
         assert_eq!(
-            endpoint_from(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "  ")])),
+            otlp_from(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "  ")])).unwrap(),
             None
         );
+        // OTLP/HTTP: the base URL gets the signal path; the per-signal URL is used as is.
+        for (base, url) in [
+            ("http://c:4318", "http://c:4318/v1/traces"),
+            ("http://c:4318/", "http://c:4318/v1/traces"),
+            ("https://c/otlp", "https://c/otlp/v1/traces"),
+        ] {
+            assert_eq!(
+                otlp_from(env(&[
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", base),
+                ]))
+                .unwrap(),
+                http(url)
+            );
+        }
+        assert_eq!(
+            otlp_from(env(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/custom"),
+            ]))
+            .unwrap(),
+            http("http://c:4318/custom"),
+            "the per-signal protocol wins; the per-signal URL keeps its path"
+        );
+        assert_eq!(
+            otlp_from(env(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ]))
+            .unwrap(),
+            grpc("http://c:4317")
+        );
+        let with_ca = otlp_from(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(with_ca.ca_file, Some("/etc/ca.pem".into()));
         for off in [
             ("OTEL_SDK_DISABLED", "true"),
             ("OTEL_TRACES_EXPORTER", "none"),
         ] {
             assert_eq!(
-                endpoint_from(env(&[
+                otlp_from(env(&[
                     off,
                     ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")
-                ])),
+                ]))
+                .unwrap(),
                 None
             );
         }
+    }
+
+    #[test]
+    fn unusable_values_are_refused_naming_the_variable() {
+        let e = otlp_from(env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\""),
+            "{e}"
+        );
+        assert!(e.contains("not supported"), "{e}");
+        let e = otlp_from(env(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="), "{e}");
+        for (var, value) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://c"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
+        ] {
+            let e = otlp_from(env(&[(var, value)])).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{var}=")), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_export_timeout_follows_the_variables() {
+        assert_eq!(export_timeout(env(&[])), DEFAULT_EXPORT_TIMEOUT);
+        assert_eq!(
+            export_timeout(env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")])),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            export_timeout(env(&[
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700")
+            ])),
+            Duration::from_millis(700)
+        );
+    }
+
+    #[test]
+    fn json_lines_inside_an_exported_span_carry_its_span_id() {
+        use std::io::{Read, Seek};
+        let provider = provider(None);
+        let mut file = tempfile::tempfile().unwrap();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(OtelIds::default())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(JsonFields::new())
+                    .event_format(FlatJson)
+                    .with_writer(file.try_clone().unwrap()),
+            );
+        let (outer_id, inner_id) = tracing::subscriber::with_default(subscriber, || {
+            use opentelemetry::trace::TraceContextExt as _;
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            tracing::info!("outside any span");
+            let outer = tracing::info_span!("outer");
+            let _o = outer.enter();
+            tracing::info!("in outer");
+            let inner = tracing::info_span!("inner");
+            let _i = inner.enter();
+            tracing::info!("in inner");
+            let id = |s: &tracing::Span| s.context().span().span_context().span_id().to_string();
+            (id(&outer), id(&inner))
+        });
+        let mut text = String::new();
+        file.rewind().unwrap();
+        file.read_to_string(&mut text).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].get("span_id").is_none(), "{text}");
+        assert_eq!(lines[1]["span_id"], outer_id.as_str());
+        assert_eq!(lines[2]["span_id"], inner_id.as_str());
+        assert_ne!(outer_id, inner_id);
+        assert_eq!(outer_id.len(), 16);
+        assert_eq!(lines[1]["trace_id"], lines[2]["trace_id"]);
+        assert_eq!(lines[1]["trace_id"].as_str().map(str::len), Some(32));
     }
 }

@@ -498,3 +498,122 @@ async fn sandbox_lists_the_three_simulators_and_their_credentials_work() {
     child.wait().unwrap();
     drop(lines);
 }
+
+#[test]
+fn check_config_json_reports_ok_or_errors_with_key_and_source_and_never_secrets() {
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().count(), 1, "one JSON object: {text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("juhe-key");
+    std::fs::write(&key, "juhe-secret-value\n").unwrap();
+    let out = facegate()
+        .args(["check-config", "--format", "json"])
+        .env("FACEGATE__AUTH__MODE", "none")
+        .env("FACEGATE__JUHE__KEY_FILE", &key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["errors"], serde_json::json!([]));
+    let warnings = v["warnings"].as_array().unwrap();
+    assert!(warnings
+        .iter()
+        .any(|w| w["key"] == "auth.mode"
+            && w["source"] == "environment variable FACEGATE__AUTH__MODE"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("juhe-secret-value"));
+
+    // An address that does not parse, set in a file: its key and the file.
+    let toml = dir.path().join("c.toml");
+    std::fs::write(&toml, "[grpc]\nlisten = \"localhost\"\n").unwrap();
+    let out = facegate()
+        .args(["check-config", "--format", "json", "--config"])
+        .arg(&toml)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v = json(&out);
+    assert_eq!(v["ok"], false);
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["key"], "grpc.listen");
+    assert_eq!(
+        errors[0]["source"],
+        format!("config file {}", toml.display())
+    );
+    assert!(errors[0]["message"].as_str().unwrap().contains("address"));
+
+    // A secret set twice, and the production rules: each error with its key; no secret value anywhere.
+    let out = facegate_without_key()
+        .args(["check-config", "--format", "json"])
+        .env("FACEGATE__JUHE__KEY", "inline-juhe-secret")
+        .env("FACEGATE__JUHE__KEY_FILE", &key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("juhe-secret-value") && !text.contains("inline-juhe-secret"));
+    let v = json(&out);
+    assert_eq!(v["errors"][0]["key"], "juhe.key");
+    assert!(v["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("juhe.key_file"));
+    let out = facegate_without_key()
+        .args(["check-config", "--format", "json"])
+        .env("FACEGATE__AUTH__MODE", "none")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v = json(&out);
+    assert!(v["errors"].as_array().unwrap().iter().any(|e| e["message"]
+        .as_str()
+        .unwrap()
+        .contains("store.encryption_keys")));
+
+    // An OTEL_* variable the start would refuse.
+    let out = facegate()
+        .args(["check-config", "--format", "json"])
+        .env("FACEGATE__AUTH__MODE", "none")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v = json(&out);
+    assert_eq!(v["errors"][0]["key"], "OTEL_EXPORTER_OTLP_PROTOCOL");
+}
+
+#[test]
+fn a_secret_file_feeds_the_effective_configuration_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("megvii-secret");
+    std::fs::write(&secret, "megvii-secret-value\n").unwrap();
+    let toml = dir.path().join("c.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[auth]\nmode = \"none\"\n[megvii]\napi_key = \"k\"\napi_secret_file = {:?}\n",
+            secret.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = facegate()
+        .args(["check-config", "--config"])
+        .arg(&toml)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("api_secret = \"***\""), "{stdout}");
+    assert!(!stdout.contains("megvii-secret-value"));
+    assert!(!stdout.contains("api_secret_file"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("megvii.api_key or megvii.api_secret is not set"),
+        "{stderr}"
+    );
+}

@@ -1,7 +1,8 @@
 //! JSON logs (`--log-format json`): every line is a JSON object, and every line emitted while an RPC is handled
-//! (including those of the vendor call it runs in a task of its own) carries the RPC's `request_id` (the caller's
-//! `x-request-id`, else a generated one) and `trace_id` (the caller's trace when it sent a `traceparent`). The
-//! subscriber is process-wide: this binary has one test.
+//! (including those of the vendor call it runs in a task of its own) carries the RPC's `call_id` (the caller's
+//! `x-request-id`, else a generated one), `trace_id` (the caller's trace when it sent a `traceparent`) and the
+//! `span_id` of the span it was logged in; StartSession's lines also carry its idempotency key as `idempotency_key`.
+//! The subscriber is process-wide: this binary has one test.
 
 mod common;
 
@@ -27,18 +28,22 @@ fn field<'a>(line: &'a serde_json::Map<String, Value>, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }
 
+fn is_span_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) && s != "0".repeat(16)
+}
+
 fn is_trace_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) && s != "0".repeat(32)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_line_of_an_rpc_carries_its_request_id_and_trace_id() {
+async fn every_line_of_an_rpc_carries_its_call_id_trace_id_and_span_id() {
     let logs = Captured::default();
     let _telemetry = telemetry::init_with(
         &TelemetryConfig {
             log_format: LogFormat::Json,
             log_filter: "info".into(),
-            otlp_endpoint: None,
+            otlp: None,
         },
         logs.clone(),
     )
@@ -80,8 +85,11 @@ async fn every_line_of_an_rpc_carries_its_request_id_and_trace_id() {
     let juhe_lines = lines(&all[before..juhe_end]);
     assert!(juhe_lines.len() >= 4, "{juhe_lines:?}");
     for l in &juhe_lines {
-        assert_eq!(field(l, "request_id"), "log-juhe");
+        assert_eq!(field(l, "call_id"), "log-juhe");
+        assert_eq!(field(l, "idempotency_key"), "logs-juhe");
+        assert!(!l.contains_key("request_id"), "{l:?}");
         assert_eq!(field(l, "trace_id"), CALLER_TRACE);
+        assert!(is_span_id(field(l, "span_id")), "{l:?}");
         assert_eq!(field(l, "rpc.method"), "StartSession");
         assert!(field(l, "timestamp").len() >= 20);
         assert!(["INFO", "WARN", "ERROR"].contains(&field(l, "level")));
@@ -109,7 +117,9 @@ async fn every_line_of_an_rpc_carries_its_request_id_and_trace_id() {
     let trace = field(&baidu_lines[0], "trace_id").to_owned();
     assert!(is_trace_id(&trace) && trace != CALLER_TRACE, "{trace}");
     for l in &baidu_lines {
-        assert_eq!(field(l, "request_id"), "log-baidu");
+        assert_eq!(field(l, "call_id"), "log-baidu");
+        assert_eq!(field(l, "idempotency_key"), "logs-baidu");
+        assert!(is_span_id(field(l, "span_id")), "{l:?}");
         assert_eq!(field(l, "trace_id"), trace, "one trace id per RPC");
     }
     let vendor_calls = baidu_lines
@@ -123,10 +133,15 @@ async fn every_line_of_an_rpc_carries_its_request_id_and_trace_id() {
 
     let missing_lines = lines(&all[baidu_end..end]);
     assert!(!missing_lines.is_empty());
-    let request_id = field(&missing_lines[0], "request_id").to_owned();
-    assert_eq!(request_id.len(), 32, "generated: {request_id}");
+    let call_id = field(&missing_lines[0], "call_id").to_owned();
+    assert_eq!(call_id.len(), 32, "generated: {call_id}");
     for l in &missing_lines {
-        assert_eq!(field(l, "request_id"), request_id);
+        assert_eq!(field(l, "call_id"), call_id);
+        assert!(
+            !l.contains_key("idempotency_key"),
+            "GetResult has none: {l:?}"
+        );
+        assert!(is_span_id(field(l, "span_id")), "{l:?}");
         assert!(is_trace_id(field(l, "trace_id")));
     }
     assert!(missing_lines

@@ -323,9 +323,27 @@ async fn counts_equal_the_calls_made() {
         .unwrap();
     let missing = srv.client.get_result(missing_session()).await;
     assert_eq!(missing.unwrap_err().code(), tonic::Code::NotFound);
-    // Megvii: get_token, a signed callback, and a forged one.
+    // Megvii: get_token, the signed notify, the browser's POST of the same signed form to the return URL (the
+    // default action_http_method), and a forged notify.
     let m = srv.start_ok(megvii_inline("m-megvii", 1)).await;
-    srv.megvii_page(&m.user_url, PageOutcome::Pass).await;
+    let flow = srv
+        .megvii()
+        .complete(&token_of(&m.user_url), PageOutcome::Pass)
+        .await
+        .unwrap();
+    assert_eq!(flow.return_method, "POST");
+    let returned = browser
+        .http
+        .post(&flow.return_url)
+        .form(&flow.form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        returned.status(),
+        200,
+        "facegate's own page: the session has no return URL"
+    );
     let forged = reqwest::Client::new()
         .post(format!(
             "http://{}/v1/callbacks/megvii/notify",
@@ -493,15 +511,64 @@ async fn counts_equal_the_calls_made() {
         "the query that decided the Baidu session counts as final"
     );
 
-    let callbacks = |result: &str| {
+    // One Megvii flow: its notify once and its browser return once, each under its own source.
+    let callbacks = |source: &str, result: &str| {
         m.get(
             "facegate_callbacks_total",
-            &[("vendor", "megvii"), ("result", result)],
+            &[("vendor", "megvii"), ("source", source), ("result", result)],
         )
     };
-    assert_eq!(callbacks("verified"), megvii.notify_sent as f64);
-    assert_eq!(callbacks("verified"), 1.0);
-    assert_eq!(callbacks("rejected"), 1.0);
+    assert_eq!(callbacks("notify", "verified"), megvii.notify_sent as f64);
+    assert_eq!(callbacks("notify", "verified"), 1.0);
+    assert_eq!(callbacks("notify", "rejected"), 1.0, "the forged one");
+    assert_eq!(callbacks("return_relay", "verified"), 1.0);
+    assert_eq!(callbacks("return_relay", "rejected"), 0.0);
+    assert_eq!(
+        m.sum(
+            "facegate_callbacks_total",
+            &[("vendor", "megvii"), ("result", "verified")]
+        ),
+        2.0,
+        "two arrivals, not more"
+    );
+
+    // The build and the process.
+    let build: Vec<&Sample> = m
+        .samples
+        .iter()
+        .filter(|s| s.name == "facegate_build_info")
+        .collect();
+    assert_eq!(build.len(), 1);
+    assert_eq!(build[0].value, 1.0);
+    assert_eq!(build[0].labels["version"], env!("CARGO_PKG_VERSION"));
+    let commit = &build[0].labels["git_commit"];
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{commit}"
+    );
+    assert_eq!(m.types["facegate_build_info"], "gauge");
+    assert_eq!(m.types["process_cpu_seconds_total"], "counter");
+    // The server runs in this process: its numbers are this test's.
+    assert!(
+        m.get("process_cpu_seconds_total", &[]) > 0.0,
+        "flows took CPU"
+    );
+    let rss = m.get("process_resident_memory_bytes", &[]);
+    assert!(rss > 1024.0 * 1024.0, "{rss}");
+    let open = m.get("process_open_fds", &[]);
+    let listed = std::fs::read_dir("/proc/self/fd").unwrap().count() as f64;
+    assert!(open >= 5.0, "listeners, store, connections: {open}");
+    assert!(open <= m.get("process_max_fds", &[]));
+    assert!((open - listed).abs() < 64.0, "{open} vs {listed} now");
+    let started = m.get("process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        started <= now && started > now - 3600.0,
+        "{started} vs {now}"
+    );
 
     // Sessions by state, from the store.
     let sessions = |state: &str| m.get("facegate_sessions", &[("state", state)]);

@@ -156,7 +156,11 @@ async fn spans_continue_the_callers_trace_and_carry_no_personal_data() {
         &TelemetryConfig {
             log_format: LogFormat::Json,
             log_filter: "info".into(),
-            otlp_endpoint: Some(format!("http://{addr}")),
+            otlp: Some(telemetry::OtlpExport {
+                protocol: telemetry::OtlpProtocol::Grpc,
+                endpoint: format!("http://{addr}"),
+                ca_file: None,
+            }),
         },
         std::io::sink,
     )
@@ -243,7 +247,7 @@ async fn spans_continue_the_callers_trace_and_carry_no_personal_data() {
     }
 
     let span = server_span(&spans, &juhe, "StartSession", 0);
-    assert_eq!(attributes(span)["request_id"], text("req-juhe"));
+    assert_eq!(attributes(span)["call_id"], text("req-juhe"));
     let calls = vendor_children(&spans, span);
     assert_eq!(calls.len(), 1, "one Juhe call");
     assert_eq!(calls[0].0, "verifyface/verifyEncry");

@@ -1036,7 +1036,12 @@ impl SessionService {
             Err(_) => &self.callbacks.rejected,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        crate::metrics::global().callback(vendor.as_str(), result.is_ok());
+        let arrived = if source == ev::SOURCE_RETURN {
+            crate::metrics::CallbackSource::ReturnRelay
+        } else {
+            crate::metrics::CallbackSource::Notify
+        };
+        crate::metrics::global().callback(vendor.as_str(), arrived, result.is_ok());
         if let Err(r) = &result {
             tracing::warn!(
                 vendor = vendor.as_str(),

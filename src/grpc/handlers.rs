@@ -166,6 +166,7 @@ impl VerificationService for VerificationApi {
         request: Request<pb::StartSessionRequest>,
     ) -> Result<Response<pb::StartSessionResponse>, Status> {
         let caller = self.admit(&request)?;
+        crate::grpc::observe::record_idempotency_key(&request.get_ref().request_id);
         let svc = Arc::clone(&self.service);
         self.unary("StartSession", self.budget(&request), async move {
             let req = convert::start_request(request.get_ref())?;

@@ -1,6 +1,7 @@
 //! Per-RPC observability around the gRPC service, so handlers stay free of it: a SERVER span named
 //! `facegate.v1.VerificationService/<Method>` with the RPC semantic-convention attributes, continuing the caller's W3C
-//! `traceparent`; `request_id`, `trace_id`, `caller` and `tenant` fields that every log line inside the call
+//! `traceparent`; `call_id` (the caller's `x-request-id`, else a new one), `trace_id`, `caller` and `tenant` fields
+//! (and for StartSession its idempotency key as `idempotency_key`) that every log line inside the call
 //! inherits (the caller is the one the auth layer in front authenticated); and the RPC metrics. The span, the metrics and a closing log line are finished when the response's final gRPC status is
 //! known: from the headers of a trailers-only reply (an error), else from the trailers at the end of the body (a
 //! unary reply, or the end of a status stream), else CANCELLED when the client went away first.
@@ -130,20 +131,31 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// The caller's `x-request-id` when it is a plain token (at most 128 characters of `[A-Za-z0-9._:-]`), else a new
-/// one: it goes into every log line of the call, so it must not be able to carry anything else.
-fn request_id(headers: &http::HeaderMap) -> String {
+/// Whether `v` is a plain token (1 to 128 characters of `[A-Za-z0-9._:-]`): only such caller-chosen ids are logged.
+fn plain_token(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+/// The per-call id logged as `call_id`: the caller's `x-request-id` when it is a plain token, else a new one. It goes
+/// into every log line of the call, so it must not be able to carry anything else.
+fn call_id(headers: &http::HeaderMap) -> String {
     headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-        })
+        .filter(|v| plain_token(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Records StartSession's idempotency key (its `request_id`, distinct from the per-call `call_id`) on the current
+/// RPC span as `idempotency_key`. The key is the caller's choice: only a plain token of at most 128 characters is
+/// logged (what validation accepts), anything else as `<invalid>`.
+pub fn record_idempotency_key(key: &str) {
+    let shown = if plain_token(key) { key } else { "<invalid>" };
+    Span::current().record("idempotency_key", shown);
 }
 
 fn rpc_span(method: &'static str, headers: &http::HeaderMap, caller: Option<&Caller>) -> Span {
@@ -155,7 +167,8 @@ fn rpc_span(method: &'static str, headers: &http::HeaderMap, caller: Option<&Cal
         rpc.service = SERVICE_NAME,
         rpc.method = method,
         rpc.grpc.status_code = Empty,
-        request_id = %request_id(headers),
+        call_id = %call_id(headers),
+        idempotency_key = Empty,
         trace_id = Empty,
         caller = Empty,
         tenant = Empty,
@@ -325,17 +338,17 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_plain_tokens_or_generated() {
+    fn call_ids_are_plain_tokens_or_generated() {
         let mut h = http::HeaderMap::new();
         h.insert(REQUEST_ID_HEADER, "req-1.a:b_C".parse().unwrap());
-        assert_eq!(request_id(&h), "req-1.a:b_C");
+        assert_eq!(call_id(&h), "req-1.a:b_C");
         for bad in ["has space", "a\"b", &"x".repeat(129)] {
             h.insert(REQUEST_ID_HEADER, bad.parse().unwrap());
-            let id = request_id(&h);
+            let id = call_id(&h);
             assert_eq!(id.len(), 32, "{bad:?} is replaced");
             assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         }
-        assert_eq!(request_id(&http::HeaderMap::new()).len(), 32);
+        assert_eq!(call_id(&http::HeaderMap::new()).len(), 32);
     }
 
     #[test]
