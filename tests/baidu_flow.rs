@@ -655,3 +655,42 @@ async fn the_relay_page_offers_a_retry_after_a_failed_kyc_retry_attempt() {
     assert!(html.contains("Verification complete.") && !html.contains("id=\"retry\""));
     srv.stop().await;
 }
+
+/// With a StatusStream open, a poller watches the session and the return relay only wakes it: the relay waits for
+/// that poll, so the page after a failed kyc_retry attempt offers another try (not "being checked" from the copy
+/// stored before the user finished), and the page after the pass says the verification is complete.
+#[tokio::test]
+async fn the_relay_page_waits_for_the_poll_it_woke() {
+    let mut srv = Server::start_fast().await;
+    let s = srv
+        .start_ok(baidu_inline("relay-polled", "kyc_retry", 6))
+        .await;
+    let watcher = watch_in_background(&srv.client, &s.id);
+    let browser = Browser::new();
+    let relay = browser.choose(&s.user_url, "liveness_failed").await;
+    let html = browser
+        .http
+        .get(&relay)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("data-state=\"retry_allowed\""), "{html}");
+    assert!(!html.contains("being checked"), "{html}");
+    let relay = browser.choose(&s.user_url, "pass").await;
+    let html = browser
+        .http
+        .get(&relay)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("data-state=\"verified\""), "{html}");
+    let seen = watcher.await.unwrap();
+    assert_eq!(state(seen.last().unwrap()), pb::SessionState::Verified);
+    srv.stop().await;
+}

@@ -1436,7 +1436,14 @@ impl SessionService {
         let session = self.load(id).await?;
         if !session.state.is_final() && session.vendor_ref.is_some() {
             if self.pollers.is_polling(id) {
+                // The woken poll usually answers within a fraction of a second: wait for it (bounded), so the page
+                // the browser gets says what the vendor decided (a failed kyc_retry attempt offers another try)
+                // instead of "being checked" from the copy stored before the user finished.
+                let mut change = Subscription::new(&self.hub, id);
                 self.pollers.wake(id);
+                let _ = tokio::time::timeout(RETURN_POLL_WAIT, change.changed()).await;
+                drop(change);
+                return self.load(id).await;
             } else {
                 self.refresh_on_demand(id).await;
                 return self.load(id).await;
@@ -1904,7 +1911,9 @@ impl Drop for Watcher {
     }
 }
 
-/// Sleeps for `every`, or forever when there is nothing to refresh.
+/// How long [`SessionService::user_returned`] waits for the poll it woke to change the session.
+const RETURN_POLL_WAIT: Duration = Duration::from_secs(2);
+
 /// A hub subscription that lets go of the session's channel when dropped (also when the RPC's deadline drops the
 /// future holding it).
 struct Subscription<'a> {
@@ -1944,6 +1953,7 @@ impl Drop for Subscription<'_> {
     }
 }
 
+/// Sleeps for `every`, or forever when there is nothing to refresh.
 async fn refresh_after(every: Option<Duration>) {
     match every {
         Some(d) => tokio::time::sleep(d).await,
