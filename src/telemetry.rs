@@ -271,9 +271,12 @@ fn install<W>(config: &TelemetryConfig, writer: W, ansi: bool) -> Result<Telemet
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&config.log_filter))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let filter = log_filter();
     // Without export the OpenTelemetry layer still runs, over a provider with no exporter: every span gets its
     // trace and span ids, which the log lines carry.
     let exporting = config.otlp.is_some();
@@ -297,9 +300,11 @@ where
     let traces = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("facegate"))
         .with_filter(Targets::new().with_target("facegate", Level::INFO));
+    // The ids are needed only for the events that are logged. Unfiltered, this layer would switch on every
+    // callsite of every level (the HTTP/2 library's trace events included) and walk each event's spans.
     tracing_subscriber::registry()
         .with(traces)
-        .with(OtelIds::default())
+        .with(OtelIds::default().with_filter(log_filter()))
         .with(log)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
