@@ -622,15 +622,7 @@ async fn the_relay_page_offers_a_retry_after_a_failed_kyc_retry_attempt() {
 
     let watcher = watch_in_background(&srv.client, &s.id);
     let relay = browser.choose(&s.user_url, "pass").await;
-    let html = browser
-        .http
-        .get(&relay)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = browser.page(&relay).await;
     // The pass may not be read from Baidu yet: never a retry offer after it, though.
     assert!(
         html.contains("data-state=\"verified\"") || html.contains("data-state=\"processing\""),
@@ -639,15 +631,7 @@ async fn the_relay_page_offers_a_retry_after_a_failed_kyc_retry_attempt() {
     assert!(!html.contains("id=\"retry\""), "{html}");
     let seen = watcher.await.unwrap();
     assert_eq!(state(seen.last().unwrap()), pb::SessionState::Verified);
-    let html = browser
-        .http
-        .get(&relay)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = browser.page(&relay).await;
     assert!(
         html.contains("data-state=\"verified\"") && html.contains("认证完成。"),
         "{html}"
@@ -668,27 +652,11 @@ async fn the_relay_page_waits_for_the_poll_it_woke() {
     let watcher = watch_in_background(&srv.client, &s.id);
     let browser = Browser::new();
     let relay = browser.choose(&s.user_url, "liveness_failed").await;
-    let html = browser
-        .http
-        .get(&relay)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = browser.page(&relay).await;
     assert!(html.contains("data-state=\"retry_allowed\""), "{html}");
     assert!(!html.contains("being checked"), "{html}");
     let relay = browser.choose(&s.user_url, "pass").await;
-    let html = browser
-        .http
-        .get(&relay)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = browser.page(&relay).await;
     assert!(html.contains("data-state=\"verified\""), "{html}");
     let seen = watcher.await.unwrap();
     assert_eq!(state(seen.last().unwrap()), pb::SessionState::Verified);

@@ -323,6 +323,18 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// The body of a GET of `url` (a page the browser is sent to).
+    pub async fn page(&self, url: &str) -> String {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn new() -> Self {
         facegate::app::install_crypto_provider();
         Self {
