@@ -104,26 +104,8 @@ impl PgCluster {
         let mut last = String::new();
         for _ in 0..5 {
             cluster.port = free_port();
-            let server_options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off",
-                cluster.port,
-                cluster.dir.path().display()
-            );
             let log = cluster.dir.path().join("log").display().to_string();
-            let out = cluster.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    &data,
-                    "-o",
-                    &server_options,
-                    "-l",
-                    &log,
-                    "-w",
-                    "start",
-                ],
-            );
+            let out = cluster.pg_ctl_start();
             if out.status.success() {
                 return cluster;
             }
@@ -177,6 +159,17 @@ impl PgCluster {
 
     /// Starts the server stopped by [`PgCluster::stop`] again, on the same port.
     pub fn start_again(&self) {
+        let out = self.pg_ctl_start();
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `pg_ctl start` of the cluster's data on `self.port`, its output in the cluster's log.
+    fn pg_ctl_start(&self) -> Output {
         let data = self.data_dir();
         let log = self.dir.path().join("log").display().to_string();
         let server_options = format!(
@@ -185,7 +178,7 @@ impl PgCluster {
             self.port,
             self.dir.path().display()
         );
-        self.run_ok(
+        self.run(
             "pg_ctl",
             &[
                 "-D",
@@ -197,7 +190,7 @@ impl PgCluster {
                 "-w",
                 "start",
             ],
-        );
+        )
     }
 
     fn data_dir(&self) -> String {
