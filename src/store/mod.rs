@@ -8,6 +8,7 @@ mod recent;
 pub mod seal;
 pub mod sql;
 pub mod sqlite;
+mod sqlite_writer;
 mod writer;
 
 use async_trait::async_trait;

@@ -5,10 +5,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::sql::{pending_migrations, Dialect, SqlStore, Statements, Step};
-use super::writer::{run_writer, Writer};
+use super::sqlite_writer::{self, BUSY_TIMEOUT};
+use super::writer::Writer;
 use super::{StoreError, StoreOptions};
 
 /// Schema migrations; entry `i` upgrades `user_version` `i` to `i + 1`.
@@ -257,7 +258,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            // Statement journals and temporary tables stay in memory: no temporary file per statement, and
+            // none that holds a page of the store outside its own files.
+            .pragma("temp_store", "MEMORY")
+            .busy_timeout(BUSY_TIMEOUT);
         // Processes opening a new file at the same moment can be told SQLITE_BUSY at once, without the busy
         // handler (switching the file to WAL, recovering its index): opening is tried again for a few seconds.
         let mut tries = 0u32;
@@ -272,9 +276,9 @@ impl SqliteStore {
         };
         // SQLite has one writer at a time: every write of this store goes through one connection that commits
         // what is queued meanwhile in one transaction (see `super::writer`).
-        let conn = SqliteConnection::connect_with(&options).await.map_err(db)?;
+        let conn = sqlite_writer::open(path, BUSY_TIMEOUT)?;
         let (writer, queue) = Writer::channel();
-        tokio::spawn(run_writer::<SqliteDialect>(conn, queue));
+        sqlite_writer::spawn(path, conn, queue)?;
         Ok(store.with_writer(writer))
     }
 }

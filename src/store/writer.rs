@@ -1,25 +1,24 @@
-//! The write path of [`super::sql::SqlStore`]: every change is a [`WriteOp`], applied inside a transaction by
-//! [`apply`].
+//! The write path of [`super::sql::SqlStore`]: every change is a [`WriteOp`].
 //!
-//! PostgreSQL runs each op in a transaction of its own on a pooled connection (replicas and connections write in
-//! parallel; the server's own group commit batches their WAL flushes). SQLite has one writer at a time whatever the
-//! number of connections, so a store over SQLite sends its ops to one writer task ([`run_writer`]) that owns a
-//! dedicated connection and commits everything queued meanwhile in one transaction (group commit): concurrent
-//! sessions share one `BEGIN IMMEDIATE ... COMMIT` and its WAL append instead of queueing for the write lock one
-//! by one. A caller hears of its op only after the transaction that holds it has committed. An op that fails
-//! inside a batch makes the batch roll back; its ops are then applied one transaction each, so one failure never
-//! takes another op with it.
+//! PostgreSQL runs each op in a transaction of its own on a pooled connection ([`apply`] in [`in_transaction`]):
+//! replicas and connections write in parallel, and the server's own group commit batches their WAL flushes.
+//! SQLite has one writer at a time whatever the number of connections, so a store over SQLite sends its ops through
+//! a [`Writer`] to one thread that owns a connection of its own ([`super::sqlite_writer`]) and commits everything
+//! queued meanwhile in one transaction (group commit): concurrent sessions share one `BEGIN IMMEDIATE ... COMMIT`
+//! and its WAL append instead of queueing for the write lock one by one. A caller hears of its op only after the
+//! transaction that holds it has committed. An op that fails inside a batch makes the batch roll back; its ops are
+//! then applied one transaction each, so one failure never takes another op with it.
 
 use std::sync::Arc;
 
-use sqlx::{Connection, Database, Encode, Executor, IntoArguments, Row, Type};
+use sqlx::{Database, Encode, Executor, IntoArguments, Row, Type};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql::Dialect;
 use super::StoreError;
 
 /// Most ops one group commit holds.
-const MAX_BATCH: usize = 256;
+pub(super) const MAX_BATCH: usize = 256;
 /// Ops waiting for the writer before senders wait for room.
 pub(super) const QUEUE: usize = 4096;
 
@@ -91,6 +90,29 @@ pub(super) enum WriteOp {
     Release { tenant: String, day: i64 },
 }
 
+/// The three kinds `count_events_of_kinds` binds for a cap on `kinds` (one to three; the first repeats).
+pub(super) fn cap_kinds(kinds: &[String]) -> [&str; 3] {
+    let kind = |i: usize| {
+        kinds
+            .get(i)
+            .or(kinds.first())
+            .map(String::as_str)
+            .unwrap_or("")
+    };
+    [kind(0), kind(1), kind(2)]
+}
+
+impl Done {
+    /// What an update that changed no row did: the session is at another version, or gone.
+    pub(super) fn missed_update(exists: bool) -> Self {
+        if exists {
+            Self::Conflict
+        } else {
+            Self::NotFound
+        }
+    }
+}
+
 impl WriteOp {
     /// Whether the op is one statement (it needs no transaction of its own).
     pub(super) fn single_statement(&self) -> bool {
@@ -144,8 +166,8 @@ impl Failed {
 
 /// An op on its way to the writer, and where its outcome goes.
 pub(super) struct Job {
-    op: Arc<WriteOp>,
-    reply: oneshot::Sender<Result<Done, Failed>>,
+    pub(super) op: Arc<WriteOp>,
+    pub(super) reply: oneshot::Sender<Result<Done, Failed>>,
 }
 
 /// The sending side of a writer task.
@@ -157,6 +179,12 @@ impl Writer {
     pub(super) fn channel() -> (Self, mpsc::Receiver<Job>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         (Self(tx), rx)
+    }
+
+    /// How many ops are waiting for the writer.
+    #[cfg(test)]
+    pub(super) fn queued(&self) -> usize {
+        self.0.max_capacity() - self.0.capacity()
     }
 
     /// Applies `op` in the writer's next transaction and returns its outcome once that transaction committed (or
@@ -173,78 +201,6 @@ impl Writer {
             .map_err(|_| stopped())?;
         outcome.await.unwrap_or_else(|_| Err(stopped()))
     }
-}
-
-/// The writer task: takes every op queued, applies them in one transaction, answers each after the commit; ends
-/// when every [`Writer`] is gone.
-pub(super) async fn run_writer<D: Dialect>(
-    mut conn: <D::Database as Database>::Connection,
-    mut rx: mpsc::Receiver<Job>,
-) where
-    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
-    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
-    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
-    for<'r> i64: sqlx::Decode<'r, D::Database>,
-    usize: sqlx::ColumnIndex<<D::Database as Database>::Row>,
-{
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let outcomes = write_batch::<D>(&mut conn, &jobs).await;
-        for (job, outcome) in jobs.drain(..).zip(outcomes) {
-            // A caller that stopped waiting does not need its answer; the op is written all the same.
-            let _ = job.reply.send(outcome);
-        }
-    }
-    if let Err(e) = conn.close().await {
-        tracing::warn!(error = %D::error(e), "closing the store's writer connection");
-    }
-}
-
-/// Applies `jobs` in one transaction; when one fails (or the commit does), applies each in its own.
-async fn write_batch<D: Dialect>(
-    conn: &mut <D::Database as Database>::Connection,
-    jobs: &[Job],
-) -> Vec<Result<Done, Failed>>
-where
-    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
-    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
-    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
-    for<'r> i64: sqlx::Decode<'r, D::Database>,
-    usize: sqlx::ColumnIndex<<D::Database as Database>::Row>,
-{
-    if jobs.len() > 1 {
-        if let Ok(mut tx) = conn.begin_with(stmt(D::STATEMENTS.begin_write)).await {
-            let mut done = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                match apply::<D>(&mut tx, &job.op).await {
-                    Ok(d) => done.push(d),
-                    Err(_) => break,
-                }
-            }
-            if done.len() == jobs.len() {
-                if tx.commit().await.is_ok() {
-                    return done.into_iter().map(Ok).collect();
-                }
-            } else if let Err(e) = tx.rollback().await {
-                tracing::warn!(error = %D::error(e), "rolling back a group commit");
-            }
-        }
-    }
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let outcome = match conn.begin_with(stmt(D::STATEMENTS.begin_write)).await {
-            Ok(tx) => in_transaction::<D>(tx, &job.op).await,
-            Err(e) => Err(Failed::Db(e)),
-        };
-        outcomes.push(outcome);
-    }
-    outcomes
 }
 
 /// Applies `op` in `tx` and commits (rolls back when it fails).
@@ -397,11 +353,7 @@ where
                 .await
                 .map_err(Failed::Db)?
                 .is_some();
-            Ok(if exists {
-                Done::Conflict
-            } else {
-                Done::NotFound
-            })
+            Ok(Done::missed_update(exists))
         }
         WriteOp::Append {
             session_id,
@@ -417,18 +369,12 @@ where
                 return Ok(Done::NotFound);
             }
             if let Some((kinds, max)) = cap {
-                let kind = |i: usize| {
-                    kinds
-                        .get(i)
-                        .or(kinds.first())
-                        .map(String::as_str)
-                        .unwrap_or("")
-                };
+                let [k0, k1, k2] = cap_kinds(kinds);
                 let n: i64 = sqlx::query(stmt(sql.count_events_of_kinds))
                     .bind(session_id.as_str())
-                    .bind(kind(0))
-                    .bind(kind(1))
-                    .bind(kind(2))
+                    .bind(k0)
+                    .bind(k1)
+                    .bind(k2)
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(Failed::Db)?
