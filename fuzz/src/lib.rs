@@ -102,7 +102,7 @@ pub fn oracle_check_char(first17: &[u8]) -> Option<u8> {
 
 /// Whether `y-m-d` is a real Gregorian date.
 pub fn oracle_real_date(year: u32, month: u32, day: u32) -> bool {
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
     let days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
