@@ -1348,13 +1348,15 @@ impl SessionService {
         id: &str,
         extras: ExtrasRequest,
     ) -> Result<(Session, ResultExtras), Error> {
+        // The paths that call a vendor or write are boxed: a GetResult answered from the stored session (most of
+        // them) then moves a small future through the RPC's layers instead of one sized for the rarest path.
         let mut session = self.load_owned(caller, id).await?;
         if !session.state.is_final() && session.expires_at_ms <= now_ms() {
-            session = self.expire(id).await?;
+            session = Box::pin(self.expire(id)).await?;
         }
         if !session.state.is_final() && session.vendor_ref.is_some() && !self.pollers.is_polling(id)
         {
-            self.refresh_on_demand(id).await;
+            Box::pin(self.refresh_on_demand(id)).await;
             session = self.load(id).await?;
         }
         if session.state.is_final()
@@ -1364,7 +1366,7 @@ impl SessionService {
                 .adapter(session.vendor)
                 .is_ok_and(|a| a.outcome_incomplete(&session))
         {
-            session = self.complete_on_demand(session).await;
+            session = Box::pin(self.complete_on_demand(session)).await;
         }
         if session.redaction.is_some() {
             // Nothing personal is left to reveal, and the vendor is never asked.
@@ -1402,6 +1404,17 @@ impl SessionService {
         if !extras.any() || session.vendor_ref.is_none() {
             return Ok((session, kept));
         }
+        Box::pin(self.fetch_extras(id, session, extras, kept)).await
+    }
+
+    /// The extras of a GetResult that the vendor keeps (face image, media), fetched now (none of it is stored).
+    async fn fetch_extras(
+        &self,
+        id: &str,
+        session: Session,
+        extras: ExtrasRequest,
+        kept: ResultExtras,
+    ) -> Result<(Session, ResultExtras), Error> {
         let adapter = self.vendors.adapter(session.vendor)?;
         let (fetched, calls) = crate::vendors::http::collect_calls(crate::metrics::for_tenant(
             &session.tenant,
