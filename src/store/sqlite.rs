@@ -4,7 +4,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::sql::{pending_migrations, Dialect, SqlStore, Statements, Step};
@@ -250,18 +250,14 @@ impl SqliteStore {
         }
         create_private(path)?;
         let url = format!("sqlite://{}", path.display());
-        let options = SqliteConnectOptions::from_str(&url)
-            .map_err(db)?
-            .create_if_missing(true)
-            // Deleted content is overwritten with zeros, not left in free pages.
-            .pragma("secure_delete", "ON")
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            // Statement journals and temporary tables stay in memory: no temporary file per statement, and
-            // none that holds a page of the store outside its own files.
-            .pragma("temp_store", "MEMORY")
-            .busy_timeout(BUSY_TIMEOUT);
+        let options = CONNECTION_PRAGMAS.iter().fold(
+            SqliteConnectOptions::from_str(&url)
+                .map_err(db)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(BUSY_TIMEOUT),
+            |options, (name, value)| options.pragma(*name, *value),
+        );
         // Processes opening a new file at the same moment can be told SQLITE_BUSY at once, without the busy
         // handler (switching the file to WAL, recovering its index): opening is tried again for a few seconds.
         let mut tries = 0u32;
@@ -276,7 +272,7 @@ impl SqliteStore {
         };
         // SQLite has one writer at a time: every write of this store goes through one connection that commits
         // what is queued meanwhile in one transaction (see `super::writer`).
-        let conn = sqlite_writer::open(path, BUSY_TIMEOUT)?;
+        let conn = sqlite_writer::open(path)?;
         let (writer, queue) = Writer::channel();
         sqlite_writer::spawn(path, conn, queue)?;
         Ok(store.with_writer(writer))
@@ -342,6 +338,19 @@ impl SqliteStore {
         Ok(store)
     }
 }
+
+/// The settings of every connection to the file, the pool's and the writer's and checkpointer's
+/// (`super::sqlite_writer`) alike.
+pub(super) const CONNECTION_PRAGMAS: &[(&str, &str)] = &[
+    // Deleted content is overwritten with zeros, not left in free pages.
+    ("secure_delete", "ON"),
+    // A commit is appended to the WAL without an fsync (README "Durability").
+    ("synchronous", "NORMAL"),
+    ("foreign_keys", "ON"),
+    // Statement journals and temporary tables stay in memory: no temporary file per statement, and none that
+    // holds a page of the store outside its own files.
+    ("temp_store", "MEMORY"),
+];
 
 /// The pool's connections (reads, migrations, sweeps) keep a small page cache: SQLite allocates it with the C
 /// allocator, which keeps what it once held, so eight connections at SQLite's default 2 MiB each left the process
@@ -430,6 +439,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(size, -READER_CACHE_KIB);
+        for (pragma, expected) in [("secure_delete", 1), ("synchronous", 1), ("temp_store", 2)] {
+            let value: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(value, expected, "{pragma}");
+        }
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::mpsc;
 
 use super::sql::Dialect;
-use super::sqlite::SqliteDialect;
+use super::sqlite::{SqliteDialect, CONNECTION_PRAGMAS};
 use super::writer::{
     cap_kinds, insert_events_sql, Done, EventRow, Failed, Job, SessionRow, WriteOp, MAX_BATCH,
 };
@@ -31,14 +31,14 @@ fn db(e: rusqlite::Error) -> Failed {
 }
 
 /// Opens the writer's connection to the (existing, migrated) database at `path` with the pool's settings.
-pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     let err = |e: rusqlite::Error| StoreError::Database(format!("opening the store's writer: {e}"));
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(err)?;
-    conn.busy_timeout(busy_timeout).map_err(err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
         .map_err(err)?;
@@ -50,11 +50,12 @@ pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, St
     // Checkpoints run on a thread of their own (see `checkpoints`): a commit that crossed SQLite's automatic
     // threshold would otherwise copy the WAL into the file and fsync both inside the group commit, with every
     // waiting write behind it.
-    conn.execute_batch(
-        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; \
-         PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
-    )
-    .map_err(err)?;
+    for (name, value) in CONNECTION_PRAGMAS
+        .iter()
+        .chain(&[("wal_autocheckpoint", "0")])
+    {
+        conn.pragma_update(None, name, value).map_err(err)?;
+    }
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
@@ -69,7 +70,7 @@ pub(super) fn spawn(
     conn: Connection,
     rx: mpsc::Receiver<Job>,
 ) -> Result<(), StoreError> {
-    let checkpointer = open(path, BUSY_TIMEOUT)?;
+    let checkpointer = open(path)?;
     let (committed, wake) = std::sync::mpsc::sync_channel(1);
     let start = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
@@ -89,17 +90,18 @@ pub(super) fn spawn(
 /// copies the committed WAL frames into the database file without blocking the writer (`PASSIVE`), so the WAL is
 /// restarted from its beginning by a later commit instead of growing. Ends when the writer has ended.
 fn checkpoints(conn: Connection, wake: std::sync::mpsc::Receiver<()>) {
-    while wake.recv().is_ok() {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        while wake.try_recv().is_ok() {}
+    let checkpoint = || {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "checkpointing the store's WAL");
         }
+    };
+    while wake.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        while wake.try_recv().is_ok() {}
+        checkpoint();
     }
     // The last commits go into the file too (the store's WAL is truncated by its compaction).
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-        tracing::warn!(error = %e, "checkpointing the store's WAL");
-    }
+    checkpoint();
 }
 
 /// How long a connection waits for another one's write lock.
@@ -380,6 +382,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_writer_connection_has_the_pools_settings_and_no_automatic_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = migrated(&dir).await;
+        let conn = open(&path).unwrap();
+        let pragma = |name: &str| -> String {
+            conn.query_row(&format!("PRAGMA {name}"), [], |r| {
+                r.get::<_, rusqlite::types::Value>(0)
+            })
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .unwrap()
+        };
+        // secure_delete ON, synchronous NORMAL (1), foreign keys on, temp_store MEMORY (2).
+        assert_eq!(pragma("secure_delete"), "1");
+        assert_eq!(pragma("synchronous"), "1");
+        assert_eq!(pragma("foreign_keys"), "1");
+        assert_eq!(pragma("temp_store"), "2");
+        assert_eq!(pragma("wal_autocheckpoint"), "0");
+        assert_eq!(pragma("journal_mode"), "wal");
+    }
+
+    #[tokio::test]
     async fn one_failing_op_in_a_group_commit_takes_no_other_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = migrated(&dir).await;
@@ -394,10 +421,10 @@ mod tests {
                 tokio::spawn(async move { writer.write(&op).await })
             })
             .collect();
-        while writer_queued(&writer) < ops.len() {
+        while writer.queued() < ops.len() {
             tokio::task::yield_now().await;
         }
-        spawn(&path, open(&path, BUSY_TIMEOUT).unwrap(), rx).unwrap();
+        spawn(&path, open(&path).unwrap(), rx).unwrap();
         let mut created = 0;
         let mut failed = 0;
         for call in calls {
@@ -415,16 +442,12 @@ mod tests {
         assert_eq!(count(&path, "SELECT COUNT(*) FROM session_events"), 100);
     }
 
-    fn writer_queued(writer: &Writer) -> usize {
-        writer.queued()
-    }
-
     #[tokio::test]
     async fn the_checkpointer_keeps_the_wal_from_growing() {
         let dir = tempfile::tempdir().unwrap();
         let path = migrated(&dir).await;
         let (writer, rx) = Writer::channel();
-        spawn(&path, open(&path, BUSY_TIMEOUT).unwrap(), rx).unwrap();
+        spawn(&path, open(&path).unwrap(), rx).unwrap();
         let mut wal = std::path::PathBuf::from(path.as_os_str().to_owned());
         wal.set_extension("db-wal");
         let mut sizes = Vec::new();
