@@ -15,6 +15,7 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing::{Level, Subscriber};
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
@@ -207,6 +208,8 @@ impl TelemetryError {
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
     exporting: bool,
+    /// Flushes the log lines still queued for stderr when dropped (at the end of [`Telemetry::shutdown`]).
+    log_writer: Option<WorkerGuard>,
 }
 
 impl Telemetry {
@@ -214,6 +217,7 @@ impl Telemetry {
         Self {
             provider: None,
             exporting: false,
+            log_writer: None,
         }
     }
 
@@ -222,39 +226,56 @@ impl Telemetry {
         self.exporting
     }
 
-    /// Exports the spans still buffered and stops the exporter (waiting at most a few seconds).
+    /// Exports the spans still buffered, stops the exporter (waiting at most a few seconds) and writes the log
+    /// lines still queued.
     pub async fn shutdown(self) {
-        let Some(provider) = self.provider.filter(|_| self.exporting) else {
-            return;
-        };
-        // The SDK's shutdown blocks while the export runs on this runtime: keep it off the runtime's threads.
-        let done =
-            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT))
-                .await;
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("facegate: trace export shutdown: {e}"),
-            Err(e) => eprintln!("facegate: trace export shutdown failed: {e}"),
+        if let Some(provider) = self.provider.filter(|_| self.exporting) {
+            export_rest(provider).await;
         }
+        // Last: the lines logged while the spans were exported are written too.
+        drop(self.log_writer);
+    }
+}
+
+/// Exports the spans still buffered and stops the exporter (waiting at most a few seconds).
+async fn export_rest(provider: SdkTracerProvider) {
+    // The SDK's shutdown blocks while the export runs on this runtime: keep it off the runtime's threads.
+    let done =
+        tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT)).await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("facegate: trace export shutdown: {e}"),
+        Err(e) => eprintln!("facegate: trace export shutdown failed: {e}"),
     }
 }
 
 /// Installs logging to stderr and, when `config` names an endpoint, span export. An exporter that cannot be built
 /// is reported in the log and left out; the service runs on.
+///
+/// Log lines are written by a thread of their own, in batches: an RPC hands its line over instead of making a
+/// `write` system call on stderr. The queue never drops a line: when it is full (a stalled stderr), the callers wait.
 pub fn init(config: &TelemetryConfig) -> Telemetry {
     let ansi = std::io::stderr().is_terminal();
-    match install(config, std::io::stderr, ansi) {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("facegate-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let installed = match install(config, writer.clone(), ansi) {
         Ok(t) => t,
-        Err(TelemetryError::AlreadyInstalled) => Telemetry::none(),
+        Err(TelemetryError::AlreadyInstalled) => return Telemetry::none(),
         Err(e) => {
             let logs_only = TelemetryConfig {
                 otlp: None,
                 ..config.clone()
             };
-            let t = install(&logs_only, std::io::stderr, ansi).unwrap_or(Telemetry::none());
+            let t = install(&logs_only, writer, ansi).unwrap_or(Telemetry::none());
             tracing::warn!(error = %e, "traces are not exported");
             t
         }
+    };
+    Telemetry {
+        log_writer: Some(guard),
+        ..installed
     }
 }
 
@@ -311,6 +332,7 @@ where
     Ok(Telemetry {
         provider: Some(provider),
         exporting,
+        log_writer: None,
     })
 }
 
