@@ -249,6 +249,9 @@ async fn export_rest(provider: SdkTracerProvider) {
     }
 }
 
+/// Log lines that may wait for the log writer thread before a caller that logs has to wait too.
+const LOG_QUEUE_LINES: usize = 4096;
+
 /// Installs logging to stderr and, when `config` names an endpoint, span export. An exporter that cannot be built
 /// is reported in the log and left out; the service runs on.
 ///
@@ -258,6 +261,9 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
     let ansi = std::io::stderr().is_terminal();
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
+        // The queue is a ring allocated whole, its pages touched as lines pass through and kept: 128k lines (the
+        // crate's default) would keep 4 MB resident for good after one burst.
+        .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("facegate-log")
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let installed = match install(config, writer.clone(), ansi) {
