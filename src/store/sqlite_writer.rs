@@ -503,25 +503,35 @@ mod tests {
         assert_eq!(count(&path, "SELECT COUNT(*) FROM session_events"), 100);
     }
 
+    /// Creates `n` sessions concurrently (wave `wave`), each created.
+    async fn create_wave(writer: &Writer, wave: usize, n: usize) {
+        let writes: Vec<_> = (0..n)
+            .map(|i| {
+                let (writer, op) = (writer.clone(), create(&format!("ses_{wave}_{i}")));
+                tokio::spawn(async move { writer.write(&op).await })
+            })
+            .collect();
+        for w in writes {
+            assert_eq!(w.await.unwrap().unwrap(), Done::Created);
+        }
+    }
+
+    fn wal_of(path: &Path) -> std::path::PathBuf {
+        let mut wal = std::path::PathBuf::from(path.as_os_str().to_owned());
+        wal.set_extension("db-wal");
+        wal
+    }
+
     #[tokio::test]
     async fn the_checkpointer_keeps_the_wal_from_growing() {
         let dir = tempfile::tempdir().unwrap();
         let path = migrated(&dir).await;
         let (writer, rx) = Writer::channel();
         spawn(&path, open(&path).unwrap(), rx).unwrap();
-        let mut wal = std::path::PathBuf::from(path.as_os_str().to_owned());
-        wal.set_extension("db-wal");
+        let wal = wal_of(&path);
         let mut sizes = Vec::new();
         for round in 0..8 {
-            let writes: Vec<_> = (0..200)
-                .map(|i| {
-                    let (writer, op) = (writer.clone(), create(&format!("ses_{round}_{i}")));
-                    tokio::spawn(async move { writer.write(&op).await })
-                })
-                .collect();
-            for w in writes {
-                assert_eq!(w.await.unwrap().unwrap(), Done::Created);
-            }
+            create_wave(&writer, round, 200).await;
             tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
             sizes.push(std::fs::metadata(&wal).unwrap().len());
         }
@@ -539,18 +549,9 @@ mod tests {
         let (writer, rx) = Writer::channel();
         spawn_with(&path, open(&path).unwrap(), rx, rewind_frames).unwrap();
         for wave in 0..waves {
-            let writes: Vec<_> = (0..100)
-                .map(|i| {
-                    let (writer, op) = (writer.clone(), create(&format!("ses_{wave}_{i}")));
-                    tokio::spawn(async move { writer.write(&op).await })
-                })
-                .collect();
-            for w in writes {
-                assert_eq!(w.await.unwrap().unwrap(), Done::Created);
-            }
+            create_wave(&writer, wave, 100).await;
         }
-        let mut wal = std::path::PathBuf::from(path.as_os_str().to_owned());
-        wal.set_extension("db-wal");
+        let wal = wal_of(&path);
         let size = std::fs::metadata(&wal).unwrap().len();
         assert_eq!(
             count(&path, "SELECT COUNT(*) FROM sessions"),
