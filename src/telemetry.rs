@@ -261,8 +261,8 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
     let ansi = std::io::stderr().is_terminal();
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
-        // The queue is a ring allocated whole, its pages touched as lines pass through and kept: 128k lines (the
-        // crate's default) would keep 4 MB resident for good after one burst.
+        // The queue is a ring whose slots are all allocated and initialised when it is made: the crate's default of
+        // 128k lines (32 bytes a slot) would be 4 MB resident for the life of the process.
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("facegate-log")
         .finish(std::io::BufWriter::new(std::io::stderr()));

@@ -121,8 +121,8 @@ struct WalFrames {
     rewind_frames: u64,
 }
 
-/// Runs a `PASSIVE` checkpoint on `conn`: `Some(frames)` with the frames the WAL holds, `None` when it failed or
-/// when another checkpoint was running. `complete` tells whether every frame is now in the database file.
+/// Runs a `PASSIVE` checkpoint on `conn`: `Some((frames, complete))` with the frames the WAL holds and whether
+/// every one of them is now in the database file; `None` when it failed or another checkpoint was running.
 fn checkpoint(conn: &Connection) -> Option<(u64, bool)> {
     let counts = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         Ok((
