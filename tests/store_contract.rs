@@ -634,6 +634,7 @@ mod contract {
             match task.await.unwrap().unwrap() {
                 Created::New => new += 1,
                 Created::Existing(record) => existing.push(record),
+                Created::CapReached => panic!("no billed call was asked for"),
             }
         }
         assert_eq!(new, 1, "exactly one create wins");
@@ -740,6 +741,109 @@ mod contract {
             Some(record)
         );
         assert!(store.expired(i64::MAX, 10).await.unwrap().is_empty());
+    }
+
+    pub async fn creates_reserve_their_billed_call_in_the_same_write(backend: Backend) {
+        let store = backend.open().await;
+        let day = 30_000;
+        let tenant = facegate::domain::caller::DEFAULT_TENANT;
+        let count =
+            |rows: Vec<(String, u64)>| rows.iter().find(|(t, _)| t == tenant).map_or(0, |r| r.1);
+        let create = |store: Arc<dyn SessionStore>,
+                      id: &str,
+                      request: &str,
+                      day: i64,
+                      limit: Option<u64>| {
+            let (id, request) = (id.to_owned(), request.to_owned());
+            async move {
+                store
+                    .create_with_billed_call(
+                        &blank_session(&id),
+                        Some(&idem(&request, &id)),
+                        &[],
+                        day,
+                        limit,
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            create(store.clone(), "ses_1", "r1", day, Some(2)).await,
+            Created::New
+        );
+        assert_eq!(count(store.billed_calls(day).await.unwrap()), 1);
+        let first = store.idempotency(tenant, "r1").await.unwrap().unwrap();
+        assert_eq!(
+            create(store.clone(), "ses_1b", "r1", day, Some(2)).await,
+            Created::Existing(first.clone()),
+            "a repeat finds the first session"
+        );
+        assert_eq!(
+            count(store.billed_calls(day).await.unwrap()),
+            1,
+            "and reserves nothing"
+        );
+        assert!(store.get("ses_1b").await.unwrap().is_none());
+        assert_eq!(
+            create(store.clone(), "ses_2", "r2", day, Some(2)).await,
+            Created::New
+        );
+        assert_eq!(
+            create(store.clone(), "ses_3", "r3", day, Some(2)).await,
+            Created::CapReached,
+            "the third call of the day is over the cap"
+        );
+        assert!(
+            store.get("ses_3").await.unwrap().is_none(),
+            "nothing written"
+        );
+        assert!(store.idempotency(tenant, "r3").await.unwrap().is_none());
+        assert_eq!(
+            create(store.clone(), "ses_1c", "r1", day, Some(2)).await,
+            Created::Existing(first),
+            "at the cap, a repeat still finds the first session"
+        );
+        assert_eq!(
+            create(store.clone(), "ses_4", "r4", day, Some(0)).await,
+            Created::CapReached
+        );
+        assert_eq!(count(store.billed_calls(day).await.unwrap()), 2);
+        for i in 0..3 {
+            let id = format!("ses_free_{i}");
+            assert_eq!(
+                create(store.clone(), &id, &id, day + 1, None).await,
+                Created::New,
+                "no limit: counted, never refused"
+            );
+        }
+        assert_eq!(count(store.billed_calls(day + 1).await.unwrap()), 3);
+
+        // Concurrent creates (one group commit on SQLite, parallel transactions on PostgreSQL) take exactly the
+        // limit, and only the sessions that got a call are stored.
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let id = format!("ses_race_{i}");
+                tokio::spawn(create(store.clone(), &id, &id, day + 2, Some(5)))
+            })
+            .collect();
+        let mut new = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Created::New => new += 1,
+                Created::CapReached => {}
+                Created::Existing(e) => panic!("distinct request ids: {e:?}"),
+            }
+        }
+        assert_eq!(new, 5);
+        assert_eq!(count(store.billed_calls(day + 2).await.unwrap()), 5);
+        let mut stored = 0;
+        for i in 0..20 {
+            if store.get(&format!("ses_race_{i}")).await.unwrap().is_some() {
+                stored += 1;
+            }
+        }
+        assert_eq!(stored, 5);
     }
 
     pub async fn billed_calls_are_capped_per_tenant_and_day(backend: Backend) {
@@ -1154,6 +1258,11 @@ macro_rules! contract_suite {
             contract_test!($attrs, $backend, sessions_survive_a_restart);
             contract_test!($attrs, $backend, errors_carry_no_personal_data);
             contract_test!($attrs, $backend, billed_calls_are_capped_per_tenant_and_day);
+            contract_test!(
+                $attrs,
+                $backend,
+                creates_reserve_their_billed_call_in_the_same_write
+            );
             contract_test!(
                 $attrs,
                 $backend,

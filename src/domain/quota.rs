@@ -350,11 +350,9 @@ impl Quotas {
         tenant: &str,
         now_ms: i64,
     ) -> Result<BilledCall, Error> {
-        let t = self.tenant(tenant);
-        let cap = t.limits.billed_calls_per_day;
-        let day = utc_day(now_ms);
+        let (day, limit) = self.billed_call_limit(tenant, now_ms);
         let reserved = store
-            .reserve_billed_call(tenant, day, (cap > 0).then_some(cap))
+            .reserve_billed_call(tenant, day, limit)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "session store failure reserving a billed call");
@@ -366,12 +364,26 @@ impl Quotas {
                 day,
             })
         } else {
-            Err(t.refuse(
-                BILLED_CALLS_PER_DAY,
-                cap.to_string(),
-                Some(until_next_utc_day(now_ms)),
-            ))
+            Err(self.billed_call_refused(tenant, now_ms))
         }
+    }
+
+    /// What a billed call of `tenant` at `now_ms` is reserved under (for a store write that reserves it itself):
+    /// the UTC day, and the day's cap (`None`: counted, never refused).
+    pub fn billed_call_limit(&self, tenant: &str, now_ms: i64) -> (i64, Option<u64>) {
+        let cap = self.tenant(tenant).limits.billed_calls_per_day;
+        (utc_day(now_ms), (cap > 0).then_some(cap))
+    }
+
+    /// The refusal of a billed call of `tenant` at `now_ms` whose day's cap is reached: [`Error::QuotaExceeded`]
+    /// (`billed_calls_per_day`, retry after the next UTC midnight), counted.
+    pub fn billed_call_refused(&self, tenant: &str, now_ms: i64) -> Error {
+        let t = self.tenant(tenant);
+        t.refuse(
+            BILLED_CALLS_PER_DAY,
+            t.limits.billed_calls_per_day.to_string(),
+            Some(until_next_utc_day(now_ms)),
+        )
     }
 
     /// Limits, usage and refusals of every known tenant and quota (billed calls of today read from the store).

@@ -428,15 +428,8 @@ impl SessionService {
             .resolve_options(req.options.clone())
             .map_err(|v| Error::InvalidArgument(vec![v]))?;
         let fingerprint = self.fingerprint(&req.canonical);
-        if let Some(existing) = self
-            .store
-            .idempotency(&caller.tenant, &req.request_id)
-            .await
-            .map_err(store_err)?
-        {
-            return self.replay(existing, &fingerprint).await;
-        }
-
+        // A repeat of a known request id is found by the create below, which writes nothing then (one store
+        // round trip for a new request instead of a lookup before it).
         let now = now_ms();
         let mut session = Session {
             id: format!("ses_{}", uuid::Uuid::new_v4().simple()),
@@ -481,41 +474,37 @@ impl SessionService {
         }
         session.required_inputs = adapter.required_inputs(&session);
         self.limit_personal_data(&mut session);
-        // Inputs complete at creation: the daily cap is reserved first (refused: nothing is written, so a retry of
-        // this request once the cap allows starts afresh), then the same write claims the vendor call, so a
-        // concurrent repeat of this request waits for its outcome instead of seeing a half-started session.
-        let reservation = if session.required_inputs.is_empty() {
-            let reserved = self.reserve_billed_call(&session).await?;
+        // Inputs complete at creation: the write that stores the session reserves one call under the daily cap
+        // (refused: nothing is written, so a retry of this request once the cap allows starts afresh) and claims
+        // the vendor call, so a concurrent repeat of this request waits for its outcome instead of seeing a
+        // half-started session.
+        let billed = session.required_inputs.is_empty();
+        if billed {
             session.attempt_started_at_ms = Some(now);
             // Its outcome is this request's answer, and every replay's.
             session.start_call = StartCall::UnderWay;
-            Some(reserved)
-        } else {
-            None
-        };
+        }
         let idem = IdempotencyRecord {
             tenant: caller.tenant.clone(),
             request_id: req.request_id,
             fingerprint: fingerprint.clone(),
             session_id: session.id.clone(),
         };
-        let created = self
-            .store
-            .create(
-                &session,
-                Some(&idem),
-                &Vec::from_iter(ev::state_change(None, &session)),
-            )
-            .await;
-        if !matches!(created, Ok(Created::New)) {
-            // Not written (a failure, or a concurrent repeat of this request won): no call was claimed.
-            if let Some(reserved) = reservation {
-                reserved.release(&*self.store).await;
-            }
-        }
+        let events = Vec::from_iter(ev::state_change(None, &session));
+        let created = if billed {
+            let (day, limit) = self.quotas.billed_call_limit(&caller.tenant, now);
+            self.store
+                .create_with_billed_call(&session, Some(&idem), &events, day, limit)
+                .await
+        } else {
+            self.store.create(&session, Some(&idem), &events).await
+        };
         match created.map_err(store_err)? {
             Created::New => {}
             Created::Existing(existing) => return self.replay(existing, &fingerprint).await,
+            Created::CapReached => {
+                return Err(self.quotas.billed_call_refused(&caller.tenant, now))
+            }
         }
         tracing::info!(session_id = %session.id, vendor = session.vendor.as_str(), live_mode = session.live_mode,
             "session started");

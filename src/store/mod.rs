@@ -75,6 +75,9 @@ pub enum Created {
     New,
     /// The `request_id` was taken already; nothing was written.
     Existing(IdempotencyRecord),
+    /// The billed call [`SessionStore::create_with_billed_call`] asked for is over the day's limit; nothing was
+    /// written.
+    CapReached,
 }
 
 /// A store failure. Messages carry no personal data.
@@ -108,6 +111,18 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Created, StoreError>;
     /// Reads a session (its `tenant` and `live_mode` from their columns). Tenant-blind: the domain keeps callers to
     /// their tenant.
+    /// [`SessionStore::create`], reserving in the same write one billed call of the session's tenant on the UTC
+    /// `day`, under `limit` calls that day (`None`: counted, never refused). Nothing is written when the limit is
+    /// reached ([`Created::CapReached`]) or the request id is taken ([`Created::Existing`], which wins over the
+    /// limit: the first call's answer is a repeat's too).
+    async fn create_with_billed_call(
+        &self,
+        session: &Session,
+        idempotency: Option<&IdempotencyRecord>,
+        events: &[SessionEvent],
+        day: i64,
+        limit: Option<u64>,
+    ) -> Result<Created, StoreError>;
     async fn get(&self, id: &str) -> Result<Option<Session>, StoreError>;
     /// The session as this process last wrote it, when kept: the first read of a compare-and-set update, which
     /// spares that read a query. It can be stale (another process or replica changed the session since): an

@@ -121,6 +121,8 @@ pub struct PostgresDialect;
 impl Dialect for PostgresDialect {
     type Database = sqlx::Postgres;
 
+    const RESERVE_IN_CREATE: bool = false;
+
     const STATEMENTS: Statements = Statements {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
              record, personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode)
@@ -129,7 +131,8 @@ impl Dialect for PostgresDialect {
              expires_at_ms, updated_at_ms, record, personal_data_until_ms, client_reference_key, id, vendor,
              created_at_ms, tenant, live_mode)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
-             WHERE NOT EXISTS (SELECT 1 FROM idempotency WHERE tenant = $15 AND request_id = $16)",
+             WHERE NOT EXISTS (SELECT 1 FROM idempotency WHERE tenant = $15 AND request_id IN ($16, $17))",
+        idempotency_taken: "SELECT 1 FROM idempotency WHERE tenant = $1 AND request_id IN ($2, $3)",
         insert_idempotency: "INSERT INTO idempotency (tenant, request_id, fingerprint, session_id, created_at_ms)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, request_id) DO NOTHING",
         select_record: "SELECT record, tenant, live_mode FROM sessions WHERE id = $1",

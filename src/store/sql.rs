@@ -21,7 +21,9 @@ use sqlx::{
 
 use super::recent::Recent;
 use super::seal::{sealed_key_id, KeyRing};
-use super::writer::{self, Done, EventRow, Failed, IdempotencyRow, SessionRow, WriteOp, Writer};
+use super::writer::{
+    self, BilledCallRow, Done, EventRow, Failed, IdempotencyRow, SessionRow, WriteOp, Writer,
+};
 use super::{
     BillingDaily, Created, IdempotencyRecord, ListFilter, SessionStore, StoreError, StoreOptions,
 };
@@ -34,8 +36,10 @@ pub struct Statements {
     /// personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode`.
     pub insert_session: &'static str,
     /// `insert_session` unless the idempotency table has the request id already (no row then): its parameters,
-    /// then `tenant, request_id`.
+    /// then `tenant, hashed, given` (the request id hashed, and as given: see `select_idempotency`).
     pub insert_session_unless_taken: &'static str,
+    /// A row when a tenant's request id is taken: `tenant, hashed, given`.
+    pub idempotency_taken: &'static str,
     /// Writes an idempotency record unless its tenant's request id is taken (no row then): `tenant, request_id,
     /// fingerprint, session_id, created_at_ms`.
     pub insert_idempotency: &'static str,
@@ -133,6 +137,10 @@ pub trait Dialect: Send + Sync + 'static {
     fn placeholder(n: usize) -> String;
     /// The statement that shows the plan of `sql`, and which column of its rows holds the plan's text.
     fn explain(sql: &str) -> (String, usize);
+    /// Whether a create reserves its billed call in its own transaction (one writer holds the write lock for every
+    /// transaction anyway) rather than in one before it (the reservation's row lock would otherwise be held by
+    /// every create of a tenant until it commits, one after another).
+    const RESERVE_IN_CREATE: bool;
     /// Whether a create lost the race for its request id with an error that a new try resolves.
     fn lost_race(_e: &sqlx::Error) -> bool {
         false
@@ -430,6 +438,79 @@ fn list_sql<D: Dialect>(filter: &ListFilter, after: bool) -> String {
     sql
 }
 
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t [u8]: Encode<'t, D::Database> + Type<D::Database>,
+    for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> i64: Decode<'r, D::Database>,
+    for<'r> bool: Decode<'r, D::Database>,
+    usize: ColumnIndex<<D::Database as Database>::Row>,
+{
+    /// Writes a new session (with its idempotency record and first events, and with `billed_call` reserved in the
+    /// same write).
+    async fn create_op(
+        &self,
+        session: &Session,
+        idempotency: Option<&IdempotencyRecord>,
+        events: &[SessionEvent],
+        billed_call: Option<BilledCallRow>,
+    ) -> Result<Created, StoreError> {
+        let row = self.row_of(session)?;
+
+        let size = row.record.len();
+        let op = Arc::new(WriteOp::Create {
+            row,
+            vendor: session.vendor.as_str(),
+            created_at_ms: session.created_at_ms,
+            tenant: session.tenant.clone(),
+            live_mode: session.live_mode,
+            idempotency: idempotency.map(|idem| IdempotencyRow {
+                tenant: idem.tenant.clone(),
+                request_key: self.request_key(&idem.request_id),
+                request_id: idem.request_id.clone(),
+                fingerprint: idem.fingerprint.clone(),
+                session_id: idem.session_id.clone(),
+            }),
+            events: event_rows(events)?,
+            billed_call,
+        });
+        for _ in 0..CREATE_ATTEMPTS {
+            match self.write(&op).await {
+                Ok(Done::Created) => {
+                    self.recent.put(session, size);
+                    return Ok(Created::New);
+                }
+                Ok(Done::CapReached) => return Ok(Created::CapReached),
+                Ok(Done::Taken) | Err(Failed::Race) => {
+                    if let Some(idem) = idempotency {
+                        match self.idempotency(&idem.tenant, &idem.request_id).await? {
+                            Some(existing) => return Ok(Created::Existing(existing)),
+                            None => continue,
+                        }
+                    }
+                }
+                Err(Failed::Db(e)) if idempotency.is_some() && D::lost_race(&e) => continue,
+                Err(e) => {
+                    // The write's fate may be unknown: nothing of this id may be served from the cache.
+                    self.recent.forget(&session.id);
+                    return Err(e.into_store_error::<D>());
+                }
+                Ok(other) => return Err(unexpected(other)),
+            }
+        }
+        Err(StoreError::Database(
+            "idempotency record vanished during insert".into(),
+        ))
+    }
+}
+
 #[async_trait]
 impl<D: Dialect> SessionStore for SqlStore<D>
 where
@@ -452,48 +533,47 @@ where
         idempotency: Option<&IdempotencyRecord>,
         events: &[SessionEvent],
     ) -> Result<Created, StoreError> {
-        let row = self.row_of(session)?;
-        let size = row.record.len();
-        let op = Arc::new(WriteOp::Create {
-            row,
-            vendor: session.vendor.as_str(),
-            created_at_ms: session.created_at_ms,
-            tenant: session.tenant.clone(),
-            live_mode: session.live_mode,
-            idempotency: idempotency.map(|idem| IdempotencyRow {
-                tenant: idem.tenant.clone(),
-                request_key: self.request_key(&idem.request_id),
-                fingerprint: idem.fingerprint.clone(),
-                session_id: idem.session_id.clone(),
-            }),
-            events: event_rows(events)?,
-        });
-        for _ in 0..CREATE_ATTEMPTS {
-            match self.write(&op).await {
-                Ok(Done::Created) => {
-                    self.recent.put(session, size);
-                    return Ok(Created::New);
-                }
-                Ok(Done::Taken) | Err(Failed::Race) => {
-                    if let Some(idem) = idempotency {
-                        match self.idempotency(&idem.tenant, &idem.request_id).await? {
-                            Some(existing) => return Ok(Created::Existing(existing)),
-                            None => continue,
-                        }
-                    }
-                }
-                Err(Failed::Db(e)) if idempotency.is_some() && D::lost_race(&e) => continue,
-                Err(e) => {
-                    // The write's fate may be unknown: nothing of this id may be served from the cache.
-                    self.recent.forget(&session.id);
-                    return Err(e.into_store_error::<D>());
-                }
-                Ok(other) => return Err(unexpected(other)),
+        self.create_op(session, idempotency, events, None).await
+    }
+
+    async fn create_with_billed_call(
+        &self,
+        session: &Session,
+        idempotency: Option<&IdempotencyRecord>,
+        events: &[SessionEvent],
+        day: i64,
+        limit: Option<u64>,
+    ) -> Result<Created, StoreError> {
+        let limit = limit.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        if limit > 0 && D::RESERVE_IN_CREATE {
+            let billed = BilledCallRow { day, limit };
+            return self
+                .create_op(session, idempotency, events, Some(billed))
+                .await;
+        }
+        // The reservation's own insert counts the day's first call whatever the limit: a limit of 0 is answered
+        // here.
+        if limit == 0
+            || !self
+                .reserve_billed_call(&session.tenant, day, Some(limit as u64))
+                .await?
+        {
+            return match idempotency {
+                Some(idem) => Ok(self
+                    .idempotency(&idem.tenant, &idem.request_id)
+                    .await?
+                    .map_or(Created::CapReached, Created::Existing)),
+                None => Ok(Created::CapReached),
+            };
+        }
+        let created = self.create_op(session, idempotency, events, None).await;
+        if !matches!(created, Ok(Created::New)) {
+            // Not written (a failure, or a concurrent repeat of this request won): the call is not claimed.
+            if let Err(e) = self.release_billed_call(&session.tenant, day).await {
+                tracing::warn!(error = %e, "cannot give back a billed-call reservation");
             }
         }
-        Err(StoreError::Database(
-            "idempotency record vanished during insert".into(),
-        ))
+        created
     }
 
     async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {

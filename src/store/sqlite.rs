@@ -128,6 +128,8 @@ pub struct SqliteDialect;
 impl Dialect for SqliteDialect {
     type Database = sqlx::Sqlite;
 
+    const RESERVE_IN_CREATE: bool = true;
+
     const STATEMENTS: Statements = Statements {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
              record, personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode)
@@ -136,7 +138,8 @@ impl Dialect for SqliteDialect {
              expires_at_ms, updated_at_ms, record, personal_data_until_ms, client_reference_key, id, vendor,
              created_at_ms, tenant, live_mode)
              SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-             WHERE NOT EXISTS (SELECT 1 FROM idempotency WHERE tenant = ? AND request_id = ?)",
+             WHERE NOT EXISTS (SELECT 1 FROM idempotency WHERE tenant = ? AND request_id IN (?, ?))",
+        idempotency_taken: "SELECT 1 FROM idempotency WHERE tenant = ? AND request_id IN (?, ?)",
         insert_idempotency: "INSERT INTO idempotency (tenant, request_id, fingerprint, session_id, created_at_ms)
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, request_id) DO NOTHING",
         select_record: "SELECT record, tenant, live_mode FROM sessions WHERE id = ?",

@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use super::sql::Dialect;
 use super::sqlite::{SqliteDialect, CONNECTION_PRAGMAS};
 use super::writer::{
-    cap_kinds, insert_events_sql, Done, EventRow, Failed, Job, SessionRow, WriteOp, MAX_BATCH,
+    cap_kinds, insert_events_sql, Done, EventRow, Failed, IdempotencyRow, Job, SessionRow, WriteOp,
+    MAX_BATCH,
 };
 use super::StoreError;
 
@@ -286,7 +287,18 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Done, Failed> {
             live_mode,
             idempotency,
             events,
+            billed_call,
         } => {
+            if let Some(billed) = billed_call {
+                let reserved = execute(
+                    conn,
+                    sql.reserve_billed_call,
+                    &[tenant, &billed.day, &billed.limit],
+                )?;
+                if reserved == 0 {
+                    return taken_or_capped(conn, idempotency.as_ref());
+                }
+            }
             let mut params = row_params(row);
             params.extend([
                 &row.id as &dyn ToSql,
@@ -297,12 +309,20 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Done, Failed> {
             ]);
             let statement = match idempotency {
                 Some(idem) => {
-                    params.extend([&idem.tenant as &dyn ToSql, &idem.request_key]);
+                    params.extend([
+                        &idem.tenant as &dyn ToSql,
+                        &idem.request_key,
+                        &idem.request_id,
+                    ]);
                     sql.insert_session_unless_taken
                 }
                 None => sql.insert_session,
             };
             if execute(conn, statement, &params)? == 0 {
+                if let Some(billed) = billed_call {
+                    // The reservation above is for a call this create will not claim.
+                    execute(conn, sql.release_billed_call, &[tenant, &billed.day])?;
+                }
                 return Ok(Done::Taken);
             }
             if let Some(idem) = idempotency {
@@ -376,6 +396,31 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Done, Failed> {
     }
 }
 
+/// What a create whose billed call was refused answers: [`Done::Taken`] when its request id is taken (the first
+/// call's answer is this one's), else [`Done::CapReached`].
+fn taken_or_capped(
+    conn: &Connection,
+    idempotency: Option<&IdempotencyRow>,
+) -> Result<Done, Failed> {
+    let Some(idem) = idempotency else {
+        return Ok(Done::CapReached);
+    };
+    let taken = conn
+        .prepare_cached(SqliteDialect::STATEMENTS.idempotency_taken)
+        .and_then(|mut s| {
+            s.query_row([&idem.tenant, &idem.request_key, &idem.request_id], |_| {
+                Ok(())
+            })
+            .optional()
+        })
+        .map_err(db)?;
+    Ok(if taken.is_some() {
+        Done::Taken
+    } else {
+        Done::CapReached
+    })
+}
+
 /// Appends `events` to a session's log in one statement.
 fn insert_events(conn: &Connection, session_id: &str, events: &[EventRow]) -> Result<(), Failed> {
     if events.is_empty() {
@@ -419,6 +464,7 @@ mod tests {
             tenant: "t".into(),
             live_mode: false,
             idempotency: None,
+            billed_call: None,
             events: vec![EventRow {
                 at_ms: 1,
                 kind: "state_changed",

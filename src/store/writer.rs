@@ -47,18 +47,40 @@ pub(super) struct EventRow {
 }
 
 /// An idempotency record to write, its request id already hashed.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct IdempotencyRow {
     pub tenant: String,
     pub request_key: String,
+    /// The request id as the caller gave it: records from before request ids were hashed hold it so.
+    pub request_id: String,
     pub fingerprint: String,
     pub session_id: String,
+}
+
+impl std::fmt::Debug for IdempotencyRow {
+    /// Without the request id as given (a caller may put anything in it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyRow")
+            .field("tenant", &self.tenant)
+            .field("request_key", &self.request_key)
+            .field("fingerprint", &self.fingerprint)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A billed call a create reserves: on the UTC `day`, under `limit` calls of the session's tenant.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BilledCallRow {
+    pub day: i64,
+    pub limit: i64,
 }
 
 /// One change to the store.
 #[derive(Debug, Clone)]
 pub(super) enum WriteOp {
-    /// A new session (unless its idempotency key is taken), its idempotency record and first events.
+    /// A new session (unless its idempotency key is taken), its idempotency record and first events; with
+    /// `billed_call`, only if one billed call of its tenant can be reserved too, in the same transaction.
     Create {
         row: SessionRow,
         vendor: &'static str,
@@ -67,6 +89,7 @@ pub(super) enum WriteOp {
         live_mode: bool,
         idempotency: Option<IdempotencyRow>,
         events: Vec<EventRow>,
+        billed_call: Option<BilledCallRow>,
     },
     /// A session replaced if at `expected_version`, with events appended.
     Update {
@@ -127,6 +150,8 @@ pub(super) enum Done {
     Created,
     /// The request id was taken already: nothing was written.
     Taken,
+    /// The billed call a create asked for is over its day's limit: nothing was written.
+    CapReached,
     /// The session was replaced.
     Updated,
     /// The session is at another version: nothing was written.
@@ -262,6 +287,34 @@ where
         .bind(row.client_reference_key.as_str())
 }
 
+/// What a create whose billed call was refused answers: [`Done::Taken`] when its request id is taken (the first
+/// call's answer is this one's), else [`Done::CapReached`].
+async fn taken_or_capped<D: Dialect>(
+    conn: &mut <D::Database as Database>::Connection,
+    idempotency: Option<&IdempotencyRow>,
+) -> Result<Done, Failed>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+{
+    let Some(idem) = idempotency else {
+        return Ok(Done::CapReached);
+    };
+    let found = sqlx::query(stmt(D::STATEMENTS.idempotency_taken))
+        .bind(idem.tenant.as_str())
+        .bind(idem.request_key.as_str())
+        .bind(idem.request_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(Failed::Db)?;
+    Ok(if found.is_some() {
+        Done::Taken
+    } else {
+        Done::CapReached
+    })
+}
+
 /// Applies `op` on `conn` (inside a transaction, unless the op is one statement). An op that finds nothing to do
 /// (a taken request id, a version conflict, a cap reached) writes nothing; only [`Failed`] needs a rollback.
 pub(super) async fn apply<D: Dialect>(
@@ -288,7 +341,20 @@ where
             live_mode,
             idempotency,
             events,
+            billed_call,
         } => {
+            if let Some(billed) = billed_call {
+                let reserved = sqlx::query(stmt(sql.reserve_billed_call))
+                    .bind(tenant.as_str())
+                    .bind(billed.day)
+                    .bind(billed.limit)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Failed::Db)?;
+                if D::rows_affected(&reserved) == 0 {
+                    return taken_or_capped::<D>(conn, idempotency.as_ref()).await;
+                }
+            }
             let statement = if idempotency.is_some() {
                 sql.insert_session_unless_taken
             } else {
@@ -303,10 +369,20 @@ where
             if let Some(idem) = idempotency {
                 query = query
                     .bind(idem.tenant.as_str())
-                    .bind(idem.request_key.as_str());
+                    .bind(idem.request_key.as_str())
+                    .bind(idem.request_id.as_str());
             }
             let inserted = query.execute(&mut *conn).await.map_err(Failed::Db)?;
             if D::rows_affected(&inserted) == 0 {
+                if let Some(billed) = billed_call {
+                    // The reservation above is for a call this create will not claim.
+                    sqlx::query(stmt(sql.release_billed_call))
+                        .bind(tenant.as_str())
+                        .bind(billed.day)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(Failed::Db)?;
+                }
                 return Ok(Done::Taken);
             }
             if let Some(idem) = idempotency {
