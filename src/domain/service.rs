@@ -432,7 +432,7 @@ impl SessionService {
         // round trip for a new request instead of a lookup before it).
         let now = now_ms();
         let mut session = Session {
-            id: format!("ses_{}", uuid::Uuid::new_v4().simple()),
+            id: new_session_id(),
             vendor: req.vendor,
             options,
             state: State::RequiresInput,
@@ -2062,6 +2062,16 @@ fn with_prefix(mut v: super::validation::Violation, prefix: &str) -> super::vali
     v
 }
 
+/// A new session id: `ses_` and a UUIDv7 (RFC 9562) in hex. Its leading 48 bits are the creation time in
+/// milliseconds, so ids made one after another sort together and the store's indexes on ids (the sessions'
+/// primary key, the events' session ids) grow at their ends, where one batch's inserts share pages, instead of
+/// each touching a random page. Its other 74 bits are all random (no per-millisecond counter, which would make
+/// an id guessable from its neighbour's).
+fn new_session_id() -> String {
+    let id = uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
+    format!("ses_{}", id.simple())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -2212,6 +2222,44 @@ mod tests {
             consent: None,
             canonical: id.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn session_ids_sort_by_creation_and_keep_74_random_bits() {
+        let ids: Vec<String> = (0..2000).map(|_| new_session_id()).collect();
+        let bits = |id: &str| {
+            let hex = id.strip_prefix("ses_").unwrap();
+            assert_eq!(hex.len(), 32);
+            u128::from_str_radix(hex, 16).unwrap()
+        };
+        let mut by_ms: std::collections::BTreeMap<u128, Vec<u128>> = Default::default();
+        for pair in ids.windows(2) {
+            // The creation time leads: a later id never sorts before an earlier millisecond's.
+            assert!(bits(&pair[0]) >> 80 <= bits(&pair[1]) >> 80);
+        }
+        for id in &ids {
+            let v = bits(id);
+            assert_eq!((v >> 76) & 0xf, 7, "version 7");
+            by_ms.entry(v >> 80).or_default().push(v);
+        }
+        // Within one millisecond the random part is random, not a counter: ids made one after another differ in
+        // far more than their last bits.
+        let random = |v: u128| ((v >> 64) & 0xfff) << 62 | (v & ((1 << 62) - 1));
+        let mut close = 0;
+        let mut pairs = 0;
+        for same_ms in by_ms.values() {
+            for pair in same_ms.windows(2) {
+                pairs += 1;
+                if (random(pair[0]) ^ random(pair[1])) >> 40 == 0 {
+                    close += 1;
+                }
+            }
+        }
+        assert!(pairs > 0);
+        assert_eq!(
+            close, 0,
+            "{close} of {pairs} neighbours share their top 34 random bits"
+        );
     }
 
     #[tokio::test]
