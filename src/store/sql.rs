@@ -438,79 +438,6 @@ fn list_sql<D: Dialect>(filter: &ListFilter, after: bool) -> String {
     sql
 }
 
-impl<D: Dialect> SqlStore<D>
-where
-    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
-    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
-    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
-    for<'t> &'t [u8]: Encode<'t, D::Database> + Type<D::Database>,
-    for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
-    for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
-    for<'r> i64: Decode<'r, D::Database>,
-    for<'r> bool: Decode<'r, D::Database>,
-    usize: ColumnIndex<<D::Database as Database>::Row>,
-{
-    /// Writes a new session (with its idempotency record and first events, and with `billed_call` reserved in the
-    /// same write).
-    async fn create_op(
-        &self,
-        session: &Session,
-        idempotency: Option<&IdempotencyRecord>,
-        events: &[SessionEvent],
-        billed_call: Option<BilledCallRow>,
-    ) -> Result<Created, StoreError> {
-        let row = self.row_of(session)?;
-
-        let size = row.record.len();
-        let op = Arc::new(WriteOp::Create {
-            row,
-            vendor: session.vendor.as_str(),
-            created_at_ms: session.created_at_ms,
-            tenant: session.tenant.clone(),
-            live_mode: session.live_mode,
-            idempotency: idempotency.map(|idem| IdempotencyRow {
-                tenant: idem.tenant.clone(),
-                request_key: self.request_key(&idem.request_id),
-                request_id: idem.request_id.clone(),
-                fingerprint: idem.fingerprint.clone(),
-                session_id: idem.session_id.clone(),
-            }),
-            events: event_rows(events)?,
-            billed_call,
-        });
-        for _ in 0..CREATE_ATTEMPTS {
-            match self.write(&op).await {
-                Ok(Done::Created) => {
-                    self.recent.put(session, size);
-                    return Ok(Created::New);
-                }
-                Ok(Done::CapReached) => return Ok(Created::CapReached),
-                Ok(Done::Taken) | Err(Failed::Race) => {
-                    if let Some(idem) = idempotency {
-                        match self.idempotency(&idem.tenant, &idem.request_id).await? {
-                            Some(existing) => return Ok(Created::Existing(existing)),
-                            None => continue,
-                        }
-                    }
-                }
-                Err(Failed::Db(e)) if idempotency.is_some() && D::lost_race(&e) => continue,
-                Err(e) => {
-                    // The write's fate may be unknown: nothing of this id may be served from the cache.
-                    self.recent.forget(&session.id);
-                    return Err(e.into_store_error::<D>());
-                }
-                Ok(other) => return Err(unexpected(other)),
-            }
-        }
-        Err(StoreError::Database(
-            "idempotency record vanished during insert".into(),
-        ))
-    }
-}
-
 #[async_trait]
 impl<D: Dialect> SessionStore for SqlStore<D>
 where
@@ -1019,12 +946,69 @@ where
     for<'t> Option<i64>: Encode<'t, D::Database> + Type<D::Database>,
     for<'t> bool: Encode<'t, D::Database> + Type<D::Database>,
     for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t [u8]: Encode<'t, D::Database> + Type<D::Database>,
     for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
     for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
     for<'r> i64: Decode<'r, D::Database>,
     for<'r> bool: Decode<'r, D::Database>,
     usize: ColumnIndex<<D::Database as Database>::Row>,
 {
+    /// Writes a new session (with its idempotency record and first events, and with `billed_call` reserved in the
+    /// same write).
+    async fn create_op(
+        &self,
+        session: &Session,
+        idempotency: Option<&IdempotencyRecord>,
+        events: &[SessionEvent],
+        billed_call: Option<BilledCallRow>,
+    ) -> Result<Created, StoreError> {
+        let row = self.row_of(session)?;
+        let size = row.record.len();
+        let op = Arc::new(WriteOp::Create {
+            row,
+            vendor: session.vendor.as_str(),
+            created_at_ms: session.created_at_ms,
+            tenant: session.tenant.clone(),
+            live_mode: session.live_mode,
+            idempotency: idempotency.map(|idem| IdempotencyRow {
+                tenant: idem.tenant.clone(),
+                request_key: self.request_key(&idem.request_id),
+                request_id: idem.request_id.clone(),
+                fingerprint: idem.fingerprint.clone(),
+                session_id: idem.session_id.clone(),
+            }),
+            events: event_rows(events)?,
+            billed_call,
+        });
+        for _ in 0..CREATE_ATTEMPTS {
+            match self.write(&op).await {
+                Ok(Done::Created) => {
+                    self.recent.put(session, size);
+                    return Ok(Created::New);
+                }
+                Ok(Done::CapReached) => return Ok(Created::CapReached),
+                Ok(Done::Taken) | Err(Failed::Race) => {
+                    if let Some(idem) = idempotency {
+                        match self.idempotency(&idem.tenant, &idem.request_id).await? {
+                            Some(existing) => return Ok(Created::Existing(existing)),
+                            None => continue,
+                        }
+                    }
+                }
+                Err(Failed::Db(e)) if idempotency.is_some() && D::lost_race(&e) => continue,
+                Err(e) => {
+                    // The write's fate may be unknown: nothing of this id may be served from the cache.
+                    self.recent.forget(&session.id);
+                    return Err(e.into_store_error::<D>());
+                }
+                Ok(other) => return Err(unexpected(other)),
+            }
+        }
+        Err(StoreError::Database(
+            "idempotency record vanished during insert".into(),
+        ))
+    }
+
     /// A session from a row `record, tenant, live_mode` of session `id`: the record opened with the session id as
     /// associated data, the columns authoritative (rows migrated from before tenants hold them only there).
     fn session_of(
