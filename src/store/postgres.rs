@@ -121,8 +121,6 @@ pub struct PostgresDialect;
 impl Dialect for PostgresDialect {
     type Database = sqlx::Postgres;
 
-    const RESERVE_IN_CREATE: bool = false;
-
     const STATEMENTS: Statements = Statements {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
              record, personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode)

@@ -137,10 +137,6 @@ pub trait Dialect: Send + Sync + 'static {
     fn placeholder(n: usize) -> String;
     /// The statement that shows the plan of `sql`, and which column of its rows holds the plan's text.
     fn explain(sql: &str) -> (String, usize);
-    /// Whether a create reserves its billed call in its own transaction (one writer holds the write lock for every
-    /// transaction anyway) rather than in one before it (the reservation's row lock would otherwise be held by
-    /// every create of a tenant until it commits, one after another).
-    const RESERVE_IN_CREATE: bool;
     /// Whether a create lost the race for its request id with an error that a new try resolves.
     fn lost_race(_e: &sqlx::Error) -> bool {
         false
@@ -471,36 +467,22 @@ where
         day: i64,
         limit: Option<u64>,
     ) -> Result<Created, StoreError> {
-        let limit = limit.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        if limit > 0 && D::RESERVE_IN_CREATE {
-            let billed = BilledCallRow { day, limit };
+        let cap = limit.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        if cap > 0 {
+            let billed = BilledCallRow { day, limit: cap };
             return self
                 .create_op(session, idempotency, events, Some(billed))
                 .await;
         }
-        // The reservation's own insert counts the day's first call whatever the limit: a limit of 0 is answered
-        // here.
-        if limit == 0
-            || !self
-                .reserve_billed_call(&session.tenant, day, Some(limit as u64))
+        // The reservation's insert counts the day's first call whatever the limit: a limit of 0 is answered here,
+        // without a write.
+        match idempotency {
+            Some(idem) => Ok(self
+                .idempotency(&idem.tenant, &idem.request_id)
                 .await?
-        {
-            return match idempotency {
-                Some(idem) => Ok(self
-                    .idempotency(&idem.tenant, &idem.request_id)
-                    .await?
-                    .map_or(Created::CapReached, Created::Existing)),
-                None => Ok(Created::CapReached),
-            };
+                .map_or(Created::CapReached, Created::Existing)),
+            None => Ok(Created::CapReached),
         }
-        let created = self.create_op(session, idempotency, events, None).await;
-        if !matches!(created, Ok(Created::New)) {
-            // Not written (a failure, or a concurrent repeat of this request won): the call is not claimed.
-            if let Err(e) = self.release_billed_call(&session.tenant, day).await {
-                tracing::warn!(error = %e, "cannot give back a billed-call reservation");
-            }
-        }
-        created
     }
 
     async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {

@@ -128,8 +128,6 @@ pub struct SqliteDialect;
 impl Dialect for SqliteDialect {
     type Database = sqlx::Sqlite;
 
-    const RESERVE_IN_CREATE: bool = true;
-
     const STATEMENTS: Statements = Statements {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,
              record, personal_data_until_ms, client_reference_key, id, vendor, created_at_ms, tenant, live_mode)
