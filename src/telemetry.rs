@@ -15,7 +15,6 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing::{Level, Subscriber};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
@@ -24,6 +23,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+pub mod log_writer;
 
 use crate::config::LogFormat;
 
@@ -209,7 +210,7 @@ pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
     exporting: bool,
     /// Flushes the log lines still queued for stderr when dropped (at the end of [`Telemetry::shutdown`]).
-    log_writer: Option<WorkerGuard>,
+    log_writer: Option<log_writer::LogWriterGuard>,
 }
 
 impl Telemetry {
@@ -249,26 +250,34 @@ async fn export_rest(provider: SdkTracerProvider) {
     }
 }
 
-/// Log lines that may wait for the log writer thread before a caller that logs has to wait too.
-const LOG_QUEUE_LINES: usize = 4096;
-
 /// Installs logging to stderr and, when `config` names an endpoint, span export. An exporter that cannot be built
 /// is reported in the log and left out; the service runs on.
 ///
-/// Log lines are written by a thread of their own, in batches: an RPC hands its line over instead of making a
-/// `write` system call on stderr. The queue never drops a line: when it is full (a stalled stderr), the callers wait.
+/// Log lines are written by a thread of their own, in batches (see [`log_writer`]): an RPC appends its line to a
+/// buffer instead of making a `write` system call on stderr or waking a thread per line. No line is dropped: when
+/// the buffer is full (a stalled stderr), the callers wait.
 pub fn init(config: &TelemetryConfig) -> Telemetry {
     let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        // The queue is a ring whose slots are all allocated and initialised when it is made: the crate's default of
-        // 128k lines (32 bytes a slot) would be 4 MB resident for the life of the process.
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("facegate-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
-    let installed = match install(config, writer.clone(), ansi) {
+    match log_writer::spawn(std::io::stderr()) {
+        Ok((writer, guard)) => Telemetry {
+            log_writer: Some(guard),
+            ..install_or_logs_only(config, writer, ansi)
+        },
+        Err(e) => {
+            eprintln!("facegate: log writer thread not started ({e}); writing log lines to stderr directly");
+            install_or_logs_only(config, std::io::stderr, ansi)
+        }
+    }
+}
+
+/// [`install`], and without span export when the exporter cannot be built.
+fn install_or_logs_only<W>(config: &TelemetryConfig, writer: W, ansi: bool) -> Telemetry
+where
+    W: for<'a> MakeWriter<'a> + Clone + Send + Sync + 'static,
+{
+    match install(config, writer.clone(), ansi) {
         Ok(t) => t,
-        Err(TelemetryError::AlreadyInstalled) => return Telemetry::none(),
+        Err(TelemetryError::AlreadyInstalled) => Telemetry::none(),
         Err(e) => {
             let logs_only = TelemetryConfig {
                 otlp: None,
@@ -278,10 +287,6 @@ pub fn init(config: &TelemetryConfig) -> Telemetry {
             tracing::warn!(error = %e, "traces are not exported");
             t
         }
-    };
-    Telemetry {
-        log_writer: Some(guard),
-        ..installed
     }
 }
 
