@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::domain::adapter::Vendors;
 use crate::domain::quota::Quotas;
 use crate::domain::service::{ServiceConfig, SessionService};
 use crate::grpc::auth::{AuthLayer, Authenticator};
@@ -29,7 +30,7 @@ use crate::store::postgres::PostgresStore;
 use crate::store::seal::KeyRing;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError, StoreOptions};
-use crate::vendors::{baidu::BaiduAdapter, juhe::JuheAdapter, megvii::MegviiAdapter, Vendors};
+use crate::vendors::{baidu::BaiduAdapter, juhe::JuheAdapter, megvii::MegviiAdapter};
 
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "facegate.v1.VerificationService";

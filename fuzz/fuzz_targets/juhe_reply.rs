@@ -4,7 +4,7 @@
 
 use facegate::domain::{FailureCode, Vendor};
 use facegate::vendors::juhe::{map_error_code, map_result, wire};
-use facegate::vendors::Progress;
+use facegate::domain::adapter::Progress;
 use facegate_fuzz::sanitized;
 use libfuzzer_sys::fuzz_target;
 

@@ -4,7 +4,7 @@
 
 use facegate::http::callbacks::{data_and_sign, decode_form};
 use facegate::vendors::megvii::wire;
-use facegate::vendors::{CallbackRejection, VendorAdapter};
+use facegate::domain::adapter::{CallbackRejection, VendorAdapter};
 use facegate_fuzz::{form_encode, megvii, MEGVII_SECRET};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue};

@@ -257,7 +257,7 @@ pub fn state_change(before: Option<&Session>, after: &Session) -> Option<Session
     })
 }
 
-/// One vendor HTTP call as the HTTP layer saw it (collected by `vendors::http::collect_calls`).
+/// One vendor HTTP call as the HTTP layer saw it (collected by `domain::calls::collect_calls`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRecord {
     /// The endpoint's fixed label.

@@ -1,6 +1,8 @@
 //! The vendor-neutral domain: sessions, states, transitions, validation and the service that runs flows.
 
+pub mod adapter;
 pub mod caller;
+pub mod calls;
 pub mod error;
 pub mod events;
 pub mod far;

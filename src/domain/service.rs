@@ -13,7 +13,11 @@ use sha1::{Digest, Sha1};
 use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
+use super::adapter::{
+    CallbackRejection, PollOutcome, Progress, ResultQuery, VendorAdapter, Vendors,
+};
 use super::caller::Caller;
+use super::calls::{collect_calls, in_background};
 use super::error::{Error, RetryWith, VendorError};
 use super::events::{
     self as ev, CallResult, EventDetail, EventsSummary, SessionEvent, StoredEvent,
@@ -27,9 +31,6 @@ use super::state::{Applied, Event, TransitionError};
 use crate::status::poller::{PollConfig, PollStep, Pollers};
 use crate::status::Hub;
 use crate::store::{Created, IdempotencyRecord, SessionStore, StoreError};
-use crate::vendors::{
-    CallbackRejection, PollOutcome, Progress, ResultQuery, VendorAdapter, Vendors,
-};
 
 /// Reason recorded when a vendor call was under way while the service stopped: its outcome is unknown.
 pub const REASON_OUTCOME_UNKNOWN: &str = "VENDOR_OUTCOME_UNKNOWN";
@@ -224,7 +225,7 @@ impl SessionService {
                         // Jumped ahead (the user came back, the token ends): its query goes first in the budget.
                         svc.refresh(&id).await
                     } else {
-                        crate::vendors::budget::in_background(svc.refresh(&id)).await
+                        in_background(svc.refresh(&id)).await
                     }
                 })
             }));
@@ -679,7 +680,7 @@ impl SessionService {
         let adapter = self.vendors.adapter(claimed.vendor)?;
         let id = claimed.id.clone();
         let claimed_by_start = claimed.start_call == StartCall::UnderWay;
-        let (result, calls) = crate::vendors::http::collect_calls(adapter.proceed(&claimed)).await;
+        let (result, calls) = collect_calls(adapter.proceed(&claimed)).await;
         drop(claimed);
         let vendor = adapter.vendor();
         let billed_by = |outcome: &Outcome| CallResult {
@@ -850,7 +851,7 @@ impl SessionService {
                 }
             }
         };
-        let (polled, calls) = crate::vendors::http::collect_calls(crate::metrics::for_tenant(
+        let (polled, calls) = collect_calls(crate::metrics::for_tenant(
             &session.tenant,
             adapter.poll(&session, final_check),
         ))
@@ -1283,7 +1284,7 @@ impl SessionService {
         let id = session.id.clone();
         // Another caller may have completed it meanwhile.
         let current = self.load(&id).await.unwrap_or(session);
-        let (completed, calls) = crate::vendors::http::collect_calls(crate::metrics::for_tenant(
+        let (completed, calls) = collect_calls(crate::metrics::for_tenant(
             &current.tenant,
             adapter.complete_outcome(&current),
         ))
@@ -1405,7 +1406,7 @@ impl SessionService {
         kept: ResultExtras,
     ) -> Result<(Session, ResultExtras), Error> {
         let adapter = self.vendors.adapter(session.vendor)?;
-        let (fetched, calls) = crate::vendors::http::collect_calls(crate::metrics::for_tenant(
+        let (fetched, calls) = collect_calls(crate::metrics::for_tenant(
             &session.tenant,
             adapter.fetch_extras(&session, extras),
         ))

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 
+use crate::domain::adapter::CallbackRejection;
 use crate::domain::service::SessionService;
 use crate::domain::Vendor;
-use crate::vendors::CallbackRejection;
 
 /// Path prefix of every vendor callback.
 pub const PREFIX: &str = "/v1/callbacks";

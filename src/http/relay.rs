@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::callbacks::{answer, data_and_sign, MAX_CALLBACK_BYTES};
-use crate::vendors::CallbackRejection;
+use crate::domain::adapter::CallbackRejection;
 use axum::extract::rejection::BytesRejection;
 use axum::Router;
 use serde::Deserialize;

@@ -532,7 +532,8 @@ fn jittered(d: Duration, jitter: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendors::budget::{in_background, Budget};
+    use crate::domain::calls::in_background;
+    use crate::vendors::budget::Budget;
 
     const AGAIN: PollStep = PollStep::Again {
         changed: false,

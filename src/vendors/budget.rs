@@ -3,11 +3,10 @@
 //!
 //! Two classes share the slots. A call made for someone who waits now (GetResult, the browser coming back, the
 //! sweeper's last check, a poll the status scheduler marked urgent) reserves the earliest free slot. A background
-//! poll (one the status scheduler dispatched in its ordinary turn, run inside [`in_background`]) takes a slot only
+//! poll (one the status scheduler dispatched in its ordinary turn, run inside [`crate::domain::calls::in_background`]) takes a slot only
 //! when no urgent call has reserved it; while urgent calls keep coming, every [`BACKGROUND_SHARE`]th slot is still
 //! left to a waiting background poll, so polling never starves.
 
-use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,18 +15,7 @@ use tokio::time::Instant;
 /// While urgent calls wait, one slot in this many goes to a waiting background call.
 pub const BACKGROUND_SHARE: u32 = 4;
 
-tokio::task_local! {
-    static BACKGROUND: ();
-}
-
-/// Runs `f` with its budgeted calls in the background class.
-pub async fn in_background<F: Future>(f: F) -> F::Output {
-    BACKGROUND.scope((), f).await
-}
-
-fn is_background() -> bool {
-    BACKGROUND.try_with(|_| ()).is_ok()
-}
+use crate::domain::calls::is_background;
 
 #[derive(Debug, Default)]
 struct State {
@@ -81,7 +69,7 @@ impl Budget {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for a slot and takes it: a background one inside [`in_background`], else an urgent one.
+    /// Waits for a slot and takes it: a background one inside [`crate::domain::calls::in_background`], else an urgent one.
     pub async fn acquire(&self) {
         if is_background() {
             self.acquire_background().await
@@ -142,6 +130,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::domain::calls::in_background;
 
     async fn times_of(budget: &Arc<Budget>, n: usize, background: bool) -> Vec<Duration> {
         let start = Instant::now();

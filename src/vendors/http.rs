@@ -169,42 +169,11 @@ pub async fn send(
     }
     let elapsed = started.elapsed();
     crate::metrics::global().vendor_request(vendor.as_str(), endpoint, outcome, elapsed);
-    record_call(CallRecord {
+    crate::domain::calls::record_call(CallRecord {
         endpoint,
         outcome,
         latency: elapsed,
         at_ms: crate::domain::now_ms(),
     });
     result
-}
-
-tokio::task_local! {
-    /// The calls made inside [`collect_calls`].
-    static CALLS: std::sync::Mutex<Vec<CallRecord>>;
-}
-
-/// Calls kept per collection at most (an adapter operation makes a handful).
-const MAX_COLLECTED: usize = 64;
-
-fn record_call(call: CallRecord) {
-    let _ = CALLS.try_with(|calls| {
-        let mut calls = calls.lock().unwrap_or_else(|p| p.into_inner());
-        if calls.len() < MAX_COLLECTED {
-            calls.push(call);
-        }
-    });
-}
-
-/// Runs `f` and returns, with its output, the vendor calls [`send`] made inside it (endpoint, outcome, latency),
-/// for the session's event log.
-pub async fn collect_calls<F: std::future::Future>(f: F) -> (F::Output, Vec<CallRecord>) {
-    CALLS
-        .scope(std::sync::Mutex::new(Vec::new()), async move {
-            let out = f.await;
-            let calls = CALLS
-                .try_with(|c| std::mem::take(&mut *c.lock().unwrap_or_else(|p| p.into_inner())))
-                .unwrap_or_default();
-            (out, calls)
-        })
-        .await
 }

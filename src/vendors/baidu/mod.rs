@@ -28,6 +28,7 @@ use serde_json::json;
 use self::token::TokenCache;
 use self::wire::{BaiduError, Reply as ApiReply};
 use crate::config::{BaiduConfig, BaiduPlanConfig};
+use crate::domain::adapter::{PollOutcome, Progress, ResultQuery, VendorAdapter};
 use crate::domain::error::sanitize_vendor_text;
 use crate::domain::far::threshold_for;
 use crate::domain::service::{ImageInput, RequestedOptions};
@@ -40,7 +41,6 @@ use crate::domain::{
 };
 use crate::vendors::budget::Budget;
 use crate::vendors::http::{protocol_error, send, unbilled, Reply};
-use crate::vendors::{PollOutcome, Progress, ResultQuery, VendorAdapter};
 
 /// How long a verify_token can be used for a verification (baidu-faceprint-h5-api.txt §1.1).
 pub const VERIFY_TOKEN_LIFE_MS: i64 = 2 * 3600 * 1000;

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use base64::Engine;
 
 use self::crypto::JuheKey;
-use super::{Progress, VendorAdapter};
 use crate::config::{JuheConfig, Secret};
+use crate::domain::adapter::{Progress, VendorAdapter};
 use crate::domain::error::sanitize_vendor_text;
 use crate::domain::far::{threshold_for, JUHE_THRESHOLDS};
 use crate::domain::service::{ImageInput, RequestedOptions};

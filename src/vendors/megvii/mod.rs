@@ -21,6 +21,9 @@ use sha1::{Digest, Sha1};
 
 use self::wire::{Comparison, ErrorReply, LiteResult, LiteStatus, Reply};
 use crate::config::MegviiConfig;
+use crate::domain::adapter::{
+    CallbackRejection, PollOutcome, Progress, ResultQuery, VendorAdapter, VerifiedCallback,
+};
 use crate::domain::error::sanitize_vendor_text;
 use crate::domain::far::threshold_for;
 use crate::domain::service::{ImageInput, RequestedOptions};
@@ -32,9 +35,6 @@ use crate::domain::{
     Session, Vendor, VendorDetail, VendorError, VendorErrorKind, VendorOptions,
 };
 use crate::vendors::http::{protocol_error, send, unbilled};
-use crate::vendors::{
-    CallbackRejection, PollOutcome, Progress, ResultQuery, VendorAdapter, VerifiedCallback,
-};
 
 /// Thresholds Megvii publishes with every comparison (verify_result `thresholds`); decisions use the ones in the
 /// reply, these are for validating a caller's target FAR.
