@@ -17,9 +17,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     println!("cargo:rerun-if-changed=proto");
     git_commit();
-    let fds = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("facegate_descriptor.bin"), fds.encode_to_vec())?;
+    // Reflection of a production server lists these files only; a sandbox server's lists the sandbox's service too.
+    let production = protox::compile(files, ["proto"])?;
+    std::fs::write(
+        out_dir.join("facegate_descriptor.bin"),
+        production.encode_to_vec(),
+    )?;
+    let mut with_sandbox = files.to_vec();
+    with_sandbox.push("proto/facegate/v1/sandbox_service.proto");
+    let fds = protox::compile(&with_sandbox, ["proto"])?;
+    std::fs::write(
+        out_dir.join("facegate_sandbox_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
     let google_rpc = protox::compile(
         [
             "proto/google/rpc/status.proto",

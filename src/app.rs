@@ -15,12 +15,16 @@ use crate::domain::service::{ServiceConfig, SessionService};
 use crate::grpc::auth::{AuthLayer, Authenticator};
 use crate::grpc::codec::MessageLimit;
 use crate::grpc::observe::Observed;
+#[cfg(feature = "sandbox")]
+use crate::grpc::sandbox::SandboxApi;
 use crate::grpc::VerificationApi;
 use crate::health::Health;
 pub use crate::mode::Mode;
 #[cfg(feature = "sandbox")]
 pub use crate::mode::SandboxOptions;
 use crate::net::{self, tls, TlsSource};
+#[cfg(feature = "sandbox")]
+use crate::proto::v1::sandbox_service_server::SandboxServiceServer;
 use crate::proto::v1::verification_service_server::VerificationServiceServer;
 #[cfg(feature = "sandbox")]
 use crate::sandbox::Sandbox;
@@ -418,9 +422,15 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         Duration::from_millis(config.health.store_check_timeout_ms.max(100)),
         stopping_rx.clone(),
     ));
+    // A sandbox server lists facegate.v1.SandboxService too; a production server's reflection does not know it.
+    let facegate_descriptors = if sandbox_mode {
+        crate::proto::SANDBOX_FILE_DESCRIPTOR_SET
+    } else {
+        crate::proto::FILE_DESCRIPTOR_SET
+    };
     let reflection = || {
         tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(facegate_descriptors)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             // The error details every error carries (ErrorInfo, BadRequest, RetryInfo, QuotaFailure), so that
             // grpcurl and buf curl print them decoded.
@@ -439,6 +449,16 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     let max = config.grpc.max_message_bytes;
     // Spans, request ids, trace context and RPC metrics wrap the service; handlers know nothing of them.
     // Requests over the limit and requests that do not decode are refused with an ErrorInfo (grpc::codec).
+    // The sandbox's test controls, on the same listener and behind the same layers, only in sandbox mode.
+    #[cfg(feature = "sandbox")]
+    let sandbox_service = sandbox.as_ref().map(|simulators| {
+        Observed::new(MessageLimit::new(
+            SandboxServiceServer::new(SandboxApi::new(api.clone(), Arc::clone(simulators)))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            max,
+        ))
+    });
     let grpc_service = Observed::new(MessageLimit::new(
         VerificationServiceServer::new(api)
             .max_decoding_message_size(max)
@@ -476,13 +496,15 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         stopping_rx.clone(),
     );
     // Authentication wraps every service, health and reflection included (they decide themselves whether to be open).
-    let grpc_server = crate::grpc::server_builder(&config.grpc)
+    let grpc_routes = crate::grpc::server_builder(&config.grpc)
         .layer(AuthLayer::new(authenticator))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(grpc_service)
-        .serve_with_incoming_shutdown(grpc_incoming, grpc_signal);
+        .add_service(grpc_service);
+    #[cfg(feature = "sandbox")]
+    let grpc_routes = grpc_routes.add_optional_service(sandbox_service);
+    let grpc_server = grpc_routes.serve_with_incoming_shutdown(grpc_incoming, grpc_signal);
 
     let http_conns = net::accept_with(
         "http",

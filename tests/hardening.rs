@@ -22,16 +22,19 @@ use tonic::transport::Channel;
 use tonic::Code;
 use tower::{Service, ServiceExt};
 
-const METHODS: [&str; 9] = [
-    "StartSession",
-    "SubmitIdentity",
-    "UploadReference",
-    "GetResult",
-    "StreamStatus",
-    "CancelSession",
-    "RedactSession",
-    "ListSessions",
-    "ListSessionEvents",
+/// Every RPC of a sandbox server, as `service/method`.
+const METHODS: [&str; 11] = [
+    "VerificationService/StartSession",
+    "VerificationService/SubmitIdentity",
+    "VerificationService/UploadReference",
+    "VerificationService/GetResult",
+    "VerificationService/StreamStatus",
+    "VerificationService/CancelSession",
+    "VerificationService/RedactSession",
+    "VerificationService/ListSessions",
+    "VerificationService/ListSessionEvents",
+    "SandboxService/SimulateOutcome",
+    "SandboxService/ListScenarios",
 ];
 
 /// Waits until the server closes `conn` (a read returns end of file or the connection is reset), and returns what
@@ -184,12 +187,7 @@ fn frame(announced_len: u32, bytes: &[u8]) -> Vec<u8> {
 async fn raw_call(channel: &Channel, method: &str, body: Vec<u8>) -> tonic::Status {
     let request = http::Request::builder()
         .method("POST")
-        .uri(
-            Uri::try_from(format!(
-                "http://facegate/facegate.v1.VerificationService/{method}"
-            ))
-            .unwrap(),
-        )
+        .uri(Uri::try_from(format!("http://facegate/facegate.v1.{method}")).unwrap())
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(tonic::body::Body::new(axum::body::Body::from(body)))

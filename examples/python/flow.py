@@ -7,6 +7,9 @@ Usage: python flow.py [GRPC_TARGET]   (default 127.0.0.1:50051; the server runs 
 1. Juhe: one StartSession with the identity and the face inline; the reply is final.
 2. Baidu: StartSession -> AWAITING_USER with a user_url; StreamStatus watches while this script plays the end user
    on the sandbox H5 page (GET the page, POST its form with "pass"); the stream ends VERIFIED; GetResult.
+3. SandboxService, no browser and no page request: ListScenarios, then one Baidu or Megvii session per page outcome
+   it lists, completed with SimulateOutcome and checked against what the list says it produces; and a Baidu
+   `kyc_retry` session that fails twice, then passes.
 Requirements: pip install grpcio==1.85.* grpcio-tools==1.85.*
 """
 import os
@@ -33,6 +36,8 @@ sys.path.insert(0, OUT)
 
 import grpc  # noqa: E402
 from facegate.v1 import common_pb2 as common  # noqa: E402
+from facegate.v1 import sandbox_service_pb2 as sandbox  # noqa: E402
+from facegate.v1 import sandbox_service_pb2_grpc as sandbox_grpc  # noqa: E402
 from facegate.v1 import vendor_options_pb2 as options  # noqa: E402
 from facegate.v1 import verification_service_pb2 as api  # noqa: E402
 from facegate.v1 import verification_service_pb2_grpc as api_grpc  # noqa: E402
@@ -113,7 +118,53 @@ def main():
     print(f"baidu score {fm.score:.1f} >= {fm.threshold} (FAR {fm.threshold_false_accept_rate}), "
           f"billed {[b.item for b in result.outcome.billing if b.billed]}")
     assert fm.passed
+
+    simulate_every_page_outcome(stub, sandbox_grpc.SandboxServiceStub(channel), run)
     print("python example: OK")
+
+
+def start_for(stub, vendor, request_id, plan="kyc"):
+    """A Baidu or Megvii session with the identity inline, waiting for its user."""
+    request = api.StartSessionRequest(
+        request_id=request_id, vendor=vendor, identity=common.Identity(name="测试用户", id_number=ID_NUMBER))
+    if vendor == common.VENDOR_BAIDU:
+        request.baidu.CopyFrom(options.BaiduOptions(plan=plan))
+    else:  # Megvii says why a flow FAILED only when asked (ListScenarios' results assume it is).
+        request.megvii.CopyFrom(options.MegviiOptions(get_fail_reason=True))
+    session = stub.StartSession(request, timeout=30).session
+    assert session.state == common.SESSION_STATE_AWAITING_USER, session
+    return session
+
+
+def produced(stub, session):
+    """What a session came to, spelled as ListScenarios spells results ("FAILED FACE_MISMATCH (billed)")."""
+    text = STATE(session.state).removeprefix("SESSION_STATE_")
+    if session.HasField("failure"):
+        text += " " + common.FailureCode.Name(session.failure.code).removeprefix("FAILURE_CODE_")
+    billing = stub.GetResult(api.GetResultRequest(session_id=session.id), timeout=30).outcome.billing
+    return text + (" (billed)" if any(b.billed for b in billing) else "")
+
+
+def simulate_every_page_outcome(stub, sandbox_stub, run):
+    scenarios = sandbox_stub.ListScenarios(sandbox.ListScenariosRequest(), timeout=30)
+    print(f"sandbox: {len(scenarios.juhe_identities)} Juhe identities, {len(scenarios.page_outcomes)} page outcomes")
+    assert scenarios.page_outcomes
+    for i, scenario in enumerate(scenarios.page_outcomes):
+        session = start_for(stub, scenario.vendor, f"py-example-{run}-sim-{i}")
+        after = sandbox_stub.SimulateOutcome(
+            sandbox.SimulateOutcomeRequest(session_id=session.id, outcome=scenario.outcome), timeout=30).session
+        got = produced(stub, after)
+        print(f"  {common.Vendor.Name(scenario.vendor):13} {scenario.page_value:19} -> {got}")
+        assert got == scenario.result, (scenario, got)
+    # A plan that keeps its URL after a failed attempt: the user tries again on the same page.
+    retry = start_for(stub, common.VENDOR_BAIDU, f"py-example-{run}-retry", plan="kyc_retry")
+    for outcome in (sandbox.SIMULATED_OUTCOME_FACE_MISMATCH, sandbox.SIMULATED_OUTCOME_LIVENESS_FAILED,
+                    sandbox.SIMULATED_OUTCOME_PASS):
+        retry = sandbox_stub.SimulateOutcome(
+            sandbox.SimulateOutcomeRequest(session_id=retry.id, outcome=outcome), timeout=30).session
+        print(f"  kyc_retry {sandbox.SimulatedOutcome.Name(outcome)} -> {STATE(retry.state)} "
+              f"{retry.last_attempt_error.reason}")
+    assert retry.state == common.SESSION_STATE_VERIFIED, retry
 
 
 if __name__ == "__main__":

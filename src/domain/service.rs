@@ -304,6 +304,11 @@ impl SessionService {
         Ok(session)
     }
 
+    /// The session as stored, when it belongs to `caller`'s tenant (else [`Error::NotFound`]).
+    pub async fn get_owned(&self, caller: &Caller, id: &str) -> Result<Session, Error> {
+        self.load_owned(caller, id).await
+    }
+
     /// Loads, changes and stores a session with compare-and-set, retrying on conflicts. `change` returns whether it
     /// changed anything; the version is bumped once per stored change. Watchers hear of it when `publish`.
     async fn mutate<F>(&self, id: &str, publish: bool, change: F) -> Result<Session, Error>

@@ -362,6 +362,25 @@ pub enum FailureCode {
     VendorError,
 }
 
+impl FailureCode {
+    /// The code as the API and the store spell it (`FACE_MISMATCH`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::FaceMismatch => "FACE_MISMATCH",
+            FailureCode::LivenessFailed => "LIVENESS_FAILED",
+            FailureCode::IdNameMismatch => "ID_NAME_MISMATCH",
+            FailureCode::NoFaceFound => "NO_FACE_FOUND",
+            FailureCode::IdPhotoUnavailable => "ID_PHOTO_UNAVAILABLE",
+            FailureCode::UserAbandoned => "USER_ABANDONED",
+            FailureCode::UserTimeout => "USER_TIMEOUT",
+            FailureCode::BrowserUnsupported => "BROWSER_UNSUPPORTED",
+            FailureCode::IdNotFound => "ID_NOT_FOUND",
+            FailureCode::ScoreBelowThreshold => "SCORE_BELOW_THRESHOLD",
+            FailureCode::VendorError => "VENDOR_ERROR",
+        }
+    }
+}
+
 /// Why a session failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -1066,6 +1085,29 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_codes_are_spelled_as_the_store_spells_them() {
+        use FailureCode as F;
+        for code in [
+            F::FaceMismatch,
+            F::LivenessFailed,
+            F::IdNameMismatch,
+            F::NoFaceFound,
+            F::IdPhotoUnavailable,
+            F::UserAbandoned,
+            F::UserTimeout,
+            F::BrowserUnsupported,
+            F::IdNotFound,
+            F::ScoreBelowThreshold,
+            F::VendorError,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&code).ok(),
+                Some(format!("\"{}\"", code.as_str()))
+            );
+        }
+    }
 
     #[test]
     fn a_masked_identity_masks_what_can_be_its_name() {

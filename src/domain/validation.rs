@@ -61,7 +61,7 @@ pub struct Violation {
 
 impl Violation {
     /// Builds a violation for `field` with the given description.
-    fn new(field: &str, description: impl Into<String>) -> Self {
+    pub fn new(field: &str, description: impl Into<String>) -> Self {
         Self {
             field: field.to_owned(),
             description: description.into(),

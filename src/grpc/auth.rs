@@ -32,6 +32,7 @@ pub const REASON_UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 pub const REASON_MISSING_SCOPE: &str = "MISSING_SCOPE";
 
 const SERVICE_PREFIX: &str = "/facegate.v1.VerificationService/";
+const SANDBOX_PREFIX: &str = "/facegate.v1.SandboxService/";
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 const REFLECTION_PREFIXES: [&str; 2] = [
     "/grpc.reflection.v1.ServerReflection/",
@@ -72,9 +73,22 @@ const METHOD_SCOPES: [(&str, Scope); 9] = [
     ("ListSessionEvents", Scope::SessionsRead),
 ];
 
+/// The scope each method of `facegate.v1.SandboxService` (served only by a sandbox) needs: playing a session's
+/// end user is part of creating it; the scenarios are read.
+const SANDBOX_METHOD_SCOPES: [(&str, Scope); 2] = [
+    ("SimulateOutcome", Scope::SessionsCreate),
+    ("ListScenarios", Scope::SessionsRead),
+];
+
 fn target(path: &str) -> Target {
-    if let Some(name) = path.strip_prefix(SERVICE_PREFIX) {
-        return METHOD_SCOPES
+    let methods = if let Some(name) = path.strip_prefix(SERVICE_PREFIX) {
+        Some((name, &METHOD_SCOPES[..]))
+    } else {
+        path.strip_prefix(SANDBOX_PREFIX)
+            .map(|name| (name, &SANDBOX_METHOD_SCOPES[..]))
+    };
+    if let Some((name, scopes)) = methods {
+        return scopes
             .iter()
             .find(|(m, _)| *m == name)
             .map(|(m, s)| Target::Method(m, *s))
@@ -488,6 +502,34 @@ mod tests {
                 None
             ),
             Checked::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn sandbox_methods_need_their_scopes() {
+        let a = Authenticator::new(
+            &auth(vec![
+                keyed("creator", "key-c", &["sessions:create"]),
+                keyed("reader", "key-r", &["sessions:read"]),
+            ]),
+            true,
+        )
+        .unwrap();
+        let simulate = "/facegate.v1.SandboxService/SimulateOutcome";
+        let scenarios = "/facegate.v1.SandboxService/ListScenarios";
+        assert!(caller_of(a.check(simulate, &headers(Some("Bearer key-c")), None)).is_some());
+        assert!(matches!(
+            a.check(simulate, &headers(Some("Bearer key-r")), None),
+            Checked::Refused(Refusal::MissingScope(_, Scope::SessionsCreate))
+        ));
+        assert!(caller_of(a.check(scenarios, &headers(Some("Bearer key-r")), None)).is_some());
+        assert!(matches!(
+            a.check(scenarios, &headers(Some("Bearer key-c")), None),
+            Checked::Refused(Refusal::MissingScope(_, Scope::SessionsRead))
+        ));
+        assert!(matches!(
+            a.check(simulate, &headers(None), None),
+            Checked::Refused(Refusal::Unauthenticated(_))
         ));
     }
 

@@ -694,7 +694,8 @@ fn pb_state(s: d::State) -> pb::SessionState {
     }
 }
 
-fn pb_vendor(v: d::Vendor) -> pb::Vendor {
+/// The proto enum of a vendor.
+pub fn pb_vendor(v: d::Vendor) -> pb::Vendor {
     match v {
         d::Vendor::Baidu => pb::Vendor::Baidu,
         d::Vendor::Megvii => pb::Vendor::Megvii,

@@ -25,6 +25,12 @@ pub struct VerificationApi {
 }
 
 impl VerificationApi {
+    /// The domain service.
+    #[cfg(feature = "sandbox")]
+    pub(super) fn service(&self) -> &Arc<SessionService> {
+        &self.service
+    }
+
     /// Wraps the domain service; unary calls get `request_timeout`.
     pub fn new(service: Arc<SessionService>, request_timeout: Duration) -> Self {
         Self {
@@ -36,7 +42,7 @@ impl VerificationApi {
     /// The time a unary call has: `grpc.request_timeout_secs`, or less when the caller's `grpc-timeout` says so.
     /// The answer to a caller's deadline leaves a little before it (a tenth of it, at most 500 ms), so that it is
     /// this DEADLINE_EXCEEDED with its ErrorInfo that arrives in time, not the transport's bare cancellation.
-    fn budget<T>(&self, request: &Request<T>) -> Budget {
+    pub(super) fn budget<T>(&self, request: &Request<T>) -> Budget {
         let caller = request
             .metadata()
             .get("grpc-timeout")
@@ -56,7 +62,7 @@ impl VerificationApi {
 
     /// Runs a unary call under the request deadline. A vendor call already started goes on in its own task and its
     /// outcome is stored, so a timed-out caller can read it with GetResult.
-    async fn unary<T, F>(
+    pub(super) async fn unary<T, F>(
         &self,
         method: &'static str,
         budget: Budget,
@@ -89,7 +95,7 @@ impl VerificationApi {
 }
 
 /// How long a unary call may run, and whether the caller's deadline set it.
-struct Budget {
+pub(super) struct Budget {
     time: Duration,
     callers: bool,
 }
@@ -115,7 +121,7 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 impl VerificationApi {
     /// The authenticated caller of a request, once it has taken a token of its tenant's RPC rate quota.
-    fn admit<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    pub(super) fn admit<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let caller = caller(request)?;
         self.service
             .quotas()

@@ -7,6 +7,8 @@ pub mod convert;
 pub mod error;
 pub mod handlers;
 pub mod observe;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 
 pub use handlers::VerificationApi;
 

@@ -39,6 +39,11 @@ pub const METHODS: [&str; 9] = [
     "ListSessionEvents",
 ];
 
+/// The sandbox service's name and methods (served only by `serve --sandbox`).
+pub const SANDBOX_SERVICE_NAME: &str = "facegate.v1.SandboxService";
+/// See [`SANDBOX_SERVICE_NAME`].
+pub const SANDBOX_METHODS: [&str; 2] = ["SimulateOutcome", "ListScenarios"];
+
 /// Metadata key of the caller's request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -77,9 +82,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = method_of(request.uri().path());
+        let (service, method) = method_of(request.uri().path());
         let caller = request.extensions().get::<Caller>();
-        let span = rpc_span(method, request.headers(), caller);
+        let span = rpc_span(service, method, request.headers(), caller);
         let call = Call {
             span: span.clone(),
             method,
@@ -108,15 +113,22 @@ where
     }
 }
 
-/// The method named by a request path, if it is one of [`METHODS`] (else `other`, so a client cannot make up label
-/// values).
-fn method_of(path: &str) -> &'static str {
-    path.strip_prefix('/')
-        .and_then(|p| p.strip_prefix(SERVICE_NAME))
-        .and_then(|p| p.strip_prefix('/'))
-        .and_then(|name| METHODS.iter().find(|m| **m == name))
-        .copied()
-        .unwrap_or("other")
+/// The service and method named by a request path, if it is one of [`METHODS`] or [`SANDBOX_METHODS`] (else
+/// `other` of the verification service, so a client cannot make up label values).
+fn method_of(path: &str) -> (&'static str, &'static str) {
+    let services: [(&'static str, &[&'static str]); 2] = [
+        (SERVICE_NAME, &METHODS),
+        (SANDBOX_SERVICE_NAME, &SANDBOX_METHODS),
+    ];
+    let rest = path.strip_prefix('/').unwrap_or_default();
+    services
+        .into_iter()
+        .find_map(|(service, methods)| {
+            let name = rest.strip_prefix(service)?.strip_prefix('/')?;
+            let method = methods.iter().find(|m| **m == name)?;
+            Some((service, *method))
+        })
+        .unwrap_or((SERVICE_NAME, "other"))
 }
 
 struct Headers<'a>(&'a http::HeaderMap);
@@ -172,13 +184,18 @@ pub fn record_idempotency_key(key: &str) {
     Span::current().record("idempotency_key", shown);
 }
 
-fn rpc_span(method: &'static str, headers: &http::HeaderMap, caller: Option<&Caller>) -> Span {
+fn rpc_span(
+    service: &'static str,
+    method: &'static str,
+    headers: &http::HeaderMap,
+    caller: Option<&Caller>,
+) -> Span {
     let span = tracing::info_span!(
         "rpc",
-        otel.name = %format_args!("{SERVICE_NAME}/{method}"),
+        otel.name = %format_args!("{service}/{method}"),
         otel.kind = "server",
         rpc.system = "grpc",
-        rpc.service = SERVICE_NAME,
+        rpc.service = service,
         rpc.method = method,
         rpc.grpc.status_code = Empty,
         call_id = %call_id(headers),
@@ -332,19 +349,31 @@ mod tests {
 
     #[test]
     fn only_known_methods_become_labels() {
+        let verification = |m| (SERVICE_NAME, m);
         assert_eq!(
             method_of("/facegate.v1.VerificationService/StartSession"),
-            "StartSession"
+            verification("StartSession")
         );
         assert_eq!(
             method_of("/facegate.v1.VerificationService/StreamStatus"),
-            "StreamStatus"
+            verification("StreamStatus")
+        );
+        assert_eq!(
+            method_of("/facegate.v1.SandboxService/SimulateOutcome"),
+            (SANDBOX_SERVICE_NAME, "SimulateOutcome")
         );
         assert_eq!(
             method_of("/facegate.v1.VerificationService/Made_Up"),
-            "other"
+            verification("other")
         );
-        assert_eq!(method_of("/other.Service/StartSession"), "other");
+        assert_eq!(
+            method_of("/facegate.v1.SandboxService/StartSession"),
+            verification("other")
+        );
+        assert_eq!(
+            method_of("/other.Service/StartSession"),
+            verification("other")
+        );
     }
 
     #[test]

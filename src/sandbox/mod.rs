@@ -5,6 +5,8 @@
 pub mod baidu;
 pub mod juhe;
 pub mod megvii;
+pub mod scenarios;
+pub mod simulate;
 pub mod web;
 
 use std::collections::BTreeMap;
