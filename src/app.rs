@@ -386,7 +386,8 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         )
         .await
         .map_err(|e| AppError::Startup(format!("cannot start the session service: {e}")))?
-        .with_quotas(Arc::new(Quotas::new(&config.auth))),
+        .with_quotas(Arc::new(Quotas::new(&config.auth)))
+        .with_router(config.routing.router()),
     );
     service.enable_polling();
     let recovered = service

@@ -82,6 +82,151 @@ pub struct Config {
     pub log: LogConfig,
     /// Readiness: how the store is checked.
     pub health: HealthConfig,
+    /// Which vendor serves a StartSession that leaves the vendor to facegate, and the vendors' circuit breakers.
+    pub routing: RoutingConfig,
+}
+
+/// Routing of StartSession requests with `VENDOR_UNSPECIFIED` (README "Routing").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Candidate vendors and weights per tenant; a policy of tenant `default` applies to tenants without their own.
+    /// Without any policy every configured vendor is a candidate with equal weight.
+    pub policies: Vec<RoutingPolicyConfig>,
+    /// When a vendor's circuit breaker opens.
+    pub breaker: BreakerConfig,
+}
+
+/// One tenant's routing policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingPolicyConfig {
+    /// The tenant (`default`: every tenant without a policy of its own).
+    pub tenant: String,
+    /// The candidates, each with its weight.
+    pub candidates: Vec<RoutingCandidateConfig>,
+}
+
+/// A candidate vendor of a routing policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingCandidateConfig {
+    /// `juhe`, `baidu` or `megvii`.
+    pub vendor: crate::domain::Vendor,
+    /// Its share of the sessions, relative to the other candidates' (1 to 1000; default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A vendor's circuit breaker: it opens after `consecutive_failures` failed calls in a row, or when more than
+/// `failure_ratio` of at least `min_calls` calls in the last `window_secs` failed; after `open_secs` one probe may
+/// pass. Vendor answers that are the user's fault do not count.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Failures in a row that open the breaker.
+    pub consecutive_failures: u32,
+    /// Share of failed calls in the window above which it opens.
+    pub failure_ratio: f64,
+    /// Calls the window must hold before the ratio counts.
+    pub min_calls: u32,
+    /// The window, in seconds.
+    pub window_secs: u64,
+    /// How long it stays open before one probe may pass, in seconds.
+    pub open_secs: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            min_calls: 20,
+            window_secs: 10,
+            open_secs: 30,
+        }
+    }
+}
+
+impl RoutingConfig {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut tenants = std::collections::BTreeSet::new();
+        for (i, policy) in self.policies.iter().enumerate() {
+            if policy.tenant.is_empty() || !tenants.insert(policy.tenant.as_str()) {
+                problems.push(format!(
+                    "routing.policies[{i}].tenant must be set and name each tenant once"
+                ));
+            }
+            if policy.candidates.is_empty() {
+                problems.push(format!(
+                    "routing.policies[{i}].candidates must list at least one vendor"
+                ));
+            }
+            let mut vendors = std::collections::BTreeSet::new();
+            for (j, c) in policy.candidates.iter().enumerate() {
+                if !(1..=1000).contains(&c.weight) {
+                    problems.push(format!(
+                        "routing.policies[{i}].candidates[{j}].weight must be 1 to 1000"
+                    ));
+                }
+                if !vendors.insert(c.vendor.as_str()) {
+                    problems.push(format!(
+                        "routing.policies[{i}].candidates lists {} twice",
+                        c.vendor.as_str()
+                    ));
+                }
+            }
+        }
+        let b = &self.breaker;
+        if b.consecutive_failures == 0 || b.min_calls == 0 || b.window_secs == 0 || b.open_secs == 0
+        {
+            problems.push(
+                "routing.breaker.consecutive_failures, min_calls, window_secs and open_secs must be at least 1"
+                    .to_owned(),
+            );
+        }
+        if !(b.failure_ratio > 0.0 && b.failure_ratio < 1.0) {
+            problems.push("routing.breaker.failure_ratio must be in (0, 1)".to_owned());
+        }
+        problems
+    }
+
+    /// The domain's policies and breaker settings.
+    pub fn router(&self) -> crate::domain::routing::Router {
+        use crate::domain::routing::{BreakerSettings, Policies, Router, Weighted};
+        let mut policies = Policies::default();
+        for policy in &self.policies {
+            let list: Vec<Weighted> = policy
+                .candidates
+                .iter()
+                .map(|c| Weighted {
+                    vendor: c.vendor,
+                    weight: c.weight,
+                })
+                .collect();
+            if policy.tenant == crate::domain::caller::DEFAULT_TENANT {
+                policies.default = Some(list);
+            } else {
+                policies.tenants.insert(policy.tenant.clone(), list);
+            }
+        }
+        let b = &self.breaker;
+        Router::new(
+            policies,
+            BreakerSettings {
+                consecutive_failures: b.consecutive_failures,
+                failure_ratio: b.failure_ratio,
+                min_calls: b.min_calls,
+                window: std::time::Duration::from_secs(b.window_secs),
+                open_for: std::time::Duration::from_secs(b.open_secs),
+            },
+        )
+    }
 }
 
 /// Readiness checks (`/readyz` and gRPC health of `facegate.v1.VerificationService`).
@@ -1229,6 +1374,7 @@ impl Config {
             );
         }
         problems.extend(self.retention.problems(&self.session));
+        problems.extend(self.routing.problems());
         for (name, url) in [
             ("juhe.base_url", &self.juhe.base_url),
             ("baidu.base_url", &self.baidu.base_url),
@@ -1823,6 +1969,53 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn routing_policies_load_as_the_readme_writes_them_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("facegate.toml");
+        let readme = include_str!("../README.md");
+        let start = readme.find("## Routing").unwrap();
+        let block = &readme[start..];
+        let toml_start = block.find("```toml\n").unwrap() + "```toml\n".len();
+        let toml_end = block[toml_start..].find("```").unwrap();
+        std::fs::write(&file, &block[toml_start..toml_start + toml_end]).unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.routing.policies.len(), 2);
+        assert_eq!(
+            c.routing.policies[1].candidates[0].weight, 1,
+            "weight defaults to 1"
+        );
+        let router = c.routing.router();
+        use crate::domain::routing::Weighted;
+        let configured = [crate::domain::Vendor::Juhe, crate::domain::Vendor::Baidu];
+        assert_eq!(
+            router.candidates("shop", &configured),
+            vec![Weighted {
+                vendor: crate::domain::Vendor::Baidu,
+                weight: 3
+            }]
+        );
+        assert_eq!(router.candidates("other", &configured).len(), 2);
+
+        let mut bad = c.clone();
+        bad.routing.policies[0].candidates[0].weight = 0;
+        bad.routing.policies[1].tenant = "shop".into();
+        bad.routing.breaker.failure_ratio = 1.5;
+        let problems = bad.problems().join("; ");
+        assert!(
+            problems.contains("routing.policies[0].candidates[0].weight"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("routing.policies[1].tenant"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("routing.breaker.failure_ratio"),
+            "{problems}"
+        );
     }
 
     #[test]

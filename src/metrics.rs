@@ -362,6 +362,56 @@ pub fn render_quotas(quotas: &[crate::domain::quota::QuotaUsage]) -> String {
     out
 }
 
+/// The text exposition of the vendors' circuit breakers: each vendor's state (one series per state, 1 for the
+/// current one) and how often its breaker opened.
+pub fn render_breakers(
+    breakers: &[(
+        crate::domain::Vendor,
+        crate::domain::routing::BreakerState,
+        u64,
+    )],
+) -> String {
+    use crate::domain::routing::BreakerState;
+    let mut out = String::new();
+    family_header(&mut out, &BREAKER_STATE, "gauge");
+    for (vendor, state, _) in breakers {
+        for s in BreakerState::ALL {
+            sample(
+                &mut out,
+                BREAKER_STATE.name,
+                &BREAKER_STATE.keys,
+                &[vendor.as_str(), s.as_str()],
+                "",
+                &u8::from(s == *state),
+            );
+        }
+    }
+    family_header(&mut out, &BREAKER_OPENED, "counter");
+    for (vendor, _, opened) in breakers {
+        sample(
+            &mut out,
+            BREAKER_OPENED.name,
+            &BREAKER_OPENED.keys,
+            &[vendor.as_str()],
+            "",
+            opened,
+        );
+    }
+    out
+}
+
+const BREAKER_STATE: Family<2> = Family {
+    name: "facegate_vendor_circuit_state",
+    help: "Each vendor's circuit breaker, 1 for its current state (closed, open, half_open) and 0 for the others. \
+           Routing skips a vendor whose breaker is open.",
+    keys: ["vendor", "state"],
+};
+const BREAKER_OPENED: Family<1> = Family {
+    name: "facegate_vendor_circuit_opened_total",
+    help: "Times each vendor's circuit breaker opened.",
+    keys: ["vendor"],
+};
+
 /// A metric family: name, help text and label names.
 struct Family<const N: usize> {
     name: &'static str,

@@ -174,6 +174,10 @@ pub enum Error {
         "the request has no consent evidence and the policy session.require_consent requires it"
     )]
     ConsentRequired,
+    /// The request left the vendor to facegate and no configured vendor can serve it now (`why` names the
+    /// candidates and why each was left out; no personal data).
+    #[error("no vendor can serve this request: {0}")]
+    NoVendorAvailable(String),
     /// The store failed.
     #[error("session store unavailable")]
     Store,

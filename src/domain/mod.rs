@@ -8,6 +8,7 @@ pub mod events;
 pub mod far;
 pub mod listing;
 pub mod quota;
+pub mod routing;
 pub mod service;
 pub mod session;
 pub mod state;

@@ -26,6 +26,7 @@ use super::far::{describe, threshold_for};
 use super::listing::{self, ListRequest, PageTokens};
 use super::now_ms;
 use super::quota::{BilledCall, Quotas};
+use super::routing::{BreakerSettings, CallHealth, Policies, Router, Weighted};
 use super::session::*;
 use super::state::{Applied, Event, TransitionError};
 use crate::status::poller::{PollConfig, PollStep, Pollers};
@@ -106,8 +107,8 @@ pub struct ImageInput {
 pub struct StartRequest {
     /// Idempotency key.
     pub request_id: String,
-    /// Vendor.
-    pub vendor: Vendor,
+    /// Vendor; `None`: facegate picks one (routing).
+    pub vendor: Option<Vendor>,
     /// Vendor options.
     pub options: RequestedOptions,
     /// Identity, inline.
@@ -153,6 +154,7 @@ pub struct SessionService {
     refreshes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<i64>>>>,
     /// Per-tenant quotas; the daily billed-call cap is reserved before a vendor call is claimed.
     quotas: Arc<Quotas>,
+    router: Router,
 }
 
 fn store_err(e: StoreError) -> Error {
@@ -184,6 +186,7 @@ impl SessionService {
             callbacks: CallbackCounts::default(),
             refreshes: std::sync::Mutex::new(HashMap::new()),
             quotas: Arc::new(Quotas::unlimited()),
+            router: Router::new(Policies::default(), BreakerSettings::default()),
         })
     }
 
@@ -191,6 +194,18 @@ impl SessionService {
     pub fn with_quotas(mut self, quotas: Arc<Quotas>) -> Self {
         self.quotas = quotas;
         self
+    }
+
+    /// Routes requests that leave the vendor to facegate with `router` (the default: every configured vendor with
+    /// equal weight, default breakers). Call before wrapping in an `Arc`.
+    pub fn with_router(mut self, router: Router) -> Self {
+        self.router = router;
+        self
+    }
+
+    /// The router (its breakers feed `/metrics`).
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
     /// The quotas (for the gRPC handlers and metrics).
@@ -407,7 +422,7 @@ impl SessionService {
     pub async fn start(
         self: &Arc<Self>,
         caller: &Caller,
-        req: StartRequest,
+        mut req: StartRequest,
     ) -> Result<Session, Error> {
         if *self.shutdown.borrow() {
             return Err(Error::ShuttingDown);
@@ -418,29 +433,17 @@ impl SessionService {
             None => {}
             Some(consent) => check_consent(consent, now_ms(), self.cfg.session_ttl_ms)?,
         }
-        let adapter = self.vendors.adapter(req.vendor)?;
         let far = req.target_far.unwrap_or(self.cfg.default_far);
-        if threshold_for(adapter.published_thresholds(), far).is_none() {
-            return Err(Error::invalid(
-                "target_false_accept_rate",
-                format!(
-                    "{} publishes score thresholds only for false accept rates {}",
-                    req.vendor.as_str(),
-                    describe(adapter.published_thresholds())
-                ),
-            ));
-        }
-        let options = adapter
-            .resolve_options(req.options.clone())
-            .map_err(|v| Error::InvalidArgument(vec![v]))?;
         let fingerprint = self.fingerprint(&req.canonical);
         // A repeat of a known request id is found by the create below, which writes nothing then (one store
         // round trip for a new request instead of a lookup before it).
         let now = now_ms();
-        let mut session = Session {
+        let images = std::mem::take(&mut req.images);
+        let requested = std::mem::take(&mut req.options);
+        let template = Session {
             id: new_session_id(),
-            vendor: req.vendor,
-            options,
+            vendor: req.vendor.unwrap_or(Vendor::Juhe),
+            options: VendorOptions::Juhe { encrypted: false },
             state: State::RequiresInput,
             required_inputs: Vec::new(),
             user_url: None,
@@ -472,13 +475,15 @@ impl SessionService {
             redaction: None,
             consent: req.consent,
             start_call: StartCall::None,
+            route: None,
         };
-        for (i, image) in req.images.into_iter().enumerate() {
-            take_image(adapter, &mut session.inputs, image).map_err(|v| {
-                Error::InvalidArgument(vec![with_prefix(v, &format!("images[{i}]"))])
-            })?;
-        }
-        session.required_inputs = adapter.required_inputs(&session);
+        let mut session = match req.vendor {
+            Some(vendor) => {
+                let adapter = self.vendors.adapter(vendor)?;
+                prepare(adapter, template, &requested, images)?
+            }
+            None => self.route(template, &requested, images)?,
+        };
         self.limit_personal_data(&mut session);
         // Inputs complete at creation: the write that stores the session reserves one call under the daily cap
         // (refused: nothing is written, so a retry of this request once the cap allows starts afresh) and claims
@@ -517,6 +522,82 @@ impl SessionService {
         if session.attempt_started_at_ms.is_some() {
             return self.spawn_attempt(session).await;
         }
+        Ok(session)
+    }
+
+    /// Picks the vendor of a request that left it to facegate: the tenant's candidates (see [`Router::candidates`])
+    /// that can serve the request, ordered by a weighted draw among those whose breaker lets sessions through. The
+    /// first becomes the session's vendor; the others that take the same inputs as they are become its failover
+    /// order, tried only while nothing billed or possibly billed has happened and no page was handed out.
+    fn route(
+        &self,
+        template: Session,
+        requested: &RequestedOptions,
+        images: Vec<ImageInput>,
+    ) -> Result<Session, Error> {
+        let configured: Vec<Vendor> = [Vendor::Juhe, Vendor::Baidu, Vendor::Megvii]
+            .into_iter()
+            .filter(|v| self.vendors.adapter(*v).is_ok())
+            .collect();
+        let mut refused: Vec<String> = Vec::new();
+        let mut prepared: Vec<(Weighted, Session)> = Vec::new();
+        for candidate in self.router.candidates(&template.tenant, &configured) {
+            let Ok(adapter) = self.vendors.adapter(candidate.vendor) else {
+                continue;
+            };
+            match prepare(adapter, template.clone(), requested, images.clone()) {
+                Ok(session) => match unroutable(adapter, &session) {
+                    None => prepared.push((candidate, session)),
+                    Some(why) => refused.push(format!("{}: {why}", candidate.vendor.as_str())),
+                },
+                Err(e) => refused.push(format!("{}: {e}", candidate.vendor.as_str())),
+            }
+        }
+        let order = self
+            .router
+            .order(prepared.iter().map(|(w, _)| *w).collect());
+        for (w, _) in &prepared {
+            if !order.contains(&w.vendor) {
+                refused.push(format!(
+                    "{}: its circuit breaker is open",
+                    w.vendor.as_str()
+                ));
+            }
+        }
+        let Some(chosen) = order.iter().position(|v| self.router.breakers().take(*v)) else {
+            if refused.is_empty() {
+                refused.push("no vendor is configured for this tenant".to_owned());
+            }
+            return Err(Error::NoVendorAvailable(refused.join("; ")));
+        };
+        let session_of = |vendor: Vendor| {
+            prepared
+                .iter()
+                .find(|(w, _)| w.vendor == vendor)
+                .map(|(_, s)| s)
+        };
+        let Some(mut session) = session_of(order[chosen]).cloned() else {
+            return Err(Error::Internal("a drawn vendor was not prepared".into()));
+        };
+        let failover = order[chosen + 1..]
+            .iter()
+            .filter_map(|v| session_of(*v))
+            .filter(|s| s.inputs == session.inputs && s.required_inputs == session.required_inputs)
+            .map(|s| RouteCandidate {
+                vendor: s.vendor,
+                options: s.options.clone(),
+            })
+            .collect();
+        session.route = Some(Route {
+            order: order.clone(),
+            failover,
+            attempts: Vec::new(),
+        });
+        tracing::info!(
+            vendor = session.vendor.as_str(),
+            candidates = order.len(),
+            "vendor chosen by routing"
+        );
         Ok(session)
     }
 
@@ -682,10 +763,25 @@ impl SessionService {
     }
 
     async fn run_attempt(&self, claimed: Session) -> Result<Session, Error> {
-        let adapter = self.vendors.adapter(claimed.vendor)?;
+        let mut claimed = claimed;
+        let (adapter, result, calls) = loop {
+            let adapter = self.vendors.adapter(claimed.vendor)?;
+            let (result, calls) = collect_calls(adapter.proceed(&claimed)).await;
+            let health = match &result {
+                Ok(_) => CallHealth::Ok,
+                Err(e) => CallHealth::of_error(e.kind),
+            };
+            self.router.breakers().record(adapter.vendor(), health);
+            if let Err(err) = &result {
+                if let Some(next) = self.fail_over(&claimed, err, &calls).await? {
+                    claimed = next;
+                    continue;
+                }
+            }
+            break (adapter, result, calls);
+        };
         let id = claimed.id.clone();
         let claimed_by_start = claimed.start_call == StartCall::UnderWay;
-        let (result, calls) = collect_calls(adapter.proceed(&claimed)).await;
         drop(claimed);
         let vendor = adapter.vendor();
         let billed_by = |outcome: &Outcome| CallResult {
@@ -766,6 +862,74 @@ impl SessionService {
                 })
             }
         }
+    }
+
+    /// After a routed session's vendor call failed: when the vendor is at fault, nothing was billed or possibly
+    /// billed, and no page was handed out, moves the session (still claimed) to the next failover candidate whose
+    /// breaker lets it through, recording the attempt and its calls. `None`: no failover; the failure stands.
+    async fn fail_over(
+        &self,
+        claimed: &Session,
+        err: &VendorError,
+        calls: &[ev::CallRecord],
+    ) -> Result<Option<Session>, Error> {
+        let Some(route) = &claimed.route else {
+            return Ok(None);
+        };
+        if err.possibly_billed
+            || CallHealth::of_error(err.kind) != CallHealth::Failed
+            || claimed.vendor_ref.is_some()
+            || claimed.user_url.is_some()
+            || claimed.outcome.billing.iter().any(|b| b.billed)
+        {
+            return Ok(None);
+        }
+        let mut remaining = route.failover.clone();
+        let next = loop {
+            if remaining.is_empty() {
+                return Ok(None);
+            }
+            let candidate = remaining.remove(0);
+            let Ok(adapter) = self.vendors.adapter(candidate.vendor) else {
+                continue;
+            };
+            let mut trial = claimed.clone();
+            trial.vendor = candidate.vendor;
+            trial.options = candidate.options.clone();
+            if adapter.required_inputs(&trial).is_empty()
+                && self.router.breakers().take(candidate.vendor)
+            {
+                break candidate;
+            }
+        };
+        let from = claimed.vendor;
+        let reason = err.kind.reason();
+        let events = ev::vendor_calls(from, calls, &failed_call(err));
+        let stored = self
+            .mutate_logged(&claimed.id, false, &events, false, |s| {
+                if s.state.is_final() || s.attempt_started_at_ms.is_none() || s.vendor != from {
+                    return Ok(false);
+                }
+                let Some(route) = s.route.as_mut() else {
+                    return Ok(false);
+                };
+                route.attempts.push(VendorAttempt {
+                    vendor: from,
+                    reason: reason.to_owned(),
+                    at_ms: now_ms(),
+                });
+                route.failover = remaining.clone();
+                s.vendor = next.vendor;
+                s.options = next.options.clone();
+                Ok(true)
+            })
+            .await?;
+        if stored.vendor != next.vendor || stored.attempt_started_at_ms.is_none() {
+            return Ok(None);
+        }
+        tracing::warn!(session_id = %stored.id, from = from.as_str(), to = next.vendor.as_str(), reason,
+            "vendor failed before anything was billed; failing over");
+        Ok(Some(stored))
     }
 
     /// Stores a decision. With `append_billing` the outcome's billing records are added to those already kept (a
@@ -861,6 +1025,11 @@ impl SessionService {
             adapter.poll(&session, final_check),
         ))
         .await;
+        let health = match &polled {
+            Ok(_) => CallHealth::Ok,
+            Err(e) => CallHealth::of_error(e.kind),
+        };
+        self.router.breakers().record(adapter.vendor(), health);
         // Requests sent (an access-token fetch on the way is not a result query), by what they found.
         let sent = calls
             .iter()
@@ -2059,6 +2228,54 @@ fn take_image(
     adapter.accept_image(inputs, image)
 }
 
+/// `template` made a session of `adapter`'s vendor: the options resolved, the identity and images placed where the
+/// flow needs them, what it still needs listed. Refused when the vendor publishes no threshold for the session's
+/// false accept rate or cannot take the options or an image.
+fn prepare(
+    adapter: &dyn VendorAdapter,
+    mut session: Session,
+    requested: &RequestedOptions,
+    images: Vec<ImageInput>,
+) -> Result<Session, Error> {
+    let vendor = adapter.vendor();
+    let far = session.target_false_accept_rate;
+    if threshold_for(adapter.published_thresholds(), far).is_none() {
+        return Err(Error::invalid(
+            "target_false_accept_rate",
+            format!(
+                "{} publishes score thresholds only for false accept rates {}",
+                vendor.as_str(),
+                describe(adapter.published_thresholds())
+            ),
+        ));
+    }
+    session.vendor = vendor;
+    session.options = adapter
+        .resolve_options(requested.clone())
+        .map_err(|v| Error::InvalidArgument(vec![v]))?;
+    for (i, image) in images.into_iter().enumerate() {
+        take_image(adapter, &mut session.inputs, image)
+            .map_err(|v| Error::InvalidArgument(vec![with_prefix(v, &format!("images[{i}]"))]))?;
+    }
+    session.required_inputs = adapter.required_inputs(&session);
+    Ok(session)
+}
+
+/// Why a prepared session of a vendor cannot be routed to: a vendor that answers at once needs every input in the
+/// request; a vendor that hands the user a page may wait for the identity (SubmitIdentity), but not for an image
+/// the caller could not know to send (a reference-image plan needs its reference in the request).
+fn unroutable(adapter: &dyn VendorAdapter, session: &Session) -> Option<&'static str> {
+    let synchronous = adapter.result_query() == ResultQuery::None;
+    if synchronous && !session.required_inputs.is_empty() {
+        return Some("needs the identity and a probe image in the request");
+    }
+    let needs_image = session
+        .required_inputs
+        .iter()
+        .any(|r| matches!(r, RequiredInput::ReferenceImage | RequiredInput::ProbeImage));
+    needs_image.then_some("needs a reference image in the request")
+}
+
 fn with_prefix(mut v: super::validation::Violation, prefix: &str) -> super::validation::Violation {
     v.field = if v.field.is_empty() {
         prefix.to_owned()
@@ -2088,7 +2305,31 @@ mod tests {
 
     use super::*;
     use crate::domain::validation::{ImageFormat, Violation};
+    use crate::domain::VendorErrorKind;
     use crate::store::sqlite::SqliteStore;
+
+    /// The fakes' images: every one is the probe.
+    fn take_probe(inputs: &mut Inputs, image: ImageInput) -> Result<(), Violation> {
+        inputs.probe = Some(FaceImage {
+            data: image.data,
+            format: image.format,
+            role: ImageRole::Probe,
+            controls: image.controls,
+        });
+        Ok(())
+    }
+
+    /// The fakes' needs: the identity and a probe, as Juhe's.
+    fn identity_and_probe(s: &Session) -> Vec<RequiredInput> {
+        let mut v = Vec::new();
+        if s.inputs.identity.is_none() {
+            v.push(RequiredInput::Identity);
+        }
+        if s.inputs.probe.is_none() {
+            v.push(RequiredInput::ProbeImage);
+        }
+        v
+    }
 
     /// A Juhe-shaped adapter that counts calls, waits, and decides "verified".
     struct Fake {
@@ -2111,13 +2352,7 @@ mod tests {
             1 << 20
         }
         fn accept_image(&self, inputs: &mut Inputs, image: ImageInput) -> Result<(), Violation> {
-            inputs.probe = Some(FaceImage {
-                data: image.data,
-                format: image.format,
-                role: ImageRole::Probe,
-                controls: image.controls,
-            });
-            Ok(())
+            take_probe(inputs, image)
         }
         fn reset_for_retry(&self, inputs: &mut Inputs) {
             inputs.probe = None;
@@ -2126,14 +2361,7 @@ mod tests {
             "fake".into()
         }
         fn required_inputs(&self, s: &Session) -> Vec<RequiredInput> {
-            let mut v = Vec::new();
-            if s.inputs.identity.is_none() {
-                v.push(RequiredInput::Identity);
-            }
-            if s.inputs.probe.is_none() {
-                v.push(RequiredInput::ProbeImage);
-            }
-            v
+            identity_and_probe(s)
         }
         async fn proceed(&self, _: &Session) -> Result<Progress, VendorError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
@@ -2195,6 +2423,333 @@ mod tests {
         (Arc::new(svc), calls, store, tx)
     }
 
+    /// A synchronous adapter of `vendor` that answers each `proceed` (and `poll`) with the next scripted answer.
+    struct Scripted {
+        vendor: Vendor,
+        proceeds: std::sync::Mutex<std::collections::VecDeque<Result<Progress, VendorError>>>,
+        polls: std::sync::Mutex<std::collections::VecDeque<Result<PollOutcome, VendorError>>>,
+        calls: Arc<AtomicU64>,
+        page: bool,
+    }
+
+    impl Scripted {
+        fn new(vendor: Vendor, proceeds: Vec<Result<Progress, VendorError>>) -> Self {
+            Self {
+                vendor,
+                proceeds: std::sync::Mutex::new(proceeds.into()),
+                polls: std::sync::Mutex::new(Default::default()),
+                calls: Arc::new(AtomicU64::new(0)),
+                page: false,
+            }
+        }
+    }
+
+    fn verified() -> Result<Progress, VendorError> {
+        Ok(Progress::Final {
+            verified: true,
+            failure: None,
+            outcome: Outcome::default(),
+        })
+    }
+
+    fn failed(vendor: Vendor, kind: VendorErrorKind, possibly_billed: bool) -> VendorError {
+        VendorError {
+            kind,
+            vendor,
+            vendor_code: String::new(),
+            vendor_message: String::new(),
+            possibly_billed,
+            retry_after: None,
+        }
+    }
+
+    #[async_trait]
+    impl VendorAdapter for Scripted {
+        fn vendor(&self) -> Vendor {
+            self.vendor
+        }
+        fn published_thresholds(&self) -> &[ScoreThreshold] {
+            &crate::domain::far::JUHE_THRESHOLDS
+        }
+        fn resolve_options(&self, _: RequestedOptions) -> Result<VendorOptions, Violation> {
+            Ok(VendorOptions::Juhe { encrypted: false })
+        }
+        fn max_image_bytes(&self) -> usize {
+            1 << 20
+        }
+        fn accept_image(&self, inputs: &mut Inputs, image: ImageInput) -> Result<(), Violation> {
+            take_probe(inputs, image)
+        }
+        fn reset_for_retry(&self, inputs: &mut Inputs) {
+            inputs.probe = None;
+        }
+        fn billing_item(&self, _: &Session) -> String {
+            "scripted".into()
+        }
+        fn required_inputs(&self, s: &Session) -> Vec<RequiredInput> {
+            identity_and_probe(s)
+        }
+        fn result_query(&self) -> ResultQuery {
+            if self.page {
+                ResultQuery::Poll
+            } else {
+                ResultQuery::None
+            }
+        }
+        async fn proceed(&self, _: &Session) -> Result<Progress, VendorError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let next = self.proceeds.lock().unwrap().pop_front();
+            next.unwrap_or_else(|| Err(failed(self.vendor, VendorErrorKind::ProtocolError, false)))
+        }
+        async fn poll(&self, session: &Session, _: bool) -> Result<PollOutcome, VendorError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let next = self.polls.lock().unwrap().pop_front();
+            next.unwrap_or_else(|| {
+                Ok(PollOutcome::Pending {
+                    outcome: session.outcome.clone(),
+                    attempt_failed: None,
+                    processing: false,
+                })
+            })
+        }
+    }
+
+    /// A service whose Juhe and Megvii slots hold `juhe` and `megvii`, routing to Juhe first (all but surely: its
+    /// weight is 2^32 - 1 against 1) and failing over to Megvii.
+    async fn routed(
+        dir: &tempfile::TempDir,
+        juhe: Scripted,
+        megvii: Scripted,
+    ) -> (Arc<SessionService>, Arc<AtomicU64>, Arc<AtomicU64>) {
+        let (juhe_calls, megvii_calls) = (Arc::clone(&juhe.calls), Arc::clone(&megvii.calls));
+        let store: Arc<dyn SessionStore> = Arc::new(
+            SqliteStore::open(&dir.path().join("r.db"), &Default::default())
+                .await
+                .unwrap(),
+        );
+        let vendors = Arc::new(Vendors {
+            juhe: Some(Box::new(juhe)),
+            baidu: None,
+            megvii: Some(Box::new(megvii)),
+        });
+        let (_tx, rx) = watch::channel(false);
+        let (base, _, _, _) = service(dir, 60_000, Duration::ZERO).await;
+        let policies = Policies {
+            default: Some(vec![
+                Weighted {
+                    vendor: Vendor::Juhe,
+                    weight: u32::MAX,
+                },
+                Weighted {
+                    vendor: Vendor::Megvii,
+                    weight: 1,
+                },
+            ]),
+            ..Default::default()
+        };
+        let svc = SessionService::new(store, vendors, Arc::new(Hub::new()), base.cfg.clone(), rx)
+            .await
+            .unwrap()
+            .with_router(Router::new(policies, BreakerSettings::default()));
+        (Arc::new(svc), juhe_calls, megvii_calls)
+    }
+
+    fn routed_req(id: &str) -> StartRequest {
+        StartRequest {
+            vendor: None,
+            ..start_req(id, true)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_vendor_failing_before_anything_is_billed_fails_over_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let juhe = Scripted::new(
+            Vendor::Juhe,
+            vec![Err(failed(
+                Vendor::Juhe,
+                VendorErrorKind::Unavailable,
+                false,
+            ))],
+        );
+        let megvii = Scripted::new(Vendor::Megvii, vec![verified()]);
+        let (svc, juhe_calls, megvii_calls) = routed(&dir, juhe, megvii).await;
+        let s = svc.start(&anon(), routed_req("route-1")).await.unwrap();
+        assert_eq!(s.state, State::Verified);
+        assert_eq!(s.vendor, Vendor::Megvii);
+        let route = s.route.clone().unwrap();
+        assert_eq!(route.order, vec![Vendor::Juhe, Vendor::Megvii]);
+        assert_eq!(route.attempts.len(), 1);
+        assert_eq!(route.attempts[0].vendor, Vendor::Juhe);
+        assert_eq!(route.attempts[0].reason, "VENDOR_UNAVAILABLE");
+        assert!(route.failover.is_empty());
+        assert_eq!(
+            (
+                juhe_calls.load(Ordering::SeqCst),
+                megvii_calls.load(Ordering::SeqCst)
+            ),
+            (1, 1)
+        );
+        // The store holds the new vendor (its column too: listing by vendor finds it).
+        let stored = svc.get(&s.id).await.unwrap();
+        assert_eq!(stored.vendor, Vendor::Megvii);
+        assert_eq!(stored.route, s.route);
+    }
+
+    #[tokio::test]
+    async fn no_failover_after_a_possibly_billed_call_or_a_users_fault() {
+        for (kind, possibly_billed) in [
+            (VendorErrorKind::Timeout, true),
+            (VendorErrorKind::ProtocolError, true),
+            (VendorErrorKind::RejectedInput, false),
+            (VendorErrorKind::NoRecord, false),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let juhe = Scripted::new(
+                Vendor::Juhe,
+                vec![Err(failed(Vendor::Juhe, kind, possibly_billed))],
+            );
+            let megvii = Scripted::new(Vendor::Megvii, vec![verified()]);
+            let (svc, juhe_calls, megvii_calls) = routed(&dir, juhe, megvii).await;
+            let err = svc.start(&anon(), routed_req("route-2")).await.unwrap_err();
+            let Error::Vendor { session_id, .. } = &err else {
+                panic!("{kind:?}: {err:?}");
+            };
+            assert_eq!(juhe_calls.load(Ordering::SeqCst), 1, "{kind:?}");
+            assert_eq!(
+                megvii_calls.load(Ordering::SeqCst),
+                0,
+                "{kind:?}: no failover"
+            );
+            let stored = svc.get(session_id).await.unwrap();
+            assert_eq!(stored.vendor, Vendor::Juhe, "{kind:?}");
+            assert!(stored.route.unwrap().attempts.is_empty(), "{kind:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_failover_once_the_user_has_a_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut juhe = Scripted::new(
+            Vendor::Juhe,
+            vec![Ok(Progress::AwaitUser {
+                user_url: "https://page.example/x".into(),
+                expires_at_ms: now_ms() + 60_000,
+                decide_by_ms: now_ms() + 60_000,
+                vendor_ref: "ref".into(),
+                outcome: Outcome::default(),
+            })],
+        );
+        juhe.page = true;
+        juhe.polls = std::sync::Mutex::new(
+            vec![Err(failed(
+                Vendor::Juhe,
+                VendorErrorKind::Unavailable,
+                false,
+            ))]
+            .into(),
+        );
+        let megvii = Scripted::new(Vendor::Megvii, vec![verified()]);
+        let (svc, _, megvii_calls) = routed(&dir, juhe, megvii).await;
+        let s = svc.start(&anon(), routed_req("route-3")).await.unwrap();
+        assert_eq!(s.state, State::AwaitingUser);
+        let _ = svc.refresh(&s.id).await;
+        let after = svc.get(&s.id).await.unwrap();
+        assert_eq!(after.vendor, Vendor::Juhe);
+        assert_eq!(after.state, State::AwaitingUser);
+        assert!(after.route.unwrap().attempts.is_empty());
+        assert_eq!(megvii_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn five_failures_open_the_breaker_and_routing_skips_the_vendor() {
+        let dir = tempfile::tempdir().unwrap();
+        let unavailable = || Err(failed(Vendor::Juhe, VendorErrorKind::Unavailable, false));
+        let juhe = Scripted::new(Vendor::Juhe, (0..5).map(|_| unavailable()).collect());
+        let megvii = Scripted::new(Vendor::Megvii, (0..6).map(|_| verified()).collect());
+        let (svc, juhe_calls, _) = routed(&dir, juhe, megvii).await;
+        for i in 0..5 {
+            let s = svc
+                .start(&anon(), routed_req(&format!("route-b{i}")))
+                .await
+                .unwrap();
+            assert_eq!(s.vendor, Vendor::Megvii, "{i}: failed over");
+        }
+        let s = svc.start(&anon(), routed_req("route-b5")).await.unwrap();
+        assert_eq!(s.vendor, Vendor::Megvii);
+        assert_eq!(
+            s.route.unwrap().order,
+            vec![Vendor::Megvii],
+            "Juhe is skipped"
+        );
+        assert_eq!(juhe_calls.load(Ordering::SeqCst), 5);
+        let juhe_state = svc
+            .router()
+            .breakers()
+            .snapshot()
+            .into_iter()
+            .find(|(v, _, _)| *v == Vendor::Juhe)
+            .map(|(_, state, opened)| (state, opened));
+        assert_eq!(
+            juhe_state,
+            Some((crate::domain::routing::BreakerState::Open, 1))
+        );
+        // A request that names the vendor is served as before, breaker or not.
+        let named = svc
+            .start(
+                &anon(),
+                StartRequest {
+                    vendor: Some(Vendor::Juhe),
+                    ..start_req("route-named", true)
+                },
+            )
+            .await;
+        assert!(named.is_err(), "Juhe's script is spent: it was called");
+        assert_eq!(juhe_calls.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test]
+    async fn a_request_no_candidate_can_serve_is_refused_before_anything_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let juhe = Scripted::new(Vendor::Juhe, vec![]);
+        let megvii = Scripted::new(Vendor::Megvii, vec![]);
+        let (svc, juhe_calls, megvii_calls) = routed(&dir, juhe, megvii).await;
+        // Synchronous vendors need the identity and the probe in the request.
+        let err = svc
+            .start(
+                &anon(),
+                StartRequest {
+                    vendor: None,
+                    ..start_req("route-none", false)
+                },
+            )
+            .await
+            .unwrap_err();
+        let Error::NoVendorAvailable(why) = err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            why.contains("juhe: needs the identity and a probe image"),
+            "{why}"
+        );
+        assert!(why.contains("megvii:"), "{why}");
+        assert_eq!(
+            (
+                juhe_calls.load(Ordering::SeqCst),
+                megvii_calls.load(Ordering::SeqCst)
+            ),
+            (0, 0)
+        );
+        let stored: u64 = svc
+            .sessions_by_state()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(stored, 0);
+    }
+
     fn anon() -> crate::domain::caller::Caller {
         crate::domain::caller::Caller::anonymous(crate::domain::caller::DEFAULT_TENANT)
     }
@@ -2202,7 +2757,7 @@ mod tests {
     fn start_req(id: &str, with_inputs: bool) -> StartRequest {
         StartRequest {
             request_id: id.into(),
-            vendor: Vendor::Juhe,
+            vendor: Some(Vendor::Juhe),
             options: RequestedOptions::Default,
             identity: with_inputs.then(|| Identity {
                 name: "测试".into(),

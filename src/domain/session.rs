@@ -919,6 +919,40 @@ pub struct Session {
     /// which is what a replay of the request_id answers.
     #[serde(default, skip_serializing_if = "StartCall::is_none")]
     pub start_call: StartCall,
+    /// How facegate chose the vendor, when the request left it to facegate (`None`: the request named it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Route>,
+}
+
+/// How a routed session's vendor was chosen, and the vendors it left.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Every candidate that could serve the request, in the order drawn; the first was tried first.
+    pub order: Vec<Vendor>,
+    /// The candidates still to fail over to, with the options each resolved at the start.
+    pub failover: Vec<RouteCandidate>,
+    /// The vendors tried before the session's own, oldest first, and why each was left.
+    pub attempts: Vec<VendorAttempt>,
+}
+
+/// A vendor a routed session may fail over to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteCandidate {
+    /// The vendor.
+    pub vendor: Vendor,
+    /// Its options, resolved from the request.
+    pub options: VendorOptions,
+}
+
+/// A vendor a routed session left before anything was billed or a page was handed out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorAttempt {
+    /// The vendor.
+    pub vendor: Vendor,
+    /// The stable reason of its failure (`VENDOR_UNAVAILABLE`, ...).
+    pub reason: String,
+    /// When it failed, unix ms.
+    pub at_ms: i64,
 }
 
 /// The vendor call StartSession claimed itself, as far as a replay of its request_id needs to know.

@@ -173,6 +173,7 @@ pub mod tests_support {
             redaction: None,
             consent: None,
             start_call: StartCall::default(),
+            route: None,
         }
     }
 }

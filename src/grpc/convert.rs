@@ -180,19 +180,20 @@ fn target_far(v: &mut Vec<Violation>, far: f64) -> Option<f64> {
 pub fn start_request(req: &pb::StartSessionRequest) -> Result<StartRequest, Error> {
     let mut v = Vec::new();
     request_id(&mut v, &req.request_id);
-    let vendor = match pb::Vendor::try_from(req.vendor).ok().and_then(vendor) {
-        Some(x) => Some(x),
-        None => {
+    // VENDOR_UNSPECIFIED leaves the vendor to facegate (routing); vendor options then keep it to their vendor.
+    let vendor = match pb::Vendor::try_from(req.vendor) {
+        Ok(x) => vendor(x),
+        Err(_) => {
             v.push(violation(
                 "vendor",
-                "required: VENDOR_BAIDU, VENDOR_MEGVII or VENDOR_JUHE",
+                "unknown: VENDOR_UNSPECIFIED (facegate picks), VENDOR_BAIDU, VENDOR_MEGVII or VENDOR_JUHE",
             ));
             None
         }
     };
     let options = match (&req.vendor_options, vendor) {
         (None, _) => RequestedOptions::Default,
-        (Some(pb::start_session_request::VendorOptions::Juhe(o)), Some(d::Vendor::Juhe)) => {
+        (Some(pb::start_session_request::VendorOptions::Juhe(o)), Some(d::Vendor::Juhe) | None) => {
             match pb::JuheMode::try_from(o.mode) {
                 Ok(pb::JuheMode::Unspecified) => RequestedOptions::Juhe { encrypted: None },
                 Ok(pb::JuheMode::Plain) => RequestedOptions::Juhe {
@@ -207,7 +208,10 @@ pub fn start_request(req: &pb::StartSessionRequest) -> Result<StartRequest, Erro
                 }
             }
         }
-        (Some(pb::start_session_request::VendorOptions::Baidu(o)), Some(d::Vendor::Baidu)) => {
+        (
+            Some(pb::start_session_request::VendorOptions::Baidu(o)),
+            Some(d::Vendor::Baidu) | None,
+        ) => {
             if o.plan.len() > 64
                 || !o
                     .plan
@@ -223,9 +227,10 @@ pub fn start_request(req: &pb::StartSessionRequest) -> Result<StartRequest, Erro
                 plan: o.plan.clone(),
             }
         }
-        (Some(pb::start_session_request::VendorOptions::Megvii(o)), Some(d::Vendor::Megvii)) => {
-            RequestedOptions::Megvii(megvii_options(o, &mut v))
-        }
+        (
+            Some(pb::start_session_request::VendorOptions::Megvii(o)),
+            Some(d::Vendor::Megvii) | None,
+        ) => RequestedOptions::Megvii(megvii_options(o, &mut v)),
         (Some(_), _) => {
             v.push(violation(
                 "vendor_options",
@@ -278,7 +283,6 @@ pub fn start_request(req: &pb::StartSessionRequest) -> Result<StartRequest, Erro
     let far = target_far(&mut v, req.target_false_accept_rate);
     let consent = req.consent.as_ref().and_then(|c| consent(c, &mut v));
     fail(v)?;
-    let vendor = vendor.ok_or_else(|| Error::invalid("vendor", "required"))?;
     Ok(StartRequest {
         request_id: req.request_id.clone(),
         vendor,
@@ -784,6 +788,22 @@ pub fn session(s: &d::Session) -> pb::Session {
                 d::ConsentMethod::Other => pb::ConsentMethod::Other,
             } as i32,
         }),
+        routing: s.route.as_ref().map(routing),
+    }
+}
+
+fn routing(r: &d::Route) -> pb::Routing {
+    pb::Routing {
+        candidates: r.order.iter().map(|v| pb_vendor(*v) as i32).collect(),
+        failovers: r
+            .attempts
+            .iter()
+            .map(|a| pb::VendorAttempt {
+                vendor: pb_vendor(a.vendor) as i32,
+                reason: a.reason.clone(),
+                fail_time: Some(ts(a.at_ms)),
+            })
+            .collect(),
     }
 }
 
@@ -1099,7 +1119,8 @@ mod tests {
     fn start_request_collects_all_violations_without_echoing_values() {
         let req = pb::StartSessionRequest {
             request_id: "bad id!".into(),
-            vendor: 0,
+            // Not a Vendor value (0, VENDOR_UNSPECIFIED, routes).
+            vendor: 42,
             identity: Some(pb::Identity {
                 name: "A\u{0}B".into(),
                 id_number: "110101190001019010".into(),
@@ -1129,6 +1150,35 @@ mod tests {
         for x in &v {
             assert!(!x.description.contains("110101190001019010"));
         }
+    }
+
+    #[test]
+    fn an_unspecified_vendor_routes_and_options_keep_it_to_their_vendor() {
+        let req = pb::StartSessionRequest {
+            request_id: "route-1".into(),
+            vendor: pb::Vendor::Unspecified as i32,
+            ..Default::default()
+        };
+        let routed = start_request(&req).map(|r| r.vendor);
+        assert!(matches!(routed, Ok(None)));
+        let with_options = pb::StartSessionRequest {
+            vendor_options: Some(pb::start_session_request::VendorOptions::Baidu(
+                pb::BaiduOptions { plan: "kyc".into() },
+            )),
+            ..req.clone()
+        };
+        assert!(matches!(
+            start_request(&with_options).map(|r| r.options),
+            Ok(RequestedOptions::Baidu { plan }) if plan == "kyc"
+        ));
+        let mismatched = pb::StartSessionRequest {
+            vendor: pb::Vendor::Juhe as i32,
+            ..with_options
+        };
+        assert!(matches!(
+            start_request(&mismatched),
+            Err(Error::InvalidArgument(v)) if v.iter().any(|x| x.field == "vendor_options")
+        ));
     }
 
     #[test]

@@ -166,6 +166,14 @@ pub fn to_status(err: &Error) -> tonic::Status {
             None,
             vec![],
         ),
+        Error::NoVendorAvailable(_) => status(
+            Code::FailedPrecondition,
+            "NO_VENDOR_AVAILABLE",
+            msg,
+            none(),
+            None,
+            vec![],
+        ),
         Error::VendorNotConfigured(v) => status(
             Code::FailedPrecondition,
             "VENDOR_NOT_CONFIGURED",

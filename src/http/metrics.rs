@@ -30,5 +30,8 @@ async fn scrape(State(service): State<Arc<SessionService>>) -> impl IntoResponse
     };
     let mut text = crate::metrics::global().render(&sessions);
     text.push_str(&crate::metrics::render_quotas(&service.quota_usage().await));
+    text.push_str(&crate::metrics::render_breakers(
+        &service.router().breakers().snapshot(),
+    ));
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

@@ -108,6 +108,7 @@ pub fn watched_view(session: &Session) -> Session {
         redaction,
         consent,
         start_call: _,
+        route,
     } = session;
     Session {
         id: id.clone(),
@@ -142,6 +143,7 @@ pub fn watched_view(session: &Session) -> Session {
         consent: consent.clone(),
         // What StartSession answered is for its replays, not for watchers.
         start_call: StartCall::None,
+        route: route.clone(),
     }
 }
 
@@ -211,6 +213,7 @@ mod tests {
             redaction: None,
             consent: None,
             start_call: StartCall::None,
+            route: None,
         }
     }
 

@@ -136,7 +136,7 @@ impl Dialect for PostgresDialect {
         select_record: "SELECT record, tenant, live_mode FROM sessions WHERE id = $1",
         update_session: "UPDATE sessions SET version = $1, state = $2, is_final = $3, in_flight = $4,
              expires_at_ms = $5, updated_at_ms = $6, record = $7, personal_data_until_ms = $8,
-             client_reference_key = $9 WHERE id = $10 AND version = $11",
+             client_reference_key = $9, vendor = $10 WHERE id = $11 AND version = $12",
         session_exists: "SELECT 1 FROM sessions WHERE id = $1",
         select_idempotency: "SELECT tenant, request_id, fingerprint, session_id FROM idempotency
              WHERE tenant = $1 AND request_id IN ($2, $3)",

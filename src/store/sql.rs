@@ -46,7 +46,7 @@ pub struct Statements {
     /// The `record`, `tenant` and `live_mode` of a session: `id`.
     pub select_record: &'static str,
     /// Rewrites a session if it is at the expected version: the first nine parameters of `insert_session`, then
-    /// `id, expected_version`.
+    /// `vendor, id, expected_version` (a routed session's vendor changes when it fails over).
     pub update_session: &'static str,
     /// A row when the session exists: `id`.
     pub session_exists: &'static str,
@@ -1033,6 +1033,7 @@ where
             record: self.encode(session)?,
             personal_data_until_ms: personal_data_until(session),
             client_reference_key: self.reference_key(session)?,
+            vendor: session.vendor.as_str(),
         })
     }
 

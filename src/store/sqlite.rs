@@ -143,7 +143,7 @@ impl Dialect for SqliteDialect {
         select_record: "SELECT record, tenant, live_mode FROM sessions WHERE id = ?",
         update_session: "UPDATE sessions SET version = ?, state = ?, is_final = ?, in_flight = ?,
              expires_at_ms = ?, updated_at_ms = ?, record = ?, personal_data_until_ms = ?,
-             client_reference_key = ? WHERE id = ? AND version = ?",
+             client_reference_key = ?, vendor = ? WHERE id = ? AND version = ?",
         session_exists: "SELECT 1 FROM sessions WHERE id = ?",
         select_idempotency: "SELECT tenant, request_id, fingerprint, session_id FROM idempotency
              WHERE tenant = ? AND request_id IN (?, ?)",

@@ -352,7 +352,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Done, Failed> {
             events,
         } => {
             let mut params = row_params(row);
-            params.extend([&row.id as &dyn ToSql, expected_version]);
+            params.extend([&row.vendor as &dyn ToSql, &row.id, expected_version]);
             if execute(conn, sql.update_session, &params)? == 1 {
                 insert_events(conn, &row.id, events)?;
                 return Ok(Done::Updated);
@@ -458,6 +458,7 @@ mod tests {
                 record: "x".repeat(600),
                 personal_data_until_ms: None,
                 client_reference_key: String::new(),
+                vendor: "juhe",
             },
             vendor: "juhe",
             created_at_ms: 1,

@@ -36,6 +36,8 @@ pub(super) struct SessionRow {
     pub record: String,
     pub personal_data_until_ms: Option<i64>,
     pub client_reference_key: String,
+    /// The session's vendor (an update rewrites it: a routed session may fail over to another vendor).
+    pub vendor: &'static str,
 }
 
 /// An event to append, its body already serialized.
@@ -414,6 +416,7 @@ where
             // The update takes the row lock (SQLite: the write lock) first, so the events' sequences are
             // assigned one writer at a time.
             let result = bind_row(sqlx::query(stmt(sql.update_session)), row)
+                .bind(row.vendor)
                 .bind(row.id.as_str())
                 .bind(*expected_version)
                 .execute(&mut *conn)
