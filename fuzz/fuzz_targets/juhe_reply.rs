@@ -2,9 +2,9 @@
 //! decision at each published false accept rate, error codes mapped to vendor errors.
 #![no_main]
 
+use facegate::domain::adapter::Progress;
 use facegate::domain::{FailureCode, Vendor};
 use facegate::vendors::juhe::{map_error_code, map_result, wire};
-use facegate::domain::adapter::Progress;
 use facegate_fuzz::sanitized;
 use libfuzzer_sys::fuzz_target;
 

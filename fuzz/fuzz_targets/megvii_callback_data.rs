@@ -2,9 +2,9 @@
 //! correctly signed callback for sessions of both comparison types.
 #![no_main]
 
+use facegate::domain::adapter::{CallbackRejection, PollOutcome, VendorAdapter};
 use facegate::domain::{FailureCode, MegviiComparison};
 use facegate::vendors::megvii::wire::{self, LiteStatus, MAX_CALLBACK_DATA};
-use facegate::domain::adapter::{CallbackRejection, PollOutcome, VendorAdapter};
 use facegate_fuzz::{megvii, megvii_session, sanitized, MEGVII_SECRET};
 use libfuzzer_sys::fuzz_target;
 

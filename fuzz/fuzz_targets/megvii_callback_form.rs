@@ -2,9 +2,9 @@
 //! reads it, then the adapter's signature check over the data exactly as decoded.
 #![no_main]
 
+use facegate::domain::adapter::{CallbackRejection, VendorAdapter};
 use facegate::http::callbacks::{data_and_sign, decode_form};
 use facegate::vendors::megvii::wire;
-use facegate::domain::adapter::{CallbackRejection, VendorAdapter};
 use facegate_fuzz::{form_encode, megvii, MEGVII_SECRET};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue};

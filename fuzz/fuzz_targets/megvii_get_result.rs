@@ -4,9 +4,9 @@
 #![no_main]
 
 use base64::Engine as _;
+use facegate::domain::adapter::{PollOutcome, VendorAdapter};
 use facegate::domain::MegviiComparison;
 use facegate::vendors::megvii::wire::{self, Reply};
-use facegate::domain::adapter::{PollOutcome, VendorAdapter};
 use facegate_fuzz::{megvii, megvii_session, sanitized};
 use libfuzzer_sys::fuzz_target;
 
