@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/facegate/v1/vendor_options.proto",
         "proto/facegate/v1/session.proto",
         "proto/facegate/v1/events.proto",
+        "proto/facegate/v1/webhooks.proto",
         "proto/facegate/v1/verification_service.proto",
     ];
     println!("cargo:rerun-if-changed=proto");

@@ -165,6 +165,16 @@ pub async fn open_store(
     sandbox: bool,
     serving: bool,
 ) -> Result<Arc<dyn SessionStore>, StoreError> {
+    open_store_with(config, sandbox, serving, None).await
+}
+
+/// [`open_store`], its creates and updates enqueuing webhook messages through `outbox`.
+pub async fn open_store_with(
+    config: &Config,
+    sandbox: bool,
+    serving: bool,
+    outbox: Option<Arc<dyn crate::domain::webhooks::OutboxSource>>,
+) -> Result<Arc<dyn SessionStore>, StoreError> {
     let keys = match config.store.key_ring() {
         Ok(Some(keys)) => keys,
         Ok(None) if sandbox => {
@@ -186,6 +196,7 @@ pub async fn open_store(
         default_tenant: config.auth.default_tenant.clone(),
         legacy_live_mode: !sandbox,
         keys,
+        outbox,
     };
     if config.store.database_url.is_empty() {
         tracing::info!(path = %config.store.sqlite_path.display(), "session store: SQLite");
@@ -283,9 +294,25 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
     #[cfg(not(feature = "sandbox"))]
     let Mode::Production = mode;
 
-    let store = open_store(&config, sandbox_mode, true)
+    // Webhook endpoints: the store enqueues their messages with every change; the worker sends them.
+    let webhook_endpoints = Arc::new(
+        config
+            .webhooks
+            .endpoints(&config.auth.default_tenant, &config.tenants())
+            .map_err(|p| AppError::Startup(format!("refusing to start: {}", p.join("; "))))?,
+    );
+    let webhook_wake = Arc::new(tokio::sync::Notify::new());
+    let outbox: Option<Arc<dyn crate::domain::webhooks::OutboxSource>> =
+        (!webhook_endpoints.is_empty()).then(|| {
+            Arc::new(crate::webhooks::Outbox::new(
+                Arc::clone(&webhook_endpoints),
+                Arc::clone(&webhook_wake),
+            )) as Arc<dyn crate::domain::webhooks::OutboxSource>
+        });
+    let store = open_store_with(&config, sandbox_mode, true, outbox)
         .await
         .map_err(|e| AppError::Startup(format!("cannot open the session store: {e}")))?;
+    let webhook_store = Arc::clone(&store);
     // Given up when the service stops (see `SessionStore::release`).
     let owned_store = Arc::clone(&store);
     let pinged_store = Arc::clone(&store);
@@ -387,8 +414,14 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         .await
         .map_err(|e| AppError::Startup(format!("cannot start the session service: {e}")))?
         .with_quotas(Arc::new(Quotas::new(&config.auth)))
-        .with_router(config.routing.router()),
+        .with_router(config.routing.router())
+        .with_webhooks(
+            webhook_endpoints.iter().map(|e| e.name.clone()).collect(),
+            Arc::clone(&webhook_wake),
+        ),
     );
+    crate::metrics::global()
+        .register_webhook_endpoints(webhook_endpoints.iter().map(|e| e.name.as_str()));
     service.enable_polling();
     let recovered = service
         .recover(config.store.database_url.is_empty())
@@ -557,6 +590,31 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
         stopping_rx.clone(),
     ));
 
+    let webhooks = if webhook_endpoints.is_empty() {
+        None
+    } else {
+        if config.store.database_url.is_empty() {
+            // This process owns the SQLite file: a lease in it is a previous run's, whose attempt ended with it.
+            match webhook_store.release_webhook_leases().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(messages = n, "webhook leases of the last run released"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot release the last run's webhook leases")
+                }
+            }
+        }
+        let worker = crate::webhooks::deliver::Worker::new(
+            webhook_store,
+            &webhook_endpoints,
+            &config.webhooks,
+            Arc::clone(&webhook_wake),
+        )
+        .map_err(AppError::Startup)?;
+        tracing::info!(endpoints = webhook_endpoints.len(), "webhooks: delivering");
+        Some(tokio::spawn(worker.run(stopping_rx.clone())))
+    };
+    let webhook_timeout = Duration::from_secs(config.webhooks.timeout_secs.saturating_add(1));
+
     let grace = Duration::from_secs(config.grpc.shutdown_grace_secs);
     let mut grace_rx = stopping_rx;
     let task = tokio::spawn(async move {
@@ -582,6 +640,13 @@ pub async fn start(mut config: Config, mode: Mode) -> Result<Running, AppError> 
             }
         };
         sweeper.abort();
+        if let Some(worker) = webhooks {
+            // The worker stops with `stopping` and gives attempts in flight their timeout.
+            let abort = worker.abort_handle();
+            if tokio::time::timeout(webhook_timeout, worker).await.is_err() {
+                abort.abort();
+            }
+        }
         owned_store.release();
         result
     });

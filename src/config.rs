@@ -84,6 +84,329 @@ pub struct Config {
     pub health: HealthConfig,
     /// Which vendor serves a StartSession that leaves the vendor to facegate, and the vendors' circuit breakers.
     pub routing: RoutingConfig,
+    /// Signed events pushed to the tenants' own endpoints (README "Webhooks").
+    pub webhooks: WebhooksConfig,
+}
+
+/// Outbound webhooks (Standard Webhooks): the endpoints each tenant receives session events at, and how they are
+/// retried.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// The endpoints (none: nothing is enqueued or sent).
+    pub endpoints: Vec<WebhookEndpointConfig>,
+    /// How long an attempt may take: a 2xx answer within it counts as delivered.
+    pub timeout_secs: u64,
+    /// How long a message is retried (from its first attempt) before it is given up, and how long an endpoint may
+    /// fail every attempt before it is disabled.
+    pub retry_for_secs: u64,
+    /// The delay after a first failed attempt; each further failure doubles it (with jitter), up to
+    /// `max_backoff_secs`.
+    pub initial_backoff_ms: u64,
+    /// The longest delay between two attempts.
+    pub max_backoff_secs: u64,
+    /// Attempts in flight at once, per replica.
+    pub concurrency: u32,
+    /// How often the outbox is looked at when nothing was written meanwhile (another replica's writes).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            timeout_secs: 10,
+            retry_for_secs: 3 * 86_400,
+            initial_backoff_ms: 5_000,
+            max_backoff_secs: 3_600,
+            concurrency: 16,
+            poll_interval_ms: 1_000,
+        }
+    }
+}
+
+/// One endpoint of a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookEndpointConfig {
+    /// The endpoint's name (in ListWebhookDeliveries and metrics); default: the tenant and a hash of the URL.
+    /// Keep it when the URL changes, so undelivered events follow.
+    pub name: String,
+    /// The tenant whose sessions it receives; default `auth.default_tenant` ("default"), which is the tenant when
+    /// no callers are configured.
+    pub tenant: String,
+    /// Where events are POSTed: https:// (a production start refuses http://; the sandbox accepts it on
+    /// loopback).
+    pub url: String,
+    /// The signing secret, `whsec_` and base64 of 24 to 64 random bytes.
+    pub secret: Secret,
+    /// A file holding the secret instead (a mounted Secret).
+    pub secret_file: PathBuf,
+    /// During a rotation, the secret being replaced: it signs beside `secret` (two signatures in
+    /// `webhook-signature`) until `previous_secret_expires`.
+    pub previous_secret: Secret,
+    /// A file holding the previous secret instead.
+    pub previous_secret_file: PathBuf,
+    /// When the previous secret stops signing (RFC 3339, e.g. `2026-12-10T00:00:00Z`); empty: while it is set.
+    pub previous_secret_expires: String,
+    /// The event types it receives (`session.verified`, ...); empty: all.
+    pub events: Vec<String>,
+}
+
+/// A signing secret read from the configuration: its key bytes and, for a rotation, until when it signs.
+#[derive(Clone)]
+pub struct WebhookSecret {
+    /// The HMAC key (the base64 after `whsec_`, decoded).
+    pub key: Vec<u8>,
+    /// Signs until this time (unix ms); `None`: always.
+    pub until_ms: Option<i64>,
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSecret")
+            .field("key", &"***")
+            .field("until_ms", &self.until_ms)
+            .finish()
+    }
+}
+
+/// An endpoint as the worker uses it: every setting checked and its secrets read.
+#[derive(Debug, Clone)]
+pub struct WebhookEndpoint {
+    /// Its name.
+    pub name: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its URL.
+    pub url: String,
+    /// The secrets that sign, the current first.
+    pub secrets: Vec<WebhookSecret>,
+    /// The event types it receives; empty: all.
+    pub events: Vec<String>,
+}
+
+impl WebhookEndpoint {
+    /// Whether it receives events of `event_type`.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == event_type)
+    }
+}
+
+/// Decodes a `whsec_...` secret into its key bytes.
+fn webhook_key(value: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let raw = value
+        .trim()
+        .strip_prefix("whsec_")
+        .ok_or("must start with whsec_ (Standard Webhooks)")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(raw)
+        .map_err(|_| "must be whsec_ followed by base64".to_owned())?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!(
+            "must hold 24 to 64 bytes of key (it holds {})",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// The value of a secret setting given inline or by file (exactly one of them for `required`).
+fn secret_value(
+    at: &str,
+    inline: &Secret,
+    file: &Path,
+    required: bool,
+) -> Result<Option<String>, String> {
+    use std::io::Read;
+    match (inline.is_empty(), file.as_os_str().is_empty()) {
+        (false, false) => Err(format!("{at} and {at}_file are both set: set one")),
+        (false, true) => Ok(Some(inline.expose().to_owned())),
+        (true, false) => {
+            let mut raw = String::new();
+            std::fs::File::open(file)
+                .and_then(|f| f.take(MAX_SECRET_FILE_BYTES + 1).read_to_string(&mut raw))
+                .map_err(|e| format!("{at}_file: cannot read {}: {e}", file.display()))?;
+            Ok(Some(raw.trim().to_owned()))
+        }
+        (true, true) if required => Err(format!("{at} (or {at}_file) is required")),
+        (true, true) => Ok(None),
+    }
+}
+
+impl WebhooksConfig {
+    /// The endpoints with their secrets read, or every problem found (each naming its key). `tenants` are the
+    /// tenants that exist (the callers' and the default one); `default_tenant` fills an endpoint without one.
+    pub fn endpoints(
+        &self,
+        default_tenant: &str,
+        tenants: &[&str],
+    ) -> Result<Vec<WebhookEndpoint>, Vec<String>> {
+        use sha2::{Digest, Sha256};
+        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let at = format!("webhooks.endpoints[{i}]");
+            let tenant = if e.tenant.is_empty() {
+                default_tenant.to_owned()
+            } else {
+                e.tenant.clone()
+            };
+            if !tenants.contains(&tenant.as_str()) {
+                problems.push(format!(
+                    "{at}.tenant: {tenant} is not the tenant of any configured caller (nor auth.default_tenant)"
+                ));
+            }
+            match reqwest::Url::parse(&e.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    if !u.username().is_empty() || u.password().is_some() {
+                        problems.push(format!(
+                            "{at}.url must not carry credentials (sign with the secret instead)"
+                        ));
+                    }
+                }
+                _ => problems.push(format!("{at}.url must be an http(s) URL with a host")),
+            }
+            for ev in &e.events {
+                if !crate::domain::webhooks::EVENT_TYPES.contains(&ev.as_str()) {
+                    problems.push(format!(
+                        "{at}.events: unknown event type {ev} (known: {})",
+                        crate::domain::webhooks::EVENT_TYPES.join(", ")
+                    ));
+                }
+            }
+            let mut secrets = Vec::new();
+            match secret_value(&format!("{at}.secret"), &e.secret, &e.secret_file, true) {
+                Ok(Some(v)) => match webhook_key(&v) {
+                    Ok(key) => secrets.push(WebhookSecret {
+                        key,
+                        until_ms: None,
+                    }),
+                    Err(m) => problems.push(format!("{at}.secret {m}")),
+                },
+                Ok(None) => {}
+                Err(m) => problems.push(m),
+            }
+            let until_ms = if e.previous_secret_expires.trim().is_empty() {
+                None
+            } else {
+                match e
+                    .previous_secret_expires
+                    .trim()
+                    .parse::<prost_types::Timestamp>()
+                {
+                    Ok(t) => Some(t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000)),
+                    Err(_) => {
+                        problems.push(format!(
+                            "{at}.previous_secret_expires must be an RFC 3339 time (2026-12-10T00:00:00Z)"
+                        ));
+                        None
+                    }
+                }
+            };
+            match secret_value(
+                &format!("{at}.previous_secret"),
+                &e.previous_secret,
+                &e.previous_secret_file,
+                false,
+            ) {
+                Ok(Some(v)) => match webhook_key(&v) {
+                    Ok(key) => secrets.push(WebhookSecret { key, until_ms }),
+                    Err(m) => problems.push(format!("{at}.previous_secret {m}")),
+                },
+                Ok(None) if until_ms.is_some() => problems.push(format!(
+                    "{at}.previous_secret_expires is set without a previous_secret"
+                )),
+                Ok(None) => {}
+                Err(m) => problems.push(m),
+            }
+            let name = if e.name.is_empty() {
+                let hash = Sha256::digest(e.url.as_bytes());
+                let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{tenant}-{hex}")
+            } else {
+                e.name.clone()
+            };
+            if name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                problems.push(format!(
+                    "{at}.name must be 1 to 64 letters, digits, '-', '_' or '.'"
+                ));
+            }
+            if out.iter().any(|o: &WebhookEndpoint| o.name == name) {
+                problems.push(format!("{at}.name: {name} is used twice"));
+            }
+            out.push(WebhookEndpoint {
+                name,
+                tenant,
+                url: e.url.clone(),
+                secrets,
+                events: e.events.clone(),
+            });
+        }
+        if !self.endpoints.is_empty() {
+            if self.timeout_secs == 0 || self.timeout_secs > 60 {
+                problems.push("webhooks.timeout_secs must be 1 to 60".to_owned());
+            }
+            if self.retry_for_secs == 0
+                || self.initial_backoff_ms == 0
+                || self.max_backoff_secs == 0
+            {
+                problems.push(
+                    "webhooks.retry_for_secs, webhooks.initial_backoff_ms and webhooks.max_backoff_secs must be \
+                     at least 1"
+                        .to_owned(),
+                );
+            }
+            if self.concurrency == 0 || self.poll_interval_ms == 0 {
+                problems.push(
+                    "webhooks.concurrency and webhooks.poll_interval_ms must be at least 1"
+                        .to_owned(),
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// What the endpoints' URLs need: https:// in production; in the sandbox, http:// only on loopback.
+    fn transport_problems(&self, sandbox: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let Ok(url) = reqwest::Url::parse(&e.url) else {
+                continue;
+            };
+            if url.scheme() != "http" {
+                continue;
+            }
+            let host = url.host_str().unwrap_or("");
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !sandbox {
+                out.push(format!(
+                    "webhooks.endpoints[{i}].url must be https:// (events carry sessions and their signatures; \
+                     a production start refuses plaintext endpoints)"
+                ));
+            } else if !loopback {
+                out.push(format!(
+                    "webhooks.endpoints[{i}].url: the sandbox accepts plaintext http:// endpoints on loopback \
+                     only (127.0.0.1, ::1, localhost); use https:// elsewhere"
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// Routing of StartSession requests with `VENDOR_UNSPECIFIED` (README "Routing").
@@ -1375,6 +1698,12 @@ impl Config {
         }
         problems.extend(self.retention.problems(&self.session));
         problems.extend(self.routing.problems());
+        if let Err(webhooks) = self
+            .webhooks
+            .endpoints(&self.auth.default_tenant, &self.tenants())
+        {
+            problems.extend(webhooks);
+        }
         for (name, url) in [
             ("juhe.base_url", &self.juhe.base_url),
             ("baidu.base_url", &self.baidu.base_url),
@@ -1500,6 +1829,7 @@ impl Config {
     /// before sandbox mode points the adapters at its loopback simulators.
     pub fn transport_problems(&self, sandbox: bool) -> ConfigProblems {
         let mut out = ConfigProblems::default();
+        out.errors.extend(self.webhooks.transport_problems(sandbox));
         // Sandbox mode replaces every vendor URL with its simulators' (loopback), so the operator's are unused.
         if !sandbox {
             for (section, allowed, urls) in [
@@ -1551,6 +1881,16 @@ impl Config {
             );
         }
         out
+    }
+
+    /// Every tenant that exists: the default one and the callers'.
+    pub fn tenants(&self) -> Vec<&str> {
+        let mut tenants: Vec<&str> = std::iter::once(self.auth.default_tenant.as_str())
+            .chain(self.auth.callers.iter().map(|c| c.tenant.as_str()))
+            .collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        tenants
     }
 
     /// The public base URL without a trailing slash.
@@ -1969,6 +2309,118 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn webhook_endpoints_load_as_the_readme_writes_them_and_bad_ones_are_named() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("## Webhooks").unwrap();
+        let block = &readme[start..];
+        let toml_start = block.find("```toml\n").unwrap() + "```toml\n".len();
+        let toml_end = block[toml_start..].find("```").unwrap();
+        let mut c: Config = toml::from_str(&block[toml_start..toml_start + toml_end]).unwrap();
+        assert_eq!(c.webhooks.endpoints.len(), 2);
+        assert_eq!(
+            c.webhooks.endpoints[0].events,
+            ["session.verified", "session.failed"]
+        );
+        c.auth.callers = vec![CallerConfig {
+            id: "orders".into(),
+            tenant: "shop".into(),
+            ..Default::default()
+        }];
+        // The README's placeholders: a secret that is not one, files that do not exist here.
+        let problems = c
+            .webhooks
+            .endpoints(&c.auth.default_tenant, &c.tenants())
+            .unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0]
+            .starts_with("webhooks.endpoints[0].secret must be whsec_ followed by base64"));
+        assert!(problems[1].starts_with("webhooks.endpoints[1].secret_file: cannot read"));
+        assert!(problems[2].starts_with("webhooks.endpoints[1].previous_secret_file: cannot read"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, value: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{value}\n")).unwrap();
+            path
+        };
+        let key = |byte: u8, n: usize| {
+            use base64::Engine;
+            format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(vec![byte; n])
+            )
+        };
+        c.webhooks.endpoints[0].secret = Secret::new(key(1, 32));
+        c.webhooks.endpoints[1].secret_file = write("new", &key(2, 32));
+        c.webhooks.endpoints[1].previous_secret_file = write("old", &key(3, 24));
+        let endpoints = c
+            .webhooks
+            .endpoints(&c.auth.default_tenant, &c.tenants())
+            .unwrap();
+        assert_eq!(endpoints[0].name, "orders");
+        assert!(
+            endpoints[1].name.starts_with("shop-"),
+            "{}",
+            endpoints[1].name
+        );
+        assert_eq!(endpoints[1].secrets.len(), 2);
+        assert_eq!(endpoints[1].secrets[1].key, vec![3; 24]);
+        assert_eq!(endpoints[1].secrets[1].until_ms, Some(1_796_860_800_000));
+        assert!(endpoints[0].wants("session.failed") && !endpoints[0].wants("session.created"));
+        assert!(endpoints[1].wants("session.created"));
+        assert!(
+            !format!("{endpoints:?}").contains("whsec"),
+            "secrets are masked in Debug"
+        );
+
+        // Production refuses plaintext endpoints; the sandbox takes them on loopback only.
+        c.webhooks.endpoints[0].url = "http://orders.internal/hook".into();
+        let prod = c.transport_problems(false).errors;
+        assert!(
+            prod.iter()
+                .any(|e| e.starts_with("webhooks.endpoints[0].url must be https://")),
+            "{prod:?}"
+        );
+        let sandbox = c.transport_problems(true).errors;
+        assert!(sandbox
+            .iter()
+            .any(|e| e.starts_with("webhooks.endpoints[0].url: the sandbox accepts")));
+        c.webhooks.endpoints[0].url = "http://127.0.0.1:9000/hook".into();
+        assert!(c.transport_problems(true).errors.is_empty());
+        assert!(!c.transport_problems(false).errors.is_empty());
+
+        // Every other mistake names its key.
+        let mut bad = c.clone();
+        bad.webhooks.endpoints[0].tenant = "nobody".into();
+        bad.webhooks.endpoints[0].events = vec!["session.approved".into()];
+        bad.webhooks.endpoints[0].secret = Secret::new(key(1, 8));
+        bad.webhooks.endpoints[0].url = "ftp://x".into();
+        bad.webhooks.endpoints[1].name = "orders".into();
+        bad.webhooks.endpoints[1].previous_secret_expires = "next week".into();
+        let problems = bad
+            .webhooks
+            .endpoints("default", &bad.tenants())
+            .unwrap_err();
+        for expected in [
+            "webhooks.endpoints[0].tenant: nobody",
+            "webhooks.endpoints[0].url must be an http(s) URL",
+            "webhooks.endpoints[0].events: unknown event type session.approved",
+            "webhooks.endpoints[0].secret must hold 24 to 64 bytes",
+            "webhooks.endpoints[1].previous_secret_expires must be an RFC 3339 time",
+            "webhooks.endpoints[1].name: orders is used twice",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+        assert!(
+            !problems.join(" ").contains(&key(1, 8)),
+            "no secret in a message"
+        );
     }
 
     #[test]

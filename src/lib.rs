@@ -18,3 +18,4 @@ pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod vendors;
+pub mod webhooks;

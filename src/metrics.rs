@@ -163,6 +163,7 @@ pub struct Metrics {
     status_poll_queue_depth: AtomicU64,
     callbacks: Counters<3>,
     streams_open: AtomicI64,
+    webhook_attempts: Counters<2>,
 }
 
 /// Keeps `facegate_status_streams_open` raised while it lives.
@@ -214,7 +215,23 @@ impl Metrics {
                     .collect::<Vec<_>>(),
             ),
             streams_open: AtomicI64::new(0),
+            webhook_attempts: Counters::new(&[]),
         }
+    }
+
+    /// Starts each webhook endpoint's delivery series at zero.
+    pub fn register_webhook_endpoints<'a>(&self, endpoints: impl IntoIterator<Item = &'a str>) {
+        for endpoint in endpoints {
+            let endpoint = label(endpoint);
+            for outcome in WEBHOOK_OUTCOMES {
+                self.webhook_attempts.add([endpoint, outcome], 0);
+            }
+        }
+    }
+
+    /// One webhook attempt of `endpoint`: `delivered`, `failed` (retried later) or `gave_up`.
+    pub fn webhook_attempt(&self, endpoint: &str, outcome: &'static str) {
+        self.webhook_attempts.add([label(endpoint), outcome], 1);
     }
 
     /// Starts the series every deployment has at zero for each configured tenant (billed calls by vendor).
@@ -308,6 +325,11 @@ impl Metrics {
         counter(&mut out, &CALLBACKS, &self.callbacks.snapshot());
         counter(&mut out, &AUTH_FAILURES, &self.auth_failures.snapshot());
         counter(&mut out, &UNMASKED_READS, &self.unmasked_reads.snapshot());
+        counter(
+            &mut out,
+            &WEBHOOK_ATTEMPTS,
+            &self.webhook_attempts.snapshot(),
+        );
         gauge(
             &mut out,
             &BUILD_INFO,
@@ -361,6 +383,65 @@ pub fn render_quotas(quotas: &[crate::domain::quota::QuotaUsage]) -> String {
     }
     out
 }
+
+/// What a webhook attempt came to, as `facegate_webhook_deliveries_total` counts it.
+pub const WEBHOOK_OUTCOMES: [&str; 3] = ["delivered", "failed", "gave_up"];
+
+/// The text exposition of the webhook outbox at `now_ms`: per endpoint, the events not delivered yet and how old
+/// the oldest of them is. Endpoint names come from config, so the series are bounded.
+pub fn render_webhook_backlog(
+    endpoints: &[&str],
+    backlog: &[crate::domain::webhooks::Backlog],
+    now_ms: i64,
+) -> String {
+    let mut out = String::new();
+    family_header(&mut out, &WEBHOOK_PENDING, "gauge");
+    let of = |e: &str| backlog.iter().find(|b| b.endpoint == e);
+    for e in endpoints {
+        let pending = of(e).map_or(0, |b| b.pending);
+        sample(
+            &mut out,
+            WEBHOOK_PENDING.name,
+            &WEBHOOK_PENDING.keys,
+            &[e],
+            "",
+            &pending,
+        );
+    }
+    family_header(&mut out, &WEBHOOK_LAG, "gauge");
+    for e in endpoints {
+        let lag = of(e)
+            .and_then(|b| b.oldest_at_ms)
+            .map_or(0.0, |at| (now_ms.saturating_sub(at)).max(0) as f64 / 1000.0);
+        sample(
+            &mut out,
+            WEBHOOK_LAG.name,
+            &WEBHOOK_LAG.keys,
+            &[e],
+            "",
+            &lag,
+        );
+    }
+    out
+}
+
+const WEBHOOK_ATTEMPTS: Family<2> = Family {
+    name: "facegate_webhook_deliveries_total",
+    help: "Webhook delivery attempts by endpoint and outcome: delivered (a 2xx answer), failed (retried later), \
+           gave_up (failed for the whole retry period).",
+    keys: ["endpoint", "outcome"],
+};
+const WEBHOOK_PENDING: Family<1> = Family {
+    name: "facegate_webhook_pending",
+    help: "Webhook events not delivered yet, by endpoint (in the store: every replica's).",
+    keys: ["endpoint"],
+};
+const WEBHOOK_LAG: Family<1> = Family {
+    name: "facegate_webhook_lag_seconds",
+    help:
+        "Age of the oldest webhook event not delivered yet, by endpoint (0 when none is pending).",
+    keys: ["endpoint"],
+};
 
 /// The text exposition of the vendors' circuit breakers: each vendor's state (one series per state, 1 for the
 /// current one) and how often its breaker opened.

@@ -19,6 +19,7 @@ use facegate::store::sqlite::SqliteStore;
 use facegate::store::{ListFilter, SessionStore, StoreOptions};
 use tonic::transport::Channel;
 
+use common::hooks::{expected_types, new_secret, Receiver};
 use common::juhe_inline;
 
 /// Calls in flight at once.
@@ -33,7 +34,15 @@ struct Process {
 
 impl Process {
     fn start(db: &Path, key: &str) -> Self {
+        Self::start_with(db, key, None)
+    }
+
+    /// [`Process::start`] with a configuration file.
+    fn start_with(db: &Path, key: &str, config: Option<&Path>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_facegate"));
+        if let Some(path) = config {
+            cmd.arg("--config").arg(path);
+        }
         for (k, _) in std::env::vars() {
             if k.starts_with("FACEGATE") || k == "RUST_LOG" {
                 cmd.env_remove(k);
@@ -290,4 +299,78 @@ async fn kill_9_under_start_session_load_loses_no_acknowledged_session_and_bills
         assert_eq!(stored, seen.lock().unwrap().acked.len());
         process.kill();
     }
+}
+
+/// kill -9 between a state change and its webhook: the receiver takes the first delivery and never answers, the
+/// process is killed, and after the restart every event of the session arrives acknowledged exactly once, in order,
+/// each verifying with the endpoint's secret (the outbox row was written with the change; the dead process's lease
+/// is released when the next one opens the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_before_a_webhook_is_delivered_delivers_it_once_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("facegate.db");
+    let key = format!(
+        "k1:{}",
+        facegate::store::seal::generate_key_base64().unwrap()
+    );
+    let secret = new_secret();
+    let receiver = Receiver::start(std::slice::from_ref(&secret)).await;
+    receiver.answer(0);
+    let config = dir.path().join("facegate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[webhooks]\ninitial_backoff_ms = 50\npoll_interval_ms = 50\n\n[[webhooks.endpoints]]\n\
+             name = \"shop\"\nurl = \"{}\"\nsecret = \"{secret}\"\n",
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let process = Process::start_with(&db, &key, Some(&config));
+    let session = process
+        .client()
+        .await
+        .start_session(juhe_inline("kill9-webhook", 1))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    receiver.wait_until(30, |d| !d.is_empty()).await;
+    process.kill();
+    assert!(receiver.acknowledged().is_empty());
+    receiver.answer(200);
+
+    let process = Process::start_with(&db, &key, Some(&config));
+    let events = process
+        .client()
+        .await
+        .list_session_events(pb::ListSessionEventsRequest {
+            session_id: session.id.clone(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let expected = expected_types(&events);
+    assert!(expected.len() >= 2, "{expected:?}");
+    receiver
+        .wait_until(30, |d| {
+            d.iter().filter(|d| d.answered == 200).count() >= expected.len()
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let acknowledged = receiver.acknowledged();
+    let types: Vec<String> = acknowledged.iter().map(|d| d.event_type()).collect();
+    assert_eq!(types, expected, "each event once, in order");
+    let ids: BTreeSet<&str> = acknowledged.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids.len(), expected.len());
+    assert!(acknowledged.iter().all(|d| d.verified == vec![true]));
+    // The delivery the killed process had under way was sent again, with the same id.
+    let first = &receiver.deliveries()[0];
+    assert_eq!(first.answered, 0);
+    assert!(ids.contains(first.id.as_str()));
+    process.kill();
 }

@@ -113,6 +113,20 @@ impl VerificationService for Reference {
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         Err(Status::unimplemented("not part of the benchmark"))
     }
+
+    async fn list_webhook_deliveries(
+        &self,
+        _: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        Err(Status::unimplemented("not part of the benchmark"))
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        _: Request<pb::RedeliverWebhookRequest>,
+    ) -> Result<Response<pb::RedeliverWebhookResponse>, Status> {
+        Err(Status::unimplemented("not part of the benchmark"))
+    }
 }
 
 /// Runs the reference server on `listen` until its standard input closes (the load generator holds the other

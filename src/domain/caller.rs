@@ -29,11 +29,15 @@ pub enum Scope {
     SessionsList,
     /// RedactSession.
     SessionsRedact,
+    /// ListWebhookDeliveries.
+    WebhooksRead,
+    /// RedeliverWebhook.
+    WebhooksRedeliver,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 9] = [
         Scope::SessionsCreate,
         Scope::SessionsRead,
         Scope::SessionsCancel,
@@ -41,6 +45,8 @@ impl Scope {
         Scope::MediaRead,
         Scope::SessionsList,
         Scope::SessionsRedact,
+        Scope::WebhooksRead,
+        Scope::WebhooksRedeliver,
     ];
 
     /// The name used in config and in `MISSING_SCOPE` errors.
@@ -53,6 +59,8 @@ impl Scope {
             Scope::MediaRead => "media:read",
             Scope::SessionsList => "sessions:list",
             Scope::SessionsRedact => "sessions:redact",
+            Scope::WebhooksRead => "webhooks:read",
+            Scope::WebhooksRedeliver => "webhooks:redeliver",
         }
     }
 

@@ -178,6 +178,12 @@ pub enum Error {
     /// candidates and why each was left out; no personal data).
     #[error("no vendor can serve this request: {0}")]
     NoVendorAvailable(String),
+    /// The tenant has no webhook event with that id (to that endpoint).
+    #[error("no webhook delivery with that id")]
+    WebhookNotFound,
+    /// The webhook event was sent and its session redacted since: its body is gone and cannot be sent again.
+    #[error("the session was redacted after this event was sent; its body is gone")]
+    WebhookBodyRedacted,
     /// The store failed.
     #[error("session store unavailable")]
     Store,

@@ -13,6 +13,7 @@ pub mod service;
 pub mod session;
 pub mod state;
 pub mod validation;
+pub mod webhooks;
 
 pub use caller::{Caller, Scope};
 pub use error::{Error, RetryWith, VendorError, VendorErrorKind};

@@ -155,6 +155,10 @@ pub struct SessionService {
     /// Per-tenant quotas; the daily billed-call cap is reserved before a vendor call is claimed.
     quotas: Arc<Quotas>,
     router: Router,
+    /// The names of the configured webhook endpoints (for `/metrics`).
+    webhook_endpoints: Vec<String>,
+    /// Wakes the webhook worker (a redelivery is due now).
+    webhook_wake: Arc<tokio::sync::Notify>,
 }
 
 fn store_err(e: StoreError) -> Error {
@@ -187,7 +191,109 @@ impl SessionService {
             refreshes: std::sync::Mutex::new(HashMap::new()),
             quotas: Arc::new(Quotas::unlimited()),
             router: Router::new(Policies::default(), BreakerSettings::default()),
+            webhook_endpoints: Vec::new(),
+            webhook_wake: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// Knows the configured webhook endpoints (by name) and wakes their worker through `wake`. Call before
+    /// wrapping in an `Arc`.
+    pub fn with_webhooks(mut self, endpoints: Vec<String>, wake: Arc<tokio::sync::Notify>) -> Self {
+        self.webhook_endpoints = endpoints;
+        self.webhook_wake = wake;
+        self
+    }
+
+    /// The configured webhook endpoints' names.
+    pub fn webhook_endpoints(&self) -> &[String] {
+        &self.webhook_endpoints
+    }
+
+    /// The pending webhook messages per endpoint (all replicas'), for `/metrics`.
+    pub async fn webhook_backlog(&self) -> Result<Vec<crate::domain::webhooks::Backlog>, Error> {
+        self.store.webhook_backlog().await.map_err(store_err)
+    }
+
+    /// A page of the webhook deliveries of `caller`'s tenant matching `filter`, newest event first: at most
+    /// `page_size` (0: 100; at most 1000) after `page_token`, and the token of the next page (empty on the last).
+    pub async fn list_webhook_deliveries(
+        &self,
+        caller: &Caller,
+        filter: &crate::domain::webhooks::DeliveryFilter,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<crate::domain::webhooks::WebhookDelivery>, String), Error> {
+        let size = match u32::try_from(page_size) {
+            Ok(0) => 100,
+            Ok(n) => n.min(1000),
+            Err(_) => return Err(Error::invalid("page_size", "must not be negative")),
+        };
+        // A token is bound to the tenant and the filter: it continues the listing it came from and no other.
+        let scope = format!(
+            "webhooks|{}|{}|{}|{}",
+            caller.tenant,
+            filter.session_id,
+            filter.endpoint,
+            filter.status.map_or("", |s| s.as_str())
+        );
+        let before = if page_token.is_empty() {
+            i64::MAX
+        } else {
+            ev::parse_page_token(&self.fingerprint_key, &scope, page_token).ok_or_else(|| {
+                Error::invalid(
+                    "page_token",
+                    "is not a token of this listing (tokens are bound to their filter)",
+                )
+            })?
+        };
+        let mut page = self
+            .store
+            .webhook_deliveries(&caller.tenant, filter, before, size + 1)
+            .await
+            .map_err(store_err)?;
+        let next = if page.len() > size as usize {
+            page.truncate(size as usize);
+            page.last()
+                .map(|d| ev::page_token(&self.fingerprint_key, &scope, d.seq))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((page, next))
+    }
+
+    /// Sends a webhook event of `caller`'s tenant again, now, with the same id (to `endpoint`; empty: its only
+    /// one); a failed delivery gets a new retry period and a disabled endpoint is enabled again.
+    pub async fn redeliver_webhook(
+        &self,
+        caller: &Caller,
+        id: &str,
+        endpoint: &str,
+    ) -> Result<crate::domain::webhooks::WebhookDelivery, Error> {
+        use crate::store::Redelivered;
+        match self
+            .store
+            .redeliver_webhook(&caller.tenant, id, endpoint, now_ms())
+            .await
+            .map_err(store_err)?
+        {
+            Redelivered::Pending(delivery) => {
+                tracing::info!(
+                    caller = %caller.id,
+                    webhook_id = %delivery.id,
+                    endpoint = %delivery.endpoint,
+                    "webhook redelivery requested"
+                );
+                self.webhook_wake.notify_one();
+                Ok(delivery)
+            }
+            Redelivered::NotFound => Err(Error::WebhookNotFound),
+            Redelivered::EndpointNeeded => Err(Error::invalid(
+                "endpoint",
+                "the event went to several endpoints: name the one to send it to again",
+            )),
+            Redelivered::BodyGone => Err(Error::WebhookBodyRedacted),
+        }
     }
 
     /// Uses `quotas` (the default is no limits, billed calls still counted). Call before wrapping in an `Arc`.

@@ -61,7 +61,7 @@ enum Target {
 }
 
 /// The scope each method of `facegate.v1.VerificationService` needs.
-const METHOD_SCOPES: [(&str, Scope); 9] = [
+const METHOD_SCOPES: [(&str, Scope); 11] = [
     ("StartSession", Scope::SessionsCreate),
     ("SubmitIdentity", Scope::SessionsCreate),
     ("UploadReference", Scope::SessionsCreate),
@@ -71,6 +71,8 @@ const METHOD_SCOPES: [(&str, Scope); 9] = [
     ("RedactSession", Scope::SessionsRedact),
     ("ListSessions", Scope::SessionsList),
     ("ListSessionEvents", Scope::SessionsRead),
+    ("ListWebhookDeliveries", Scope::WebhooksRead),
+    ("RedeliverWebhook", Scope::WebhooksRedeliver),
 ];
 
 /// The scope each method of `facegate.v1.SandboxService` (served only by a sandbox) needs: playing a session's

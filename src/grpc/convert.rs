@@ -651,6 +651,95 @@ fn domain_state(s: pb::SessionState) -> d::State {
     }
 }
 
+/// A webhook delivery as ListWebhookDeliveries shows it.
+pub fn webhook_delivery(d: &crate::domain::webhooks::WebhookDelivery) -> pb::WebhookDelivery {
+    use crate::domain::webhooks::DeliveryStatus as S;
+    pb::WebhookDelivery {
+        id: d.id.clone(),
+        endpoint: d.endpoint.clone(),
+        session_id: d.session_id.clone(),
+        event_type: d.event_type.clone(),
+        create_time: Some(ts(d.occurred_at_ms)),
+        status: match d.status {
+            S::Pending => pb::WebhookDeliveryStatus::Pending,
+            S::Delivered => pb::WebhookDeliveryStatus::Delivered,
+            S::Failed => pb::WebhookDeliveryStatus::Failed,
+        } as i32,
+        attempts: i32::try_from(d.attempts).unwrap_or(i32::MAX),
+        last_response_code: i32::try_from(d.last_response_code).unwrap_or(0),
+        last_error: d.last_error.clone(),
+        last_attempt_time: d.last_attempt_at_ms.map(ts),
+        next_attempt_time: (d.status == S::Pending).then(|| ts(d.next_attempt_at_ms)),
+        deliver_time: d.delivered_at_ms.map(ts),
+    }
+}
+
+/// Longest endpoint name a request may give (config names are at most 64 characters).
+const MAX_ENDPOINT_NAME: usize = 64;
+
+fn endpoint_name(value: &str) -> Result<String, Error> {
+    if value.len() > MAX_ENDPOINT_NAME
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(Error::invalid(
+            "endpoint",
+            "must be an endpoint name (letters, digits, '-', '_', '.'; at most 64)",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Validates ListWebhookDeliveries' filter.
+pub fn delivery_filter(
+    req: &pb::ListWebhookDeliveriesRequest,
+) -> Result<crate::domain::webhooks::DeliveryFilter, Error> {
+    use crate::domain::webhooks::DeliveryStatus as S;
+    let session_id = if req.session_id.is_empty() {
+        String::new()
+    } else {
+        session_id("session_id", &req.session_id)?
+    };
+    let status = match pb::WebhookDeliveryStatus::try_from(req.status) {
+        Ok(pb::WebhookDeliveryStatus::Unspecified) => None,
+        Ok(pb::WebhookDeliveryStatus::Pending) => Some(S::Pending),
+        Ok(pb::WebhookDeliveryStatus::Delivered) => Some(S::Delivered),
+        Ok(pb::WebhookDeliveryStatus::Failed) => Some(S::Failed),
+        Err(_) => return Err(Error::invalid("status", "is not a WebhookDeliveryStatus")),
+    };
+    Ok(crate::domain::webhooks::DeliveryFilter {
+        session_id,
+        endpoint: endpoint_name(&req.endpoint)?,
+        status,
+    })
+}
+
+/// Validates RedeliverWebhook: the event id (`msg_` and 32 hex digits) and the endpoint name.
+pub fn redeliver_request(req: &pb::RedeliverWebhookRequest) -> Result<(String, String), Error> {
+    let hex = req.id.strip_prefix("msg_").unwrap_or("");
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::invalid(
+            "id",
+            "must be a webhook-id (msg_ and 32 hex digits)",
+        ));
+    }
+    Ok((req.id.clone(), endpoint_name(&req.endpoint)?))
+}
+
+/// A session as a webhook body carries it: as GetResult shows it (personal data masked), without the vendor's
+/// free-text messages (which may quote what the person typed or the vendor read).
+pub fn webhook_session(s: &d::Session) -> pb::Session {
+    let mut out = session(s);
+    if let Some(f) = out.failure.as_mut() {
+        f.vendor_message.clear();
+    }
+    if let Some(e) = out.last_attempt_error.as_mut() {
+        e.vendor_message.clear();
+    }
+    out
+}
+
 /// A session as ListSessions shows it: no personal data and no outcome detail. It has id, vendor, state,
 /// required inputs, times, client reference, metadata, the failure's code, version, target false accept rate,
 /// request id and live mode; never the identity (not even masked), the user URL, the last attempt error, the

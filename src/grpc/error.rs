@@ -264,6 +264,22 @@ pub fn to_status(err: &Error) -> tonic::Status {
             }
             tonic::Status::with_error_details(Code::ResourceExhausted, msg, details)
         }
+        Error::WebhookNotFound => status(
+            Code::NotFound,
+            "WEBHOOK_DELIVERY_NOT_FOUND",
+            msg,
+            none(),
+            None,
+            vec![],
+        ),
+        Error::WebhookBodyRedacted => status(
+            Code::FailedPrecondition,
+            "WEBHOOK_BODY_REDACTED",
+            msg,
+            none(),
+            None,
+            vec![],
+        ),
         Error::SessionRedacted => status(
             Code::FailedPrecondition,
             "SESSION_REDACTED",

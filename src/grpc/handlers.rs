@@ -321,6 +321,43 @@ impl VerificationService for VerificationApi {
         .await
     }
 
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let svc = Arc::clone(&self.service);
+        self.unary("ListWebhookDeliveries", self.budget(&request), async move {
+            let req = request.get_ref();
+            let filter = convert::delivery_filter(req)?;
+            let (deliveries, next_page_token) = svc
+                .list_webhook_deliveries(&caller, &filter, req.page_size, &req.page_token)
+                .await?;
+            Ok(pb::ListWebhookDeliveriesResponse {
+                deliveries: deliveries.iter().map(convert::webhook_delivery).collect(),
+                next_page_token,
+            })
+        })
+        .await
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        request: Request<pb::RedeliverWebhookRequest>,
+    ) -> Result<Response<pb::RedeliverWebhookResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let svc = Arc::clone(&self.service);
+        self.unary("RedeliverWebhook", self.budget(&request), async move {
+            let req = request.get_ref();
+            let (id, endpoint) = convert::redeliver_request(req)?;
+            let delivery = svc.redeliver_webhook(&caller, &id, &endpoint).await?;
+            Ok(pb::RedeliverWebhookResponse {
+                delivery: Some(convert::webhook_delivery(&delivery)),
+            })
+        })
+        .await
+    }
+
     async fn list_sessions(
         &self,
         request: Request<pb::ListSessionsRequest>,

@@ -27,7 +27,7 @@ use crate::app::SERVICE_NAME;
 use crate::domain::caller::Caller;
 
 /// The service's methods: the only values the `method` label and span names take.
-pub const METHODS: [&str; 9] = [
+pub const METHODS: [&str; 11] = [
     "StartSession",
     "SubmitIdentity",
     "UploadReference",
@@ -37,6 +37,8 @@ pub const METHODS: [&str; 9] = [
     "RedactSession",
     "ListSessions",
     "ListSessionEvents",
+    "ListWebhookDeliveries",
+    "RedeliverWebhook",
 ];
 
 /// The sandbox service's name and methods (served only by `serve --sandbox`).

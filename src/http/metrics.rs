@@ -33,5 +33,22 @@ async fn scrape(State(service): State<Arc<SessionService>>) -> impl IntoResponse
     text.push_str(&crate::metrics::render_breakers(
         &service.router().breakers().snapshot(),
     ));
+    if !service.webhook_endpoints().is_empty() {
+        match service.webhook_backlog().await {
+            Ok(backlog) => {
+                let names: Vec<&str> = service
+                    .webhook_endpoints()
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                text.push_str(&crate::metrics::render_webhook_backlog(
+                    &names,
+                    &backlog,
+                    crate::domain::now_ms(),
+                ));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the webhook backlog for /metrics"),
+        }
+    }
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

@@ -3,6 +3,7 @@
 //! one implementation of the contract over either database, which differ only in their statements, schema
 //! migrations and error handling.
 
+mod outbox;
 pub mod postgres;
 mod recent;
 pub mod seal;
@@ -14,6 +15,10 @@ mod writer;
 use async_trait::async_trait;
 
 use crate::domain::events::{EventsSummary, SessionEvent, StoredEvent};
+use crate::domain::webhooks::{
+    AttemptRecord, AttemptRecorded, Backlog, ClaimedMessage, DeliveryFilter, OutboxSource,
+    WebhookDelivery,
+};
 use crate::domain::{Session, State, Vendor};
 
 /// What [`SessionStore::list`] selects within a tenant; `None` (or empty) is no condition.
@@ -42,6 +47,9 @@ pub struct StoreOptions {
     pub legacy_live_mode: bool,
     /// The data keys sealing every record (`store.encryption_keys`): the first seals, all open.
     pub keys: seal::KeyRing,
+    /// What turns creates and updates into webhook messages written in the same transaction (`None`: no webhook
+    /// endpoints are configured, nothing is enqueued).
+    pub outbox: Option<std::sync::Arc<dyn OutboxSource>>,
 }
 
 impl Default for StoreOptions {
@@ -50,6 +58,7 @@ impl Default for StoreOptions {
             default_tenant: crate::domain::caller::DEFAULT_TENANT.to_owned(),
             legacy_live_mode: true,
             keys: seal::KeyRing::ephemeral(),
+            outbox: None,
         }
     }
 }
@@ -217,6 +226,68 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn reseal(&self) -> Result<u64, StoreError>;
     /// A cheap round trip to the database (`SELECT 1`): readiness follows whether it answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Claims up to `limit` webhook messages due at `now_ms` for `owner`, leased until `lease_until_ms`, oldest
+    /// first: each only when no earlier message of its session and endpoint is pending, none of a disabled
+    /// endpoint, none another worker holds. Bodies come opened.
+    async fn claim_webhooks(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Records an attempt at a message `owner` holds (nothing when its lease was lost), and the endpoint's
+    /// failure streak: a failure whose streak began at or before `disable_if_failing_since_ms` disables the
+    /// endpoint.
+    async fn record_webhook_attempt(
+        &self,
+        message: &ClaimedMessage,
+        owner: &str,
+        attempt: &AttemptRecord,
+        disable_if_failing_since_ms: i64,
+    ) -> Result<AttemptRecorded, StoreError>;
+    /// Gives back a claimed message without an attempt, not to be claimed before `until_ms`.
+    async fn release_webhook(
+        &self,
+        message: &ClaimedMessage,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Frees every webhook lease (for a store one process owns, at its start). Returns how many were held.
+    async fn release_webhook_leases(&self) -> Result<u64, StoreError>;
+    /// Up to `limit` of a tenant's webhook deliveries matching `filter` with outbox positions below
+    /// `before_seq`, newest first.
+    async fn webhook_deliveries(
+        &self,
+        tenant: &str,
+        filter: &DeliveryFilter,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Makes a tenant's delivery of event `id` (to `endpoint`; empty: its only endpoint) pending again, due at
+    /// `now_ms`, and enables its endpoint. See [`Redelivered`].
+    async fn redeliver_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        endpoint: &str,
+        now_ms: i64,
+    ) -> Result<Redelivered, StoreError>;
+    /// Pending webhook messages per endpoint.
+    async fn webhook_backlog(&self) -> Result<Vec<Backlog>, StoreError>;
+}
+
+/// What [`SessionStore::redeliver_webhook`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redelivered {
+    /// The delivery, now pending.
+    Pending(WebhookDelivery),
+    /// The tenant has no such event (to that endpoint).
+    NotFound,
+    /// The event went to several endpoints and none was named.
+    EndpointNeeded,
+    /// The session was redacted and the body of this sent event dropped: there is nothing to send.
+    BodyGone,
 }
 
 /// Billing records of deleted sessions, counted per tenant, UTC day of the call, vendor, item and billed flag.

@@ -110,6 +110,49 @@ const MIGRATIONS: &[&[Step]] = &[
         ),
         Step::Sql("CREATE INDEX sessions_unkeyed ON sessions (id) WHERE client_reference_key IS NULL"),
     ],
+    // Outbound webhooks (issue 13): one row per event and endpoint, written with the change it reports; each
+    // endpoint's failure streak.
+    &[
+        Step::Sql(
+            "CREATE TABLE webhook_outbox (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        occurred_at_ms BIGINT NOT NULL,
+        body TEXT,
+        status TEXT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        next_attempt_at_ms BIGINT NOT NULL,
+        first_attempt_at_ms BIGINT,
+        last_attempt_at_ms BIGINT,
+        last_status_code BIGINT NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        delivered_at_ms BIGINT,
+        lease_owner TEXT,
+        lease_until_ms BIGINT NOT NULL DEFAULT 0,
+        UNIQUE (id, endpoint)
+    )",
+        ),
+        Step::Sql(
+            "CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at_ms) WHERE status = 'pending'",
+        ),
+        Step::Sql(
+            "CREATE INDEX webhook_outbox_order ON webhook_outbox (endpoint, session_id, seq)
+     WHERE status = 'pending'",
+        ),
+        Step::Sql("CREATE INDEX webhook_outbox_by_tenant ON webhook_outbox (tenant, seq)"),
+        Step::Sql("CREATE INDEX webhook_outbox_by_session ON webhook_outbox (session_id)"),
+        Step::Sql(
+            "CREATE TABLE webhook_endpoints (
+        endpoint TEXT PRIMARY KEY,
+        failing_since_ms BIGINT,
+        disabled_at_ms BIGINT
+    )",
+        ),
+    ],
 ];
 
 /// The advisory lock key replicas migrate under ("facegate" in ASCII).
@@ -120,6 +163,8 @@ pub struct PostgresDialect;
 
 impl Dialect for PostgresDialect {
     type Database = sqlx::Postgres;
+
+    const SKIP_LOCKED: &'static str = " FOR UPDATE OF o SKIP LOCKED";
 
     const STATEMENTS: Statements = Statements {
         insert_session: "INSERT INTO sessions (version, state, is_final, in_flight, expires_at_ms, updated_at_ms,

@@ -19,15 +19,21 @@ use sqlx::{
     ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
 };
 
+use super::outbox::{self, OutboxRow};
 use super::recent::Recent;
 use super::seal::{sealed_key_id, KeyRing};
 use super::writer::{
     self, BilledCallRow, Done, EventRow, Failed, IdempotencyRow, SessionRow, WriteOp, Writer,
 };
 use super::{
-    BillingDaily, Created, IdempotencyRecord, ListFilter, SessionStore, StoreError, StoreOptions,
+    BillingDaily, Created, IdempotencyRecord, ListFilter, Redelivered, SessionStore, StoreError,
+    StoreOptions,
 };
 use crate::domain::events::{EventsSummary, SessionEvent, StoredEvent};
+use crate::domain::webhooks::{
+    AttemptRecord, AttemptRecorded, Backlog, ClaimedMessage, DeliveryFilter, OutboxSource,
+    WebhookDelivery,
+};
 use crate::domain::Session;
 
 /// The statements of a store in one database's SQL, each with its parameters in the order they are bound.
@@ -120,6 +126,9 @@ pub trait Dialect: Send + Sync + 'static {
     type Database: Database;
     /// Its statements.
     const STATEMENTS: Statements;
+    /// What a row-claiming subquery ends with so that concurrent claimers skip each other's rows (PostgreSQL:
+    /// `FOR UPDATE OF o SKIP LOCKED`; SQLite has one writer and needs nothing).
+    const SKIP_LOCKED: &'static str;
     /// Brings the schema of a new or older database up to this build's; safe when several processes start at once.
     /// Rows from before a column existed get their values from `options`.
     fn migrate(
@@ -160,7 +169,7 @@ const RESERVE_ATTEMPTS: usize = 5;
 /// A session store over a pool of one SQL database.
 pub struct SqlStore<D: Dialect> {
     pub(super) pool: Pool<D::Database>,
-    keys: KeyRing,
+    pub(super) keys: KeyRing,
     /// The fingerprint key, read (and made) once at open; it also keys the hashes of request ids.
     fingerprint_key: Vec<u8>,
     /// The group-commit writer every write goes through (SQLite); `None`: each write in its own transaction on
@@ -168,6 +177,8 @@ pub struct SqlStore<D: Dialect> {
     writer: Option<Writer>,
     /// What this process last wrote of each session (see [`SessionStore::cached`]).
     recent: Arc<Recent>,
+    /// What turns creates and updates into webhook messages (`None`: no endpoints are configured).
+    outbox: Option<Arc<dyn OutboxSource>>,
     dialect: PhantomData<D>,
 }
 
@@ -179,6 +190,7 @@ impl<D: Dialect> Clone for SqlStore<D> {
             fingerprint_key: self.fingerprint_key.clone(),
             writer: self.writer.clone(),
             recent: Arc::clone(&self.recent),
+            outbox: self.outbox.clone(),
             dialect: PhantomData,
         }
     }
@@ -225,6 +237,7 @@ where
             fingerprint_key,
             writer: None,
             recent: Arc::default(),
+            outbox: store_options.outbox.clone(),
             dialect: PhantomData,
         };
         store.backfill_client_reference_keys().await?;
@@ -241,6 +254,45 @@ where
     pub(super) fn with_writer(mut self, writer: Writer) -> Self {
         self.writer = Some(writer);
         self
+    }
+
+    /// The webhook messages a write of `session` with `events` enqueues, bodies sealed.
+    fn outbox_rows(
+        &self,
+        session: &Session,
+        events: &[SessionEvent],
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let Some(source) = &self.outbox else {
+            return Ok(Vec::new());
+        };
+        source
+            .messages(session, events)
+            .map_err(|e| StoreError::Database(format!("webhook outbox: {e}")))?
+            .into_iter()
+            .map(|m| {
+                let body = self
+                    .keys
+                    .seal(&outbox::body_aad(&m.id, &m.endpoint), m.body.as_bytes())?;
+                Ok(OutboxRow {
+                    id: m.id,
+                    endpoint: m.endpoint,
+                    tenant: session.tenant.clone(),
+                    session_id: session.id.clone(),
+                    event_type: m.event_type,
+                    occurred_at_ms: m.occurred_at_ms,
+                    body,
+                })
+            })
+            .collect()
+    }
+
+    /// Tells the outbox source that messages were committed.
+    fn enqueued(&self, rows: usize) {
+        if rows > 0 {
+            if let Some(source) = &self.outbox {
+                source.enqueued();
+            }
+        }
     }
 
     fn encode(&self, session: &Session) -> Result<String, StoreError> {
@@ -446,10 +498,85 @@ where
     for<'t> &'t [u8]: Encode<'t, D::Database> + Type<D::Database>,
     for<'r> String: Decode<'r, D::Database> + Type<D::Database>,
     for<'r> Vec<u8>: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> Option<String>: Decode<'r, D::Database> + Type<D::Database>,
+    for<'r> Option<i64>: Decode<'r, D::Database> + Type<D::Database>,
     for<'r> i64: Decode<'r, D::Database>,
     for<'r> bool: Decode<'r, D::Database>,
     usize: ColumnIndex<<D::Database as Database>::Row>,
 {
+    async fn claim_webhooks(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.claim_messages(owner, now_ms, lease_until_ms, limit)
+            .await
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        message: &ClaimedMessage,
+        owner: &str,
+        attempt: &AttemptRecord,
+        disable_if_failing_since_ms: i64,
+    ) -> Result<AttemptRecorded, StoreError> {
+        self.record_message_attempt(message, owner, attempt, disable_if_failing_since_ms)
+            .await
+    }
+
+    async fn release_webhook(
+        &self,
+        message: &ClaimedMessage,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.release_message(message, owner, until_ms).await
+    }
+
+    async fn release_webhook_leases(&self) -> Result<u64, StoreError> {
+        self.release_all_leases().await
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        tenant: &str,
+        filter: &DeliveryFilter,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        self.list_deliveries(tenant, filter, before_seq, limit)
+            .await
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        endpoint: &str,
+        now_ms: i64,
+    ) -> Result<Redelivered, StoreError> {
+        match self.find_delivery(tenant, id, endpoint).await? {
+            outbox::Found::None => Ok(Redelivered::NotFound),
+            outbox::Found::Several => Ok(Redelivered::EndpointNeeded),
+            outbox::Found::One(_, false) => Ok(Redelivered::BodyGone),
+            outbox::Found::One(mut delivery, true) => {
+                self.redeliver_message(&delivery, now_ms).await?;
+                delivery.status = crate::domain::webhooks::DeliveryStatus::Pending;
+                delivery.next_attempt_at_ms = now_ms;
+                if let Some(source) = &self.outbox {
+                    source.enqueued();
+                }
+                Ok(Redelivered::Pending(*delivery))
+            }
+        }
+    }
+
+    async fn webhook_backlog(&self) -> Result<Vec<Backlog>, StoreError> {
+        self.backlog().await
+    }
+
     async fn create(
         &self,
         session: &Session,
@@ -538,10 +665,13 @@ where
     ) -> Result<(), StoreError> {
         let row = self.row_of(session)?;
         let size = row.record.len();
+        let outbox = self.outbox_rows(session, events)?;
+        let enqueued = outbox.len();
         let op = Arc::new(WriteOp::Update {
             row,
             expected_version,
             events: event_rows(events)?,
+            outbox,
         });
         let done = self.write(&op).await.map_err(|e| {
             self.recent.forget(&session.id);
@@ -549,6 +679,7 @@ where
         })?;
         if done == Done::Updated {
             self.recent.put(session, size);
+            self.enqueued(enqueued);
             return Ok(());
         }
         self.recent.forget(&session.id);
@@ -855,6 +986,13 @@ where
                     .await
                     .map_err(D::error)?;
             }
+            sqlx::query(sqlx::AssertSqlSafe(outbox::sql::<D>(
+                outbox::DELETE_OF_SESSION,
+            )))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(D::error)?;
             let Some(row) = sqlx::query(sql.delete_session)
                 .bind(id.as_str())
                 .fetch_optional(&mut *tx)
@@ -961,11 +1099,17 @@ where
             }),
             events: event_rows(events)?,
             billed_call,
+            outbox: self.outbox_rows(session, events)?,
         });
+        let enqueued = match op.as_ref() {
+            WriteOp::Create { outbox, .. } => outbox.len(),
+            _ => 0,
+        };
         for _ in 0..CREATE_ATTEMPTS {
             match self.write(&op).await {
                 Ok(Done::Created) => {
                     self.recent.put(session, size);
+                    self.enqueued(enqueued);
                     return Ok(Created::New);
                 }
                 Ok(Done::CapReached) => return Ok(Created::CapReached),

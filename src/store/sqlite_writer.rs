@@ -16,6 +16,7 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::mpsc;
 
+use super::outbox::{self, OutboxRow};
 use super::sql::Dialect;
 use super::sqlite::{SqliteDialect, CONNECTION_PRAGMAS};
 use super::writer::{
@@ -288,6 +289,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Done, Failed> {
             idempotency,
             events,
             billed_call,
+            outbox,
         } => {
             if let Some(billed) = billed_call {
                 let reserved = execute(
@@ -344,17 +346,31 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Done, Failed> {
                 }
             }
             insert_events(conn, &row.id, events)?;
+            insert_outbox(conn, outbox)?;
             Ok(Done::Created)
         }
         WriteOp::Update {
             row,
             expected_version,
             events,
+            outbox,
         } => {
             let mut params = row_params(row);
             params.extend([&row.vendor as &dyn ToSql, &row.id, expected_version]);
             if execute(conn, sql.update_session, &params)? == 1 {
                 insert_events(conn, &row.id, events)?;
+                insert_outbox(conn, outbox)?;
+                if events
+                    .iter()
+                    .any(|e| e.kind == crate::domain::events::KIND_REDACTED)
+                {
+                    // What was sent is not kept past a redaction; what is still to be sent stays, masked.
+                    execute(
+                        conn,
+                        &outbox::sql::<SqliteDialect>(outbox::DROP_SENT_BODIES),
+                        &[&row.id],
+                    )?;
+                }
                 return Ok(Done::Updated);
             }
             let exists = conn
@@ -394,6 +410,31 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Done, Failed> {
             Ok(Done::Released)
         }
     }
+}
+
+/// Writes a change's webhook messages.
+fn insert_outbox(conn: &Connection, rows: &[OutboxRow]) -> Result<(), Failed> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let statement = outbox::sql::<SqliteDialect>(outbox::INSERT);
+    for row in rows {
+        execute(
+            conn,
+            &statement,
+            &[
+                &row.id,
+                &row.endpoint,
+                &row.tenant,
+                &row.session_id,
+                &row.event_type,
+                &row.occurred_at_ms,
+                &row.body,
+                &row.occurred_at_ms,
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 /// What a create whose billed call was refused answers: [`Done::Taken`] when its request id is taken (the first
@@ -466,6 +507,7 @@ mod tests {
             live_mode: false,
             idempotency: None,
             billed_call: None,
+            outbox: Vec::new(),
             events: vec![EventRow {
                 at_ms: 1,
                 kind: "state_changed",

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use sqlx::{Database, Encode, Executor, IntoArguments, Row, Type};
 use tokio::sync::{mpsc, oneshot};
 
+use super::outbox::{self, OutboxRow};
 use super::sql::Dialect;
 use super::StoreError;
 
@@ -92,12 +93,16 @@ pub(super) enum WriteOp {
         idempotency: Option<IdempotencyRow>,
         events: Vec<EventRow>,
         billed_call: Option<BilledCallRow>,
+        /// Webhook messages the change enqueues, in the same transaction.
+        outbox: Vec<OutboxRow>,
     },
     /// A session replaced if at `expected_version`, with events appended.
     Update {
         row: SessionRow,
         expected_version: i64,
         events: Vec<EventRow>,
+        /// Webhook messages the change enqueues, in the same transaction.
+        outbox: Vec<OutboxRow>,
     },
     /// One event appended under the session's row lock, with an optional cap on events of some kinds.
     Append {
@@ -344,6 +349,7 @@ where
             idempotency,
             events,
             billed_call,
+            outbox,
         } => {
             if let Some(billed) = billed_call {
                 let reserved = sqlx::query(stmt(sql.reserve_billed_call))
@@ -406,12 +412,14 @@ where
                 }
             }
             insert_events::<D>(conn, &row.id, events).await?;
+            insert_outbox::<D>(conn, outbox).await?;
             Ok(Done::Created)
         }
         WriteOp::Update {
             row,
             expected_version,
             events,
+            outbox,
         } => {
             // The update takes the row lock (SQLite: the write lock) first, so the events' sequences are
             // assigned one writer at a time.
@@ -424,6 +432,20 @@ where
                 .map_err(Failed::Db)?;
             if D::rows_affected(&result) == 1 {
                 insert_events::<D>(conn, &row.id, events).await?;
+                insert_outbox::<D>(conn, outbox).await?;
+                if events
+                    .iter()
+                    .any(|e| e.kind == crate::domain::events::KIND_REDACTED)
+                {
+                    // What was sent is not kept past a redaction; what is still to be sent stays, masked.
+                    sqlx::query(sqlx::AssertSqlSafe(outbox::sql::<D>(
+                        outbox::DROP_SENT_BODIES,
+                    )))
+                    .bind(row.id.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(Failed::Db)?;
+                }
                 return Ok(Done::Updated);
             }
             let exists = sqlx::query(stmt(sql.session_exists))
@@ -508,6 +530,34 @@ pub(super) fn insert_events_sql<D: Dialect>(n: usize) -> String {
         id = p(1),
         values = values.join(", ")
     )
+}
+
+/// Writes a change's webhook messages.
+async fn insert_outbox<D: Dialect>(
+    conn: &mut <D::Database as Database>::Connection,
+    rows: &[OutboxRow],
+) -> Result<(), Failed>
+where
+    for<'c> &'c mut <D::Database as Database>::Connection: Executor<'c, Database = D::Database>,
+    <D::Database as Database>::Arguments: IntoArguments<D::Database>,
+    for<'t> i64: Encode<'t, D::Database> + Type<D::Database>,
+    for<'t> &'t str: Encode<'t, D::Database> + Type<D::Database>,
+{
+    for row in rows {
+        sqlx::query(sqlx::AssertSqlSafe(outbox::sql::<D>(outbox::INSERT)))
+            .bind(row.id.as_str())
+            .bind(row.endpoint.as_str())
+            .bind(row.tenant.as_str())
+            .bind(row.session_id.as_str())
+            .bind(row.event_type)
+            .bind(row.occurred_at_ms)
+            .bind(row.body.as_str())
+            .bind(row.occurred_at_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(Failed::Db)?;
+    }
+    Ok(())
 }
 
 /// Appends `events` to a session's log in one statement.

@@ -2,6 +2,7 @@
 //! file) and connects a generated gRPC client. Test binaries using it need the `sandbox` feature (Cargo.toml).
 #![allow(dead_code)]
 
+pub mod hooks;
 pub mod pg;
 pub mod recorder;
 
