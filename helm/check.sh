@@ -126,6 +126,12 @@ a=$(grep 'checksum/config' "$OUT/callers-hash-values/render.yaml" || true)
 b=$("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" -f "$base" --set config.log.filter=debug | grep 'checksum/config' || true)
 c=$("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" -f "$base" --set auth.defaultTenant=other | grep 'checksum/config' || true)
 if [ -n "$a" ] && [ -n "$b" ] && [ -n "$c" ] && [ "$a" != "$b" ] && [ "$a" != "$c" ]; then ok "checksum/config changes with the configuration and [auth]"; else bad "checksum/config does not follow the configuration"; fi
+# ... and with [webhooks]: its settings and its endpoints (rendered from the top-level webhooks block).
+full=$CHART/ci/full-config-values.yaml
+d=$(grep 'checksum/config' "$OUT/full-config-values/render.yaml" || true)
+e=$("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" -f "$full" --set config.webhooks.concurrency=4 | grep 'checksum/config' || true)
+g=$("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" -f "$full" --set-json 'webhooks={"endpoints":[{"name":"orders","tenant":"shop","url":"https://orders.example.com/other","secret":{"name":"facegate-webhooks","key":"orders"}}]}' | grep 'checksum/config' || true)
+if [ -n "$d" ] && [ -n "$e" ] && [ -n "$g" ] && [ "$d" != "$e" ] && [ "$d" != "$g" ]; then ok "checksum/config changes with [webhooks] and webhooks.endpoints"; else bad "checksum/config does not follow [webhooks]"; fi
 
 # --- invalid cases: must fail, for the reason named on their "# expect:" line ----------------------------------
 for f in "$CHART"/ci/invalid/*.yaml; do

@@ -6,9 +6,10 @@ usage: check_render.py RENDER.yaml OUTDIR [VALUES.yaml]
 Writes OUTDIR/k8s.yaml (every object but the ServiceMonitor, for kubernetes-validate), OUTDIR/facegate.toml (the
 ConfigMap's file), OUTDIR/env (the container's literal FACEGATE__* variables, NAME=VALUE lines, plus
 placeholders for those that come from Secrets, marked with '#secret ' in front), and OUTDIR/facegate.check.toml:
-the same file with each path of a mounted Secret file (callers' keys, the data key ring, TLS certificates)
-pointing under OUTDIR/mounts, where placeholder files stand in for the Secrets (a random key; a key ring with one
-random 32-byte key; a self-signed certificate made with openssl). Asserts what the chart promises. VALUES.yaml is the values file of the render, if any (the
+the same file with each path of a mounted Secret file (callers' keys, webhook signing secrets, the data key ring,
+TLS certificates) pointing under OUTDIR/mounts, where placeholder files stand in for the Secrets (a random key; a
+whsec_ secret of 32 random bytes; a key ring with one random 32-byte key; a self-signed certificate made with
+openssl). Asserts what the chart promises. VALUES.yaml is the values file of the render, if any (the
 NetworkPolicy is on unless it turns it off). Prints the problems and exits 1 if there are any.
 """
 
@@ -66,6 +67,16 @@ SECRET_KEYS = {
 }
 # The only store key the ConfigMap may hold: the path of the mounted key-ring Secret.
 STORE_KEYS = {"encryption_keys_file"}
+# facegate's webhook event types (src/domain/webhooks.rs EVENT_TYPES), the [webhooks] delivery settings and the
+# keys the chart renders for an endpoint (never an inline secret or previous_secret).
+WEBHOOK_EVENTS = {
+    "session.created", "session.awaiting_user", "session.processing", "session.verified", "session.failed",
+    "session.expired", "session.canceled", "session.redacted",
+}
+WEBHOOK_SETTINGS = {"timeout_secs", "retry_for_secs", "initial_backoff_ms", "max_backoff_secs", "concurrency",
+                    "poll_interval_ms"}
+WEBHOOK_ENDPOINT_KEYS = {"name", "tenant", "url", "events", "secret_file", "previous_secret_file",
+                         "previous_secret_expires"}
 SCOPES = {"sessions:create", "sessions:read", "sessions:cancel", "personal_data:reveal", "media:read"}
 # Where the chart mounts Secrets for facegate; the ConfigMap names files under it.
 SECRET_MOUNT_ROOT = "/run/secrets/facegate/"
@@ -279,6 +290,10 @@ def placeholders(outdir, text, mounted):
         if kind == "key":
             with open(local, "w") as f:
                 f.write(secrets.token_urlsafe(32))
+        elif kind == "whsec":
+            # A valid Standard Webhooks signing secret: whsec_ and the base64 of 32 random bytes.
+            with open(local, "w") as f:
+                f.write(f"whsec_{base64.b64encode(secrets.token_bytes(32)).decode()}\n")
         elif kind == "keyring":
             # A valid key-ring file: one `id:base64key` line, 32 random bytes.
             with open(local, "w") as f:
@@ -296,7 +311,7 @@ def placeholders(outdir, text, mounted):
             shutil.copyfile(f"{directory}/{src}", local)
         else:
             open(local, "w").close()
-        if kind in ("key", "keyring", "privkey"):
+        if kind in ("key", "whsec", "keyring", "privkey"):
             os.chmod(local, 0o600)
         text = text.replace(f'"{path}"', f'"{local}"')
     with open(os.path.join(outdir, "facegate.check.toml"), "w") as f:
@@ -433,6 +448,60 @@ def main():
                 mounted[caller["api_key_file"]] = "key"
         if caller.get("mtls_subject"):
             check(bool(grpc_tls.get("client_ca_file")), f"{at}: mtls_subject without grpc.tls.client_ca_file")
+
+    # Webhooks: each endpoint's signing secret (and a rotation's previous one) is a file of a Secret mounted read-only
+    # (0440, no subPath), never the secret itself in the ConfigMap; https:// URLs only (facegate refuses plaintext
+    # endpoints in production); the endpoints are those of the values, with the Secrets they name.
+    webhooks = toml.get("webhooks") or {}
+    check(set(webhooks) <= WEBHOOK_SETTINGS | {"endpoints"},
+          f"[webhooks]: unknown keys {sorted(set(webhooks) - WEBHOOK_SETTINGS - {'endpoints'})}")
+    check(not re.search(r"(?m)^\s*(previous_)?secret\s*=", text),
+          "a webhook signing secret itself (secret, previous_secret) must never be in the ConfigMap")
+    check(not re.search(r"whsec_", text), "a whsec_ signing secret appears in the ConfigMap")
+    endpoints = webhooks.get("endpoints") or []
+    want_endpoints = ((values.get("webhooks") or {}).get("endpoints")) or []
+    check(len(endpoints) == len(want_endpoints),
+          f"[[webhooks.endpoints]]: {len(endpoints)} rendered, the values have {len(want_endpoints)}")
+    names = [e.get("name") for e in endpoints]
+    check(len(set(names)) == len(names), f"[[webhooks.endpoints]]: names must differ, got {names}")
+    tenants = {auth.get("default_tenant", "default")} | {c.get("tenant") for c in callers}
+    webhook_files = []
+    for i, ep in enumerate(endpoints):
+        at = f"webhooks.endpoints[{i}] ({ep.get('name')})"
+        check(set(ep) <= WEBHOOK_ENDPOINT_KEYS, f"{at}: unexpected keys {sorted(set(ep) - WEBHOOK_ENDPOINT_KEYS)}")
+        check(bool(ep.get("name")), f"{at}: the chart must name every endpoint")
+        check(isinstance(ep.get("url"), str) and ep["url"].startswith("https://"), f"{at}: url must be https://")
+        check(ep.get("tenant", auth.get("default_tenant", "default")) in tenants,
+              f"{at}: tenant {ep.get('tenant')} is no caller's tenant (nor auth.default_tenant)")
+        check(set(ep.get("events") or []) <= WEBHOOK_EVENTS, f"{at}: unknown events {ep.get('events')}")
+        check("previous_secret_expires" not in ep or "previous_secret_file" in ep,
+              f"{at}: previous_secret_expires without previous_secret_file")
+        want = want_endpoints[i] if i < len(want_endpoints) else {}
+        if check(bool(ep.get("secret_file")), f"{at}: secret_file missing (facegate needs a signing secret)"):
+            ref = secret_file(c, volumes, ep["secret_file"], f"{at}.secret_file")
+            if ref is not None:
+                mounted[ep["secret_file"]] = "whsec"
+                webhook_files.append(ep["secret_file"])
+                if want.get("secret"):
+                    expect = (want["secret"].get("name"), want["secret"].get("key"))
+                    check(ref == expect, f"{at}.secret_file: expected Secret {expect}, mounted {ref}")
+        if ep.get("previous_secret_file"):
+            ref = secret_file(c, volumes, ep["previous_secret_file"], f"{at}.previous_secret_file")
+            if ref is not None:
+                mounted[ep["previous_secret_file"]] = "whsec"
+                webhook_files.append(ep["previous_secret_file"])
+                if want.get("previousSecret"):
+                    expect = (want["previousSecret"].get("name"), want["previousSecret"].get("key"))
+                    check(ref == expect, f"{at}.previous_secret_file: expected Secret {expect}, mounted {ref}")
+        else:
+            check(not want.get("previousSecret"), f"{at}: previousSecret in the values, no previous_secret_file")
+    check(len(set(webhook_files)) == len(webhook_files), f"webhook secret files must differ, got {webhook_files}")
+    for path in webhook_files:
+        mount = next(m for m in c["volumeMounts"] if m["mountPath"].rstrip("/") == os.path.dirname(path))
+        vol = volumes.get(mount["name"], {})
+        wmode = (vol.get("projected") or vol.get("secret") or {}).get("defaultMode")
+        check(wmode == 0o440, f"{path}: the webhook secrets' volume must have mode 0440, got {wmode}")
+    check(endpoints or "webhook-secrets" not in volumes, "a webhook-secrets volume without webhook endpoints")
 
     # Encryption at rest: facegate refuses to start without a data key, so the key ring is always a file of a
     # Secret mounted read-only (0440, no subPath, so a rotated ring reaches the pod), named as encryption_keys_file.

@@ -23,7 +23,7 @@ use tonic::Code;
 use tower::{Service, ServiceExt};
 
 /// Every RPC of a sandbox server, as `service/method`.
-const METHODS: [&str; 11] = [
+const METHODS: [&str; 13] = [
     "VerificationService/StartSession",
     "VerificationService/SubmitIdentity",
     "VerificationService/UploadReference",
@@ -33,6 +33,8 @@ const METHODS: [&str; 11] = [
     "VerificationService/RedactSession",
     "VerificationService/ListSessions",
     "VerificationService/ListSessionEvents",
+    "VerificationService/ListWebhookDeliveries",
+    "VerificationService/RedeliverWebhook",
     "SandboxService/SimulateOutcome",
     "SandboxService/ListScenarios",
 ];

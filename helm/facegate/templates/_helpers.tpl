@@ -115,6 +115,12 @@ FACEGATE_CONFIG FACEGATE__GRPC__LISTEN FACEGATE__HTTP__LISTEN FACEGATE__HTTP__AD
 {{- define "facegate.callerKeyDir" -}}/run/secrets/facegate/callers{{- end }}
 {{- define "facegate.tlsDir" -}}/run/secrets/facegate/tls/{{ . }}{{- end }}
 {{- define "facegate.encryptionDir" -}}/run/secrets/facegate/encryption{{- end }}
+{{- define "facegate.webhookDir" -}}/run/secrets/facegate/webhooks{{- end }}
+
+{{/* webhooks.endpoints (values), [] when none. */}}
+{{- define "facegate.webhookEndpoints" -}}
+{{- toJson (default list (default dict .Values.webhooks).endpoints) }}
+{{- end }}
 
 {{/* "true" when the gRPC listener speaks TLS. */}}
 {{- define "facegate.grpcTls" -}}
@@ -182,8 +188,8 @@ FACEGATE_CONFIG FACEGATE__GRPC__LISTEN FACEGATE__HTTP__LISTEN FACEGATE__HTTP__AD
 {{- end }}
 
 {{/*
-The whole facegate.toml as JSON: .Values.config plus [auth] from .Values.auth and grpc.tls / http.tls from
-.Values.tls, with the paths where the Deployment mounts the Secrets.
+The whole facegate.toml as JSON: .Values.config plus [auth] from .Values.auth, [[webhooks.endpoints]] from
+.Values.webhooks and grpc.tls / http.tls from .Values.tls, with the paths where the Deployment mounts the Secrets.
 */}}
 {{- define "facegate.configValues" -}}
 {{- $cfg := deepCopy (default dict .Values.config) }}
@@ -206,6 +212,54 @@ The whole facegate.toml as JSON: .Values.config plus [auth] from .Values.auth an
 {{- end }}
 {{- if $callers }}{{ $_ := set $auth "callers" $callers }}{{ end }}
 {{- $_ := set $cfg "auth" $auth }}
+{{- /* [[webhooks.endpoints]] from .Values.webhooks (secrets: files of mounted Secrets), beside config.webhooks. */}}
+{{- $endpoints := include "facegate.webhookEndpoints" . | fromJsonArray }}
+{{- if $endpoints }}
+{{- $tenants := list $a.defaultTenant }}
+{{- range $a.callers }}{{ $tenants = append $tenants .tenant }}{{ end }}
+{{- $dir := include "facegate.webhookDir" . }}
+{{- $names := list }}
+{{- $files := list }}
+{{- $out := list }}
+{{- range $endpoints }}
+{{- if has .name $names }}
+{{- fail (printf "webhooks.endpoints: the name %s appears twice (it names the endpoint in facegate and its mounted secret file)" .name) }}
+{{- end }}
+{{- $names = append $names .name }}
+{{- if hasPrefix "." .name }}
+{{- fail (printf "webhooks.endpoints %s: the name must not start with '.' (it is the file name of its mounted secret)" .name) }}
+{{- end }}
+{{- if not (hasPrefix "https://" .url) }}
+{{- fail (printf "webhooks.endpoints %s: url %s must be https:// (events carry sessions and their signatures; facegate refuses plaintext endpoints in production, and the image has no sandbox)" .name .url) }}
+{{- end }}
+{{- $tenant := default $a.defaultTenant .tenant }}
+{{- if not (has $tenant $tenants) }}
+{{- fail (printf "webhooks.endpoints %s: tenant %s is not the tenant of any auth.callers entry (nor auth.defaultTenant %s): facegate refuses it" .name $tenant $a.defaultTenant) }}
+{{- end }}
+{{- if and .previousSecretExpires (not .previousSecret) }}
+{{- fail (printf "webhooks.endpoints %s: previousSecretExpires needs previousSecret (the Secret and key of the secret being replaced)" .name) }}
+{{- end }}
+{{- $e := dict "name" .name "url" .url "secret_file" (printf "%s/%s" $dir .name) }}
+{{- with .tenant }}{{ $_ := set $e "tenant" . }}{{ end }}
+{{- with .events }}{{ $_ := set $e "events" . }}{{ end }}
+{{- $files = append $files .name }}
+{{- if .previousSecret }}
+{{- $prev := printf "%s.previous" .name }}
+{{- $_ := set $e "previous_secret_file" (printf "%s/%s" $dir $prev) }}
+{{- with .previousSecretExpires }}{{ $_ := set $e "previous_secret_expires" . }}{{ end }}
+{{- $files = append $files $prev }}
+{{- end }}
+{{- $out = append $out $e }}
+{{- end }}
+{{- range $i, $f := $files }}
+{{- if has $f (slice $files 0 $i) }}
+{{- fail (printf "webhooks.endpoints: two secrets would be mounted as %s/%s (an endpoint's previous secret is <name>.previous): rename an endpoint" $dir $f) }}
+{{- end }}
+{{- end }}
+{{- $w := default dict (index $cfg "webhooks") }}
+{{- $_ := set $w "endpoints" $out }}
+{{- $_ := set $cfg "webhooks" $w }}
+{{- end }}
 {{- $store := default dict (index $cfg "store") }}
 {{- $_ := set $store "encryption_keys_file" (printf "%s/%s" (include "facegate.encryptionDir" .) .Values.encryption.key) }}
 {{- $_ := set $cfg "store" $store }}
