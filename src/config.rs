@@ -2273,6 +2273,7 @@ fn array_element_template(path: &[String]) -> toml::Value {
     let joined = path.join(".");
     let template = match joined.as_str() {
         "auth.callers" => toml::Value::try_from(CallerConfig::default()).ok(),
+        "webhooks.endpoints" => toml::Value::try_from(WebhookEndpointConfig::default()).ok(),
         _ => None,
     };
     template.unwrap_or_else(|| toml::Value::Table(toml::map::Map::new()))
@@ -3002,6 +3003,65 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    #[test]
+    fn webhook_endpoints_come_from_env_by_index() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                (
+                    "FACEGATE__WEBHOOKS__ENDPOINTS__0__URL",
+                    "https://orders.internal/hook",
+                ),
+                (
+                    "FACEGATE__WEBHOOKS__ENDPOINTS__0__SECRET_FILE",
+                    "/run/secrets/orders-webhook",
+                ),
+                (
+                    "FACEGATE__WEBHOOKS__ENDPOINTS__0__EVENTS",
+                    "session.verified, session.failed",
+                ),
+                ("FACEGATE__WEBHOOKS__TIMEOUT_SECS", "5"),
+            ]),
+        );
+        // The secret file does not exist here: the error names it, so the endpoint itself was read.
+        let err = c.unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "webhooks.endpoints[0].secret_file: cannot read /run/secrets/orders-webhook"
+            ),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(&file, format!("whsec_{}\n", "A".repeat(32))).unwrap();
+        let c = Config::load_from(
+            None,
+            env(&[
+                (
+                    "FACEGATE__WEBHOOKS__ENDPOINTS__0__URL",
+                    "https://orders.internal/hook",
+                ),
+                (
+                    "FACEGATE__WEBHOOKS__ENDPOINTS__0__SECRET_FILE",
+                    file.to_str().unwrap(),
+                ),
+                (
+                    "FACEGATE__WEBHOOKS__ENDPOINTS__0__EVENTS",
+                    "session.verified, session.failed",
+                ),
+                ("FACEGATE__WEBHOOKS__TIMEOUT_SECS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.timeout_secs, 5);
+        assert_eq!(
+            c.webhooks.endpoints[0].events,
+            ["session.verified", "session.failed"]
+        );
+        let endpoints = c.webhooks.endpoints("default", &c.tenants()).unwrap();
+        assert_eq!(endpoints[0].secrets[0].key.len(), 24);
     }
 
     #[test]
