@@ -167,11 +167,12 @@ impl Worker {
                     Err(e) => tracing::warn!(error = %e, "cannot claim webhook messages"),
                 }
             }
+            // A stop signal whose sender is gone stops the worker too (the service is gone).
             if claimed_all {
                 // More may be due; look again once a slot frees up.
                 tokio::select! {
                     _ = in_flight.join_next() => {}
-                    _ = stop.changed() => {}
+                    changed = stop.changed() => if changed.is_err() { break },
                 }
                 continue;
             }
@@ -179,7 +180,7 @@ impl Worker {
                 _ = self.wake.notified() => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = tokio::time::sleep(self.poll) => {}
-                _ = stop.changed() => {}
+                changed = stop.changed() => if changed.is_err() { break },
             }
         }
         let drain = async { while in_flight.join_next().await.is_some() {} };
