@@ -438,6 +438,60 @@ async fn redelivery_sends_the_same_event_again_and_refuses_what_it_cannot_send()
 }
 
 #[tokio::test]
+async fn an_event_pending_at_a_redaction_is_still_sent_and_then_loses_its_body() {
+    let secret = new_secret();
+    let receiver = Receiver::start(std::slice::from_ref(&secret)).await;
+    receiver.answer(503);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        &dir,
+        vec![endpoint(
+            "shop",
+            &receiver.url,
+            &secret,
+            &["session.created"],
+        )],
+    );
+    let mut server = Server::start_with(dir, config).await;
+    let s = server.start_ok(juhe_inline("wh-pending-redact", 1)).await;
+    receiver.wait_until(30, |d| !d.is_empty()).await;
+    server
+        .client
+        .redact_session(pb::RedactSessionRequest {
+            session_id: s.id.clone(),
+        })
+        .await
+        .unwrap();
+    receiver.answer(200);
+    let seen = receiver
+        .wait_until(30, |d| d.iter().any(|d| d.answered == 200))
+        .await;
+    let sent = seen.iter().find(|d| d.answered == 200).unwrap();
+    assert_eq!(sent.event_type(), "session.created");
+    assert_eq!(sent.verified, vec![true]);
+    // Once sent, its body is gone: there is nothing to send again.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let err = server
+            .client
+            .redeliver_webhook(pb::RedeliverWebhookRequest {
+                id: sent.id.clone(),
+                endpoint: String::new(),
+            })
+            .await;
+        match err {
+            Err(e) if reason(&e).0 == "WEBHOOK_BODY_REDACTED" => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "still redeliverable: {other:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_endpoint_failing_for_its_whole_retry_period_is_disabled_until_a_redelivery() {
     let secret = new_secret();
     let receiver = Receiver::start(std::slice::from_ref(&secret)).await;

@@ -7,6 +7,9 @@
 //! lease is free, each only when no earlier row of the same session and endpoint is still pending (events of one
 //! session go in order), on PostgreSQL skipping rows another replica is claiming (`FOR UPDATE SKIP LOCKED`). A
 //! worker that dies leaves its lease to run out; another then takes the row (at least once).
+//!
+//! A redaction drops the bodies of the session's messages that were sent (or given up), and those still pending
+//! lose theirs once they are: nothing of a redacted session's data stays in the outbox after it was sent.
 
 use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
@@ -59,10 +62,11 @@ pub(super) const INSERT: &str =
      occurred_at_ms, body, status, attempts, next_attempt_at_ms)
      VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8)";
 
-/// Drops the bodies a redaction leaves no reason to keep (those not pending: they were delivered or given up):
-/// `session_id`.
-pub(super) const DROP_SENT_BODIES: &str =
-    "UPDATE webhook_outbox SET body = NULL WHERE session_id = $1 AND status <> 'pending'";
+/// At a redaction: drops the bodies of a session's messages that are no longer pending (delivered or given up),
+/// and marks the pending ones to lose theirs once they are: `session_id`.
+pub(super) const DROP_SENT_BODIES: &str = "UPDATE webhook_outbox
+     SET body = CASE WHEN status = 'pending' THEN body ELSE NULL END, drop_body_when_sent = 1
+     WHERE session_id = $1";
 
 /// Deletes a session's messages (the retention sweep): `session_id`.
 pub(super) const DELETE_OF_SESSION: &str = "DELETE FROM webhook_outbox WHERE session_id = $1";
@@ -80,6 +84,7 @@ const CLAIM: &str = "UPDATE webhook_outbox SET lease_owner = $1, lease_until_ms 
      RETURNING seq, id, endpoint, tenant, session_id, event_type, body, attempts, first_attempt_at_ms";
 
 const RECORD: &str = "UPDATE webhook_outbox SET status = $1, attempts = attempts + 1,
+     body = CASE WHEN drop_body_when_sent = 1 AND $1 <> 'pending' THEN NULL ELSE body END,
      last_attempt_at_ms = $2, last_status_code = $3, last_error = $4, next_attempt_at_ms = $5,
      delivered_at_ms = $6, lease_owner = NULL, lease_until_ms = 0
      WHERE seq = $7 AND lease_owner = $8";

@@ -133,6 +133,7 @@ const MIGRATIONS: &[&[Step]] = &[
         delivered_at_ms BIGINT,
         lease_owner TEXT,
         lease_until_ms BIGINT NOT NULL DEFAULT 0,
+        drop_body_when_sent BIGINT NOT NULL DEFAULT 0,
         UNIQUE (id, endpoint)
     )",
         ),

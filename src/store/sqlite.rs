@@ -143,6 +143,7 @@ const MIGRATIONS: &[&[Step]] = &[
         delivered_at_ms INTEGER,
         lease_owner TEXT,
         lease_until_ms INTEGER NOT NULL DEFAULT 0,
+        drop_body_when_sent INTEGER NOT NULL DEFAULT 0,
         UNIQUE (id, endpoint)
     )",
         ),
