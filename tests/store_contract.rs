@@ -1317,11 +1317,9 @@ async fn postgres_replicas_starting_together_migrate_once() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(
-        versions,
-        [1, 2, 3, 4, 5, 6, 7],
-        "each migration applied once"
-    );
+    let expected: Vec<i64> = (1..=facegate::store::postgres::SCHEMA_VERSION).collect();
+    assert!(expected.len() >= 8, "the outbox migrations are counted");
+    assert_eq!(versions, expected, "each migration applied once");
 
     sqlx::query("INSERT INTO facegate_schema_migrations (version) VALUES (999)")
         .execute(&pool)

@@ -171,15 +171,28 @@ async fn events_arrive_signed_in_order_per_session_and_filtered_per_endpoint() {
     assert_eq!(only[0].id, juhe_verified.id);
     assert_eq!(only[0].verified, vec![true]);
 
-    // ListWebhookDeliveries: newest first, filtered, paginated; all delivered at the first attempt.
-    let all = deliveries(
-        &mut server,
-        pb::ListWebhookDeliveriesRequest {
-            endpoint: "all".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    // ListWebhookDeliveries: newest first, filtered, paginated; all delivered at the first attempt. (The receiver
+    // has answered; each attempt is recorded right after its answer.)
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let all = loop {
+        let every = deliveries(&mut server, Default::default()).await;
+        if every.len() == total + 1
+            && every
+                .iter()
+                .all(|d| d.status == pb::WebhookDeliveryStatus::Delivered as i32)
+        {
+            break deliveries(
+                &mut server,
+                pb::ListWebhookDeliveriesRequest {
+                    endpoint: "all".into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{every:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(all.len(), total);
     for d in &all {
         assert_eq!(

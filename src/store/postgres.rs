@@ -10,6 +10,10 @@ use sqlx::{PgPool, Row};
 use super::sql::{pending_migrations, Dialect, SqlStore, Statements, Step};
 use super::{StoreError, StoreOptions};
 
+/// The schema version this build migrates a database to: the number of [`MIGRATIONS`], each one row of
+/// `facegate_schema_migrations`.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
 ///
 /// `record` is TEXT, not JSONB: JSONB refuses `\u0000` in strings, and its errors quote the document.
