@@ -124,9 +124,54 @@ struct Breaker {
     /// to be lost, e.g. a routed session that never made its call, and another may go).
     probing: Option<Instant>,
     consecutive: u32,
-    /// Recent calls: when, and whether they failed.
-    window: VecDeque<(Instant, bool)>,
+    /// Recent calls and failures.
+    window: CallWindow,
     opened: u64,
+}
+
+/// Buckets a [`CallWindow`] divides its window into.
+const WINDOW_BUCKETS: u32 = 100;
+
+/// The calls and failures of the last `window`, counted in [`WINDOW_BUCKETS`] buckets with running totals: one
+/// call costs O(1) and the memory is bounded whatever the call rate. (A list of every call, counted again at each
+/// call, took 1.7% of the CPU of a StartSession load at 4.7k sessions/s, under the breakers' one lock.) A bucket
+/// leaves the window once its first call is older than the window, so a call is counted for at most one bucket
+/// (a hundredth of the window) longer than the window.
+#[derive(Debug, Default)]
+struct CallWindow {
+    /// Oldest first: when each bucket's first call was made, its calls and its failures.
+    buckets: VecDeque<(Instant, u32, u32)>,
+    calls: u64,
+    failures: u64,
+}
+
+impl CallWindow {
+    /// Counts a call made at `now` and drops what is older than `window`.
+    fn push(&mut self, now: Instant, failed: bool, window: Duration) {
+        let width = (window / WINDOW_BUCKETS).max(Duration::from_millis(1));
+        let failure = u32::from(failed);
+        match self.buckets.back_mut() {
+            Some((start, calls, failures)) if now.saturating_duration_since(*start) < width => {
+                *calls = calls.saturating_add(1);
+                *failures = failures.saturating_add(failure);
+            }
+            _ => self.buckets.push_back((now, 1, failure)),
+        }
+        self.calls += 1;
+        self.failures += u64::from(failure);
+        while let Some(&(start, calls, failures)) = self.buckets.front() {
+            if now.saturating_duration_since(start) <= window {
+                break;
+            }
+            self.buckets.pop_front();
+            self.calls -= u64::from(calls);
+            self.failures -= u64::from(failures);
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
 }
 
 impl Breaker {
@@ -135,7 +180,7 @@ impl Breaker {
             open_until: None,
             probing: None,
             consecutive: 0,
-            window: VecDeque::new(),
+            window: CallWindow::default(),
             opened: 0,
         }
     }
@@ -244,17 +289,9 @@ impl Breakers {
             (BreakerState::Closed, health) => {
                 let failed = health == CallHealth::Failed;
                 b.consecutive = if failed { b.consecutive + 1 } else { 0 };
-                b.window.push_back((now, failed));
-                while b
-                    .window
-                    .front()
-                    .is_some_and(|(at, _)| now.duration_since(*at) > settings.window)
-                {
-                    b.window.pop_front();
-                }
-                let calls = b.window.len();
-                let failures = b.window.iter().filter(|(_, f)| *f).count();
-                let ratio_trips = calls >= settings.min_calls as usize
+                b.window.push(now, failed, settings.window);
+                let (calls, failures) = (b.window.calls, b.window.failures);
+                let ratio_trips = calls >= u64::from(settings.min_calls)
                     && failures as f64 > settings.failure_ratio * calls as f64;
                 if b.consecutive >= settings.consecutive_failures || ratio_trips {
                     b.open(now, &settings);
@@ -445,6 +482,29 @@ mod tests {
             b.available(Vendor::Megvii),
             "15 of 19 failed, never 5 in a row"
         );
+    }
+
+    #[test]
+    fn the_window_forgets_old_calls_and_stays_small_at_any_rate() {
+        let window = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut w = CallWindow::default();
+        // 100,000 calls over 20 s, one in four failed.
+        for i in 0..100_000u32 {
+            let at = start + Duration::from_micros(u64::from(i) * 200);
+            w.push(at, i % 4 == 0, window);
+        }
+        // The last 10 s (plus at most one bucket): half the calls, a quarter of them failed.
+        assert!((50_000..=50_500).contains(&w.calls), "{} calls", w.calls);
+        assert!(
+            (12_500..=12_625).contains(&w.failures),
+            "{} failures",
+            w.failures
+        );
+        assert!(w.buckets.len() <= WINDOW_BUCKETS as usize + 1);
+        // Long after: one new call is all the window holds.
+        w.push(start + Duration::from_secs(60), false, window);
+        assert_eq!((w.calls, w.failures, w.buckets.len()), (1, 0, 1));
     }
 
     #[test]
