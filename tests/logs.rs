@@ -68,14 +68,70 @@ async fn every_line_of_an_rpc_carries_its_call_id_trace_id_and_span_id() {
     baidu
         .metadata_mut()
         .insert("x-request-id", "log-baidu".parse().unwrap());
-    srv.client.start_session(baidu).await.unwrap();
+    let waiting = srv
+        .client
+        .start_session(baidu)
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
     let baidu_end = logs.text().len();
     // Neither: both are made up.
     let missing = srv.client.get_result(missing_session()).await;
     assert!(missing.is_err());
+    let missing_end = logs.text().len();
+    // A stream: its span ends once it is open; the line that says how it ended names the call all the same.
+    let mut stream = tonic::Request::new(facegate::proto::v1::StreamStatusRequest {
+        session_id: waiting.id.clone(),
+    });
+    stream
+        .metadata_mut()
+        .insert("x-request-id", "log-stream".parse().unwrap());
+    stream.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CALLER_TRACE}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    let mut messages = srv.client.stream_status(stream).await.unwrap().into_inner();
+    assert!(messages.message().await.unwrap().is_some(), "the snapshot");
+    drop(messages);
+    let finished_stream = |text: &str| {
+        lines(text).into_iter().find(|l| {
+            field(l, "message") == "rpc finished" && l.get("call_id") == Some(&"log-stream".into())
+        })
+    };
+    let mut waited = 0;
+    while finished_stream(&logs.text()[missing_end..]).is_none() && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
     let all = logs.text();
-    let end = all.len();
+    let end = missing_end;
     srv.stop().await;
+
+    let stream_lines = lines(&all[missing_end..]);
+    let opened = stream_lines
+        .iter()
+        .find(|l| field(l, "message") == "stream opened")
+        .unwrap_or_else(|| panic!("{stream_lines:?}"));
+    assert_eq!(field(opened, "call_id"), "log-stream");
+    assert_eq!(field(opened, "trace_id"), CALLER_TRACE);
+    assert_eq!(field(opened, "rpc.method"), "StreamStatus");
+    assert!(is_span_id(field(opened, "span_id")), "{opened:?}");
+    let finished = finished_stream(&all[missing_end..]).expect("the stream's end is logged");
+    assert_eq!(
+        field(&finished, "code"),
+        "CANCELLED",
+        "the client went away"
+    );
+    assert_eq!(field(&finished, "trace_id"), CALLER_TRACE);
+    assert_eq!(field(&finished, "tenant"), field(opened, "tenant"));
+    assert!(
+        !finished.contains_key("span_id"),
+        "the span ended when the stream opened: {finished:?}"
+    );
 
     let everything = lines(&logs.text());
     assert!(everything
