@@ -71,7 +71,8 @@ impl VerificationApi {
     where
         F: std::future::Future<Output = Result<T, Error>>,
     {
-        let result = match tokio::time::timeout(budget.time, fut).await {
+        // Boxed: a handler's future (StartSession's is several KiB) is then not copied again into the timeout.
+        let result = match tokio::time::timeout(budget.time, Box::pin(fut)).await {
             Ok(r) => r.map_err(|e| to_status(&e)),
             Err(_) => Err(status(
                 tonic::Code::DeadlineExceeded,
