@@ -36,6 +36,21 @@ fn is_trace_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) && s != "0".repeat(32)
 }
 
+/// `message` with the caller's request id and its trace context ([`CALLER_TRACE`]).
+fn in_callers_trace<T>(message: T, request_id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-request-id", request_id.parse().unwrap());
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CALLER_TRACE}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    request
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_line_of_an_rpc_carries_its_call_id_trace_id_and_span_id() {
     let logs = Captured::default();
@@ -52,15 +67,7 @@ async fn every_line_of_an_rpc_carries_its_call_id_trace_id_and_span_id() {
     let before = logs.text().len();
 
     // The caller's request id and trace context.
-    let mut juhe = tonic::Request::new(juhe_inline("logs-juhe", 1));
-    juhe.metadata_mut()
-        .insert("x-request-id", "log-juhe".parse().unwrap());
-    juhe.metadata_mut().insert(
-        "traceparent",
-        format!("00-{CALLER_TRACE}-b7ad6b7169203331-01")
-            .parse()
-            .unwrap(),
-    );
+    let juhe = in_callers_trace(juhe_inline("logs-juhe", 1), "log-juhe");
     srv.client.start_session(juhe).await.unwrap();
     let juhe_end = logs.text().len();
     // A request id without trace context: Baidu's three vendor calls run in a task of their own.
@@ -82,17 +89,11 @@ async fn every_line_of_an_rpc_carries_its_call_id_trace_id_and_span_id() {
     assert!(missing.is_err());
     let missing_end = logs.text().len();
     // A stream: its span ends once it is open; the line that says how it ended names the call all the same.
-    let mut stream = tonic::Request::new(facegate::proto::v1::StreamStatusRequest {
-        session_id: waiting.id.clone(),
-    });
-    stream
-        .metadata_mut()
-        .insert("x-request-id", "log-stream".parse().unwrap());
-    stream.metadata_mut().insert(
-        "traceparent",
-        format!("00-{CALLER_TRACE}-b7ad6b7169203331-01")
-            .parse()
-            .unwrap(),
+    let stream = in_callers_trace(
+        facegate::proto::v1::StreamStatusRequest {
+            session_id: waiting.id.clone(),
+        },
+        "log-stream",
     );
     let mut messages = srv.client.stream_status(stream).await.unwrap().into_inner();
     assert!(messages.message().await.unwrap().is_some(), "the snapshot");
