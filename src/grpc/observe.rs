@@ -87,9 +87,13 @@ where
         let (service, method) = method_of(request.uri().path());
         let caller = request.extensions().get::<Caller>();
         let (span, ids) = rpc_span(service, method, request.headers(), caller);
-        let call = Call {
-            span: Some(span.clone()),
+        let stream = STREAMING_METHODS.contains(&method).then(|| StreamIds {
             ids,
+            caller: caller.map(|c| c.id.to_string()),
+        });
+        let call = Call {
+            scope: Scope::Span(span.clone()),
+            stream,
             method,
             tenant: caller.map(|c| c.tenant.clone()).unwrap_or_default(),
             started: Instant::now(),
@@ -187,13 +191,17 @@ pub fn record_idempotency_key(key: &str) {
     Span::current().record("idempotency_key", shown);
 }
 
-/// What the closing log line of a stream names once its span has ended (see [`Call::opened`]): the fields every
-/// line inside the span inherits.
+/// The call's ids, as its span records them.
 struct CallIds {
     call_id: String,
     trace_id: String,
+}
+
+/// What the closing log line of a stream names once its span has ended (see [`Call::opened`]): the fields every
+/// line inside the span inherits (the tenant is [`Call::tenant`], present when the caller is).
+struct StreamIds {
+    ids: CallIds,
     caller: Option<String>,
-    tenant: Option<String>,
 }
 
 fn rpc_span(
@@ -203,7 +211,6 @@ fn rpc_span(
     caller: Option<&Caller>,
 ) -> (Span, CallIds) {
     let call_id = call_id(headers);
-    let caller_id = caller.map(|c| c.id.to_string());
     let span = tracing::info_span!(
         "rpc",
         otel.name = %format_args!("{service}/{method}"),
@@ -223,20 +230,14 @@ fn rpc_span(
     // Without the OpenTelemetry layer (exporting off) this does nothing; the trace id below still follows the caller.
     let _ = span.set_parent(parent.clone());
     let own = span.context().span().span_context().trace_id();
-    let callers = parent.span().span_context().trace_id();
-    let trace_id = [own, callers]
+    let caller = parent.span().span_context().trace_id();
+    let trace_id = [own, caller]
         .into_iter()
         .find(|id| *id != opentelemetry::trace::TraceId::INVALID)
         .map(|id| id.to_string())
         .unwrap_or_else(|| format!("{:032x}", uuid::Uuid::new_v4().as_u128()));
     span.record("trace_id", trace_id.as_str());
-    let ids = CallIds {
-        call_id,
-        trace_id,
-        caller: caller_id,
-        tenant: caller.map(|c| c.tenant.to_string()),
-    };
-    (span, ids)
+    (span, CallIds { call_id, trace_id })
 }
 
 /// The gRPC status in a header map (the headers of a trailers-only reply, or the trailers).
@@ -285,11 +286,18 @@ fn is_server_error(code: Code) -> bool {
 /// Server-streaming methods: their span ends once the stream is open (see [`Call::opened`]).
 const STREAMING_METHODS: [&str; 1] = ["StreamStatus"];
 
+/// Where an RPC's lines are logged: in its span, or, once a stream's span has ended at its opening, with the ids
+/// the span carried.
+enum Scope {
+    Span(Span),
+    Ended(StreamIds),
+}
+
 /// One RPC until its final status.
 struct Call {
-    /// `None` once a stream's span has ended at its opening.
-    span: Option<Span>,
-    ids: CallIds,
+    scope: Scope,
+    /// A server-streaming method's ids (see [`STREAMING_METHODS`]) until its span ends; `None` for a unary one.
+    stream: Option<StreamIds>,
     method: &'static str,
     tenant: String,
     started: Instant,
@@ -302,13 +310,21 @@ impl Call {
     /// never gives its memory back (10k idle streams left 11 MiB behind after they closed). How the stream ended is
     /// the `rpc finished` line and the RPC metrics, as for every RPC.
     fn opened(&mut self) {
-        if !STREAMING_METHODS.contains(&self.method) {
+        let Some(ids) = self.stream.take() else {
             return;
-        }
-        if let Some(span) = self.span.take() {
+        };
+        if let Scope::Span(span) = std::mem::replace(&mut self.scope, Scope::Ended(ids)) {
             span.record("rpc.grpc.status_code", Code::Ok as i32);
             let _entered = span.enter();
             tracing::info!("stream opened");
+        }
+    }
+
+    /// The span, while the call has one.
+    fn span(&self) -> Option<&Span> {
+        match &self.scope {
+            Scope::Span(span) => Some(span),
+            Scope::Ended(_) => None,
         }
     }
 
@@ -317,8 +333,8 @@ impl Call {
         let name = code_name(code);
         crate::metrics::global().rpc(self.method, name, &self.tenant, elapsed);
         let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        match &self.span {
-            Some(span) => {
+        match &self.scope {
+            Scope::Span(span) => {
                 span.record("rpc.grpc.status_code", code as i32);
                 if is_server_error(code) {
                     span.set_status(SpanStatus::error(name));
@@ -327,11 +343,11 @@ impl Call {
                 tracing::info!(code = name, elapsed_ms, "rpc finished");
             }
             // A stream whose span ended at its opening: the line names the call as the span's lines did.
-            None => tracing::info!(
-                call_id = %self.ids.call_id,
-                trace_id = %self.ids.trace_id,
-                caller = self.ids.caller.as_deref(),
-                tenant = self.ids.tenant.as_deref(),
+            Scope::Ended(stream) => tracing::info!(
+                call_id = %stream.ids.call_id,
+                trace_id = %stream.ids.trace_id,
+                caller = stream.caller.as_deref(),
+                tenant = stream.caller.as_ref().map(|_| self.tenant.as_str()),
                 code = name,
                 elapsed_ms,
                 "rpc finished"
@@ -366,8 +382,8 @@ impl http_body::Body for ObservedBody {
             let _entered = self
                 .call
                 .as_ref()
-                .and_then(|c| c.span.clone())
-                .map(Span::entered);
+                .and_then(Call::span)
+                .map(|span| span.clone().entered());
             Pin::new(&mut self.inner).poll_frame(cx)
         };
         match &polled {
