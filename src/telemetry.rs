@@ -15,7 +15,7 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing::{Level, Subscriber};
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{FilterExt, Targets};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
@@ -329,9 +329,24 @@ where
     };
     // Only facegate's own spans are exported (not those of the HTTP and gRPC libraries, nor the exporter's own
     // calls), whatever the log filter says.
+    // Per span, the layer would also read the clock at every poll of its future (busy and idle time), attach the
+    // span's context as the thread's current OpenTelemetry context (nothing here reads it: the ids are taken from
+    // the span), and record the creating thread (a Tokio worker, meaningless for a task that moves between them).
+    // The `busy_ns`, `idle_ns` and `thread.*` span attributes are therefore not exported.
     let traces = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("facegate"))
-        .with_filter(Targets::new().with_target("facegate", Level::INFO));
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_threads(false)
+        .with_filter(
+            Targets::new()
+                .with_target("facegate", Level::INFO)
+                // Log lines become span events only for a backend that receives them: with nothing exported,
+                // copying each line's fields into its span is work nobody reads.
+                .and(tracing_subscriber::filter::filter_fn(move |m| {
+                    exporting || m.is_span()
+                })),
+        );
     // The ids are needed only for the events that are logged. Unfiltered, this layer would switch on every
     // callsite of every level (the HTTP/2 library's trace events included) and walk each event's spans.
     tracing_subscriber::registry()
