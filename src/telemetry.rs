@@ -347,11 +347,16 @@ where
                     exporting || m.is_span()
                 })),
         );
-    // The ids are needed only for the events that are logged. Unfiltered, this layer would switch on every
-    // callsite of every level (the HTTP/2 library's trace events included) and walk each event's spans.
+    // The ids are needed only for the events that are logged, and only by the JSON lines (a text line names the
+    // call by the span's `trace_id` field). Unfiltered, this layer would switch on every callsite of every level
+    // (the HTTP/2 library's trace events included) and walk each event's spans.
+    // (An `Option` of the layer would not do: it does not pass the dispatch on to the layer it holds.)
+    let json = matches!(config.log_format, LogFormat::Json);
+    let ids = OtelIds::default()
+        .with_filter(log_filter().and(tracing_subscriber::filter::filter_fn(move |_| json)));
     tracing_subscriber::registry()
         .with(traces)
-        .with(OtelIds::default().with_filter(log_filter()))
+        .with(ids)
         .with(log)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
