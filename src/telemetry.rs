@@ -329,24 +329,15 @@ where
     };
     // Only facegate's own spans are exported (not those of the HTTP and gRPC libraries, nor the exporter's own
     // calls), whatever the log filter says.
-    // Per span, the layer would also read the clock at every poll of its future (busy and idle time), attach the
-    // span's context as the thread's current OpenTelemetry context (nothing here reads it: the ids are taken from
-    // the span), and record the creating thread (a Tokio worker, meaningless for a task that moves between them).
-    // The `busy_ns`, `idle_ns` and `thread.*` span attributes are therefore not exported.
-    let traces = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("facegate"))
-        .with_tracked_inactivity(false)
-        .with_context_activation(false)
-        .with_threads(false)
-        .with_filter(
-            Targets::new()
-                .with_target("facegate", Level::INFO)
-                // Log lines become span events only for a backend that receives them: with nothing exported,
-                // copying each line's fields into its span is work nobody reads.
-                .and(tracing_subscriber::filter::filter_fn(move |m| {
-                    exporting || m.is_span()
-                })),
-        );
+    let traces = span_layer(&provider).with_filter(
+        Targets::new()
+            .with_target("facegate", Level::INFO)
+            // Log lines become span events only for a backend that receives them: with nothing exported,
+            // copying each line's fields into its span is work nobody reads.
+            .and(tracing_subscriber::filter::filter_fn(move |m| {
+                exporting || m.is_span()
+            })),
+    );
     // The ids are needed only for the events that are logged, and only by the JSON lines (a text line names the
     // call by the span's `trace_id` field). Unfiltered, this layer would switch on every callsite of every level
     // (the HTTP/2 library's trace events included) and walk each event's spans.
@@ -365,6 +356,24 @@ where
         exporting,
         log_writer: None,
     })
+}
+
+/// The OpenTelemetry layer over `provider`'s tracer, as [`init`] installs it (before its filter). Per span, the
+/// layer would by default also read the clock at every poll of its future (busy and idle time), attach the span's
+/// context as the thread's current OpenTelemetry context (nothing here reads it: the ids are taken from the span),
+/// and record the creating thread (a Tokio worker, meaningless for a task that moves between them). The
+/// `busy_ns`, `idle_ns` and `thread.*` span attributes are therefore not exported.
+fn span_layer<S>(
+    provider: &SdkTracerProvider,
+) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("facegate"))
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_threads(false)
 }
 
 /// Default export timeout (the specification's `OTEL_EXPORTER_OTLP_TIMEOUT` default).
@@ -883,7 +892,7 @@ mod tests {
         let provider = provider(None);
         let mut file = tempfile::tempfile().unwrap();
         let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(span_layer(&provider))
             .with(OtelIds::default())
             .with(
                 tracing_subscriber::fmt::layer()
