@@ -82,7 +82,7 @@ pub(super) fn spawn(
     conn: Connection,
     rx: mpsc::Receiver<Job>,
 ) -> Result<(), StoreError> {
-    spawn_with(path, conn, rx, WAL_REWIND_FRAMES)
+    spawn_with(path, conn, rx, WAL_REWIND_FRAMES).map(|_| ())
 }
 
 fn spawn_with(
@@ -90,11 +90,13 @@ fn spawn_with(
     conn: Connection,
     rx: mpsc::Receiver<Job>,
     rewind_frames: u64,
-) -> Result<(), StoreError> {
+) -> Result<Arc<WalFrames>, StoreError> {
     let checkpointer = open(path)?;
     let wal = Arc::new(WalFrames {
         frames: AtomicU64::new(0),
         rewind_frames,
+        commits: AtomicU64::new(0),
+        copied_commits: AtomicU64::new(0),
     });
     let (committed, wake) = std::sync::mpsc::sync_channel(1);
     let start = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -113,14 +115,22 @@ fn spawn_with(
     )?;
     start(
         "sqlite-writer",
-        Box::new(move || run(conn, rx, committed, &wal)),
-    )
+        Box::new({
+            let wal = wal.clone();
+            move || run(conn, rx, committed, &wal)
+        }),
+    )?;
+    Ok(wal)
 }
 
 /// The WAL's length as the last checkpoint saw it, shared by the checkpointer and the writer.
 struct WalFrames {
     frames: AtomicU64,
     rewind_frames: u64,
+    /// Batches the writer has written (each counted once its transactions have committed).
+    commits: AtomicU64,
+    /// Of those, how many the last complete checkpoint had copied into the database file.
+    copied_commits: AtomicU64,
 }
 
 /// Runs a `PASSIVE` checkpoint on `conn`: `Some((frames, complete))` with the frames the WAL holds and whether
@@ -150,8 +160,13 @@ fn checkpoints(conn: Connection, wake: std::sync::mpsc::Receiver<()>, wal: &WalF
     while wake.recv().is_ok() {
         std::thread::sleep(CHECKPOINT_EVERY);
         while wake.try_recv().is_ok() {}
-        if let Some((frames, _)) = checkpoint(&conn) {
+        // Every transaction counted here has committed, so its frames are in the WAL this checkpoint copies.
+        let commits = wal.commits.load(Ordering::Acquire);
+        if let Some((frames, complete)) = checkpoint(&conn) {
             wal.frames.store(frames, Ordering::Relaxed);
+            if complete {
+                wal.copied_commits.store(commits, Ordering::Release);
+            }
         }
     }
     // The last commits go into the file too (the store's WAL is truncated by its compaction).
@@ -177,6 +192,7 @@ fn run(
             }
         }
         let outcomes = write_batch(&mut conn, &jobs);
+        wal.commits.fetch_add(1, Ordering::Release);
         for (job, outcome) in jobs.drain(..).zip(outcomes) {
             // A caller that stopped waiting does not need its answer; the op is written all the same.
             let _ = job.reply.send(outcome);
@@ -611,23 +627,47 @@ mod tests {
         wal
     }
 
+    /// Waits until a complete checkpoint of the checkpointer's own has copied every batch written so far.
+    async fn checkpointed(wal: &WalFrames) {
+        let written = wal.commits.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while wal.copied_commits.load(Ordering::Acquire) < written {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no complete checkpoint of {written} batches within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
-    async fn the_checkpointer_keeps_the_wal_from_growing() {
+    async fn after_a_pause_the_checkpointer_lets_the_next_commit_start_the_wal_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = migrated(&dir).await;
         let (writer, rx) = Writer::channel();
-        spawn(&path, open(&path).unwrap(), rx).unwrap();
-        let wal = wal_of(&path);
-        let mut sizes = Vec::new();
+        let wal = spawn_with(&path, open(&path).unwrap(), rx, WAL_REWIND_FRAMES).unwrap();
+        let mut after_wave = Vec::new();
+        let mut after_one = Vec::new();
         for round in 0..8 {
             create_wave(&writer, round, 200).await;
-            tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
-            sizes.push(std::fs::metadata(&wal).unwrap().len());
+            checkpointed(&wal).await;
+            after_wave.push(wal.frames.load(Ordering::Relaxed));
+            // Everything is in the file and nobody reads the WAL: this commit writes it from its first frame.
+            let op = create(&format!("ses_single_{round}"));
+            assert_eq!(writer.write(&op).await.unwrap(), Done::Created);
+            checkpointed(&wal).await;
+            after_one.push(wal.frames.load(Ordering::Relaxed));
         }
-        // Without checkpoints every round would append its pages: eight rounds, eight times the first's WAL.
-        let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
-        assert!(last < first * 3, "WAL sizes {sizes:?}");
-        assert_eq!(count(&path, "SELECT COUNT(*) FROM sessions"), 1600);
+        // Appended to what was there, the WAL would hold every earlier wave's frames and one create's more; started
+        // again, it holds that one create's few.
+        assert!(
+            after_one
+                .iter()
+                .zip(&after_wave)
+                .all(|(&one, &wave)| one > 0 && one < 64 && one < wave),
+            "frames after one create {after_one:?}, after each wave {after_wave:?}"
+        );
+        assert_eq!(count(&path, "SELECT COUNT(*) FROM sessions"), 1608);
     }
 
     /// The WAL's size after `waves` waves of 100 concurrent creates, one straight after the other (a load that
