@@ -246,7 +246,10 @@ impl Breakers {
 
     /// Whether routing may send a session to `vendor` now: closed, or half-open with no probe under way.
     pub fn available(&self, vendor: Vendor) -> bool {
-        let now = Instant::now();
+        self.available_at(vendor, Instant::now())
+    }
+
+    fn available_at(&self, vendor: Vendor, now: Instant) -> bool {
         let breakers = self.lock();
         let b = &breakers[slot(vendor)];
         match b.state(now) {
@@ -258,7 +261,10 @@ impl Breakers {
 
     /// Routing chose `vendor`: a half-open breaker's one probe is now under way. False when another took it first.
     pub fn take(&self, vendor: Vendor) -> bool {
-        let now = Instant::now();
+        self.take_at(vendor, Instant::now())
+    }
+
+    fn take_at(&self, vendor: Vendor, now: Instant) -> bool {
         let settings = self.settings;
         let mut breakers = self.lock();
         let b = &mut breakers[slot(vendor)];
@@ -275,7 +281,10 @@ impl Breakers {
 
     /// Counts one call to `vendor`.
     pub fn record(&self, vendor: Vendor, health: CallHealth) {
-        let now = Instant::now();
+        self.record_at(vendor, health, Instant::now())
+    }
+
+    fn record_at(&self, vendor: Vendor, health: CallHealth, now: Instant) {
         let settings = self.settings;
         let mut breakers = self.lock();
         let b = &mut breakers[slot(vendor)];
@@ -307,7 +316,10 @@ impl Breakers {
 
     /// Every vendor's state and how often its breaker opened, for `/metrics`.
     pub fn snapshot(&self) -> Vec<(Vendor, BreakerState, u64)> {
-        let now = Instant::now();
+        self.snapshot_at(Instant::now())
+    }
+
+    fn snapshot_at(&self, now: Instant) -> Vec<(Vendor, BreakerState, u64)> {
         let breakers = self.lock();
         VENDORS
             .iter()
@@ -400,50 +412,82 @@ mod tests {
         }
     }
 
+    /// A breaker read at chosen instants (`at(ms)` is `ms` after the first), so a slow test thread cannot let
+    /// the open period run out between two of its steps.
+    struct Clocked {
+        b: Breakers,
+        start: Instant,
+    }
+
+    impl Clocked {
+        fn new() -> Self {
+            Self {
+                b: Breakers::new(settings()),
+                start: Instant::now(),
+            }
+        }
+        fn at(&self, ms: u64) -> Instant {
+            self.start + Duration::from_millis(ms)
+        }
+        fn available(&self, v: Vendor, ms: u64) -> bool {
+            self.b.available_at(v, self.at(ms))
+        }
+        fn take(&self, v: Vendor, ms: u64) -> bool {
+            self.b.take_at(v, self.at(ms))
+        }
+        fn record(&self, v: Vendor, health: CallHealth, ms: u64) {
+            self.b.record_at(v, health, self.at(ms))
+        }
+    }
+
     #[test]
     fn five_failures_in_a_row_open_and_a_probe_closes_or_reopens() {
-        let b = Breakers::new(settings());
+        let c = Clocked::new();
         for _ in 0..4 {
-            b.record(Vendor::Juhe, CallHealth::Failed);
+            c.record(Vendor::Juhe, CallHealth::Failed, 0);
         }
-        assert!(b.available(Vendor::Juhe));
+        assert!(c.available(Vendor::Juhe, 0));
         // The user's fault neither counts nor breaks the run.
-        b.record(Vendor::Juhe, CallHealth::UsersFault);
-        b.record(Vendor::Juhe, CallHealth::Failed);
-        assert!(!b.available(Vendor::Juhe));
-        assert!(!b.take(Vendor::Juhe));
-        assert!(b.available(Vendor::Baidu), "breakers are per vendor");
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(b.available(Vendor::Juhe), "half-open");
-        assert!(b.take(Vendor::Juhe), "the one probe");
-        assert!(!b.take(Vendor::Juhe), "only one probe");
-        assert!(!b.available(Vendor::Juhe));
-        b.record(Vendor::Juhe, CallHealth::Failed);
-        assert!(!b.available(Vendor::Juhe), "a failed probe opens it again");
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(b.take(Vendor::Juhe));
-        b.record(Vendor::Juhe, CallHealth::Ok);
-        assert!(b.available(Vendor::Juhe) && b.take(Vendor::Juhe) && b.take(Vendor::Juhe));
-        let opened = b
-            .snapshot()
-            .into_iter()
-            .find(|(v, _, _)| *v == Vendor::Juhe)
-            .map(|(_, state, n)| (state, n));
+        c.record(Vendor::Juhe, CallHealth::UsersFault, 0);
+        c.record(Vendor::Juhe, CallHealth::Failed, 0);
+        assert!(!c.available(Vendor::Juhe, 0));
+        assert!(!c.take(Vendor::Juhe, 49));
+        assert!(c.available(Vendor::Baidu, 0), "breakers are per vendor");
+        // Open for 50 ms.
+        assert!(c.available(Vendor::Juhe, 60), "half-open");
+        assert!(c.take(Vendor::Juhe, 60), "the one probe");
+        assert!(!c.take(Vendor::Juhe, 61), "only one probe");
+        assert!(!c.available(Vendor::Juhe, 61));
+        c.record(Vendor::Juhe, CallHealth::Failed, 62);
+        assert!(
+            !c.available(Vendor::Juhe, 63),
+            "a failed probe opens it again"
+        );
+        assert!(c.take(Vendor::Juhe, 120));
+        c.record(Vendor::Juhe, CallHealth::Ok, 121);
+        assert!(
+            c.available(Vendor::Juhe, 122)
+                && c.take(Vendor::Juhe, 122)
+                && c.take(Vendor::Juhe, 122)
+        );
+        let opened =
+            c.b.snapshot_at(c.at(122))
+                .into_iter()
+                .find(|(v, _, _)| *v == Vendor::Juhe)
+                .map(|(_, state, n)| (state, n));
         assert_eq!(opened, Some((BreakerState::Closed, 2)));
     }
 
     #[test]
     fn a_probe_never_heard_of_lets_another_go_after_the_open_period() {
-        let b = Breakers::new(settings());
+        let c = Clocked::new();
         for _ in 0..5 {
-            b.record(Vendor::Megvii, CallHealth::Failed);
+            c.record(Vendor::Megvii, CallHealth::Failed, 0);
         }
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(b.take(Vendor::Megvii));
-        assert!(!b.take(Vendor::Megvii));
-        std::thread::sleep(Duration::from_millis(60));
+        assert!(c.take(Vendor::Megvii, 60));
+        assert!(!c.take(Vendor::Megvii, 100));
         assert!(
-            b.take(Vendor::Megvii),
+            c.take(Vendor::Megvii, 120),
             "the first probe is taken to be lost"
         );
     }

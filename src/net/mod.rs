@@ -611,24 +611,32 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_silent_connection_fails_its_read_at_the_preface_deadline() {
+    /// A test listener's address, its accepted connections under `limits`, and the sender that stops it.
+    async fn acceptor(
+        limits: Limits,
+    ) -> (
+        std::net::SocketAddr,
+        mpsc::Receiver<Conn>,
+        watch::Sender<bool>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let mut conns = accept_with(
-            "test",
-            listener,
-            None,
-            limits(10, Duration::from_millis(200)),
-            stop_rx,
-        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let conns = accept_with("test", listener, None, limits, stop_rx);
+        (addr, conns, stop_tx)
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_fails_its_read_at_the_preface_deadline() {
+        let (addr, mut conns, _stop_tx) = acceptor(limits(10, Duration::from_millis(200))).await;
         let _silent = TcpStream::connect(addr).await.unwrap();
         let mut conn = conns.recv().await.unwrap();
         let mut buf = [0u8; 64];
         let err = conn.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
 
+        // The rest watches when the deadline stops applying: under a deadline a slow test thread cannot overrun.
+        let (addr, mut conns, _stop_tx) = acceptor(limits(10, Duration::from_secs(30))).await;
         // One that sends its preface (in two parts) is past the deadline for good.
         let mut talker = TcpStream::connect(addr).await.unwrap();
         let mut conn = conns.recv().await.unwrap();
@@ -658,16 +666,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_over_the_limit_are_closed_and_accepting_goes_on() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let mut conns = accept_with(
-            "test",
-            listener,
-            None,
-            limits(2, Duration::from_secs(3600)),
-            stop_rx,
-        );
+        let (addr, mut conns, _stop_tx) = acceptor(limits(2, Duration::from_secs(3600))).await;
         let _a = TcpStream::connect(addr).await.unwrap();
         let first = conns.recv().await.unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();
