@@ -12,7 +12,8 @@ async fn shutdown_reports_not_serving_then_lets_in_flight_calls_finish() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("facegate.db");
     let mut config = sandbox_config(&db);
-    config.grpc.drain_delay_secs = 1;
+    // Long enough for the health check below to see the drain on a slow machine; the vendor still answers after it.
+    config.grpc.drain_delay_secs = 2;
     let mut srv = Server::start_with(dir, config.clone()).await;
     let channel =
         tonic::transport::Channel::from_shared(format!("http://{}", srv.running().grpc_addr))
@@ -29,25 +30,44 @@ async fn shutdown_reports_not_serving_then_lets_in_flight_calls_finish() {
             .start_session(juhe_inline("slow-during-shutdown", 931))
             .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The call is in flight once the simulated vendor has it (it counts a call when it receives it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let vendor_calls = |srv: &Server| {
+        let s = srv.juhe_stats();
+        s.verify_calls + s.verify_encry_calls
+    };
+    while vendor_calls(&srv) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow call never reached the vendor"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     let running = srv.running.take().unwrap();
     let handle = running.shutdown_handle();
     handle.send(true).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "facegate.v1.VerificationService".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(
-        status,
-        ServingStatus::NotServing as i32,
-        "draining is visible to health checks"
-    );
+    // Draining is visible to health checks, well before the listener closes (2 s).
+    let check = tonic_health::pb::HealthCheckRequest {
+        service: "facegate.v1.VerificationService".into(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    loop {
+        let status = health
+            .check(check.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "draining is not visible to health checks (status {status})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     let finished = slow.await.unwrap().unwrap().into_inner().session.unwrap();
     assert_eq!(

@@ -96,13 +96,14 @@ async fn a_replay_waits_for_the_first_call_but_not_past_the_callers_deadline() {
             .start_session(juhe_inline("replay-slow", 931))
             .await
     });
-    // Whichever of the two arrives first makes the (3 s) call; the one with a 1 s deadline is answered before it,
-    // by the server, with its ErrorInfo.
+    // Whichever of the two arrives first makes the (3 s) call; the one with a 2.5 s deadline is answered before it,
+    // by the server, with its ErrorInfo. The server answers a tenth of the deadline early (250 ms): the margin
+    // the reply has before the client's own timer gives up with CANCELLED.
     let short = srv
         .client
         .start_session(with_deadline(
             juhe_inline("replay-slow", 931),
-            Duration::from_secs(1),
+            Duration::from_millis(2500),
         ))
         .await
         .unwrap_err();
@@ -157,11 +158,12 @@ async fn a_replay_on_another_replica_answers_what_the_first_call_answered() {
     let mut a_client = a.client.clone();
     let on_a =
         tokio::spawn(async move { a_client.start_session(juhe_inline("two-slow", 931)).await });
+    // 2.5 s: the server answers 250 ms early, before the client's own timer and the vendor's 3 s.
     let short = b
         .client
         .start_session(with_deadline(
             juhe_inline("two-slow", 931),
-            Duration::from_secs(1),
+            Duration::from_millis(2500),
         ))
         .await
         .unwrap_err();

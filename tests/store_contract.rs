@@ -7,9 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::pg::PgCluster;
-use common::{
-    identity, juhe_empty, juhe_inline, probe, sandbox_config, state, watch_in_background, Server,
-};
+use common::{identity, juhe_empty, juhe_inline, probe, sandbox_config, state, Server};
 use facegate::config::Secret;
 use facegate::domain::events::{EventDetail, EventsSummary, SessionEvent, KIND_CALLBACK_REJECTED};
 use facegate::domain::state::tests_support::blank_session;
@@ -1376,8 +1374,28 @@ async fn a_stream_on_one_replica_hears_a_decision_made_on_another() {
     let mut a = Server::start_with(dir_a, config_a).await;
     let b = Server::start_with(dir_b, config_b).await;
     let s = a.start_ok(juhe_empty("two-replicas")).await;
-    let watcher = watch_in_background(&b.client, &s.id);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The stream on B is open, its first message (the snapshot) read, before A changes anything.
+    let mut stream = b
+        .client
+        .clone()
+        .stream_status(pb::StreamStatusRequest {
+            session_id: s.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("no snapshot within 10 s")
+        .unwrap()
+        .unwrap();
+    let watcher = tokio::spawn(async move {
+        let mut seen = vec![first.session.unwrap()];
+        while let Some(msg) = stream.message().await.unwrap() {
+            seen.push(msg.session.unwrap());
+        }
+        seen
+    });
     a.client
         .submit_identity(pb::SubmitIdentityRequest {
             session_id: s.id.clone(),
