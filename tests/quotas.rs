@@ -45,11 +45,6 @@ fn assert_quota_exceeded(
         .map(|r| r.retry_delay.expect("a delay"))
 }
 
-fn vendor_calls(srv: &Server) -> u64 {
-    let stats = srv.juhe_stats();
-    stats.verify_calls + stats.verify_encry_calls
-}
-
 async fn metrics(srv: &Server) -> String {
     let url = format!("http://{}/metrics", srv.running().http_addr);
     let r = reqwest::get(url).await.unwrap();
@@ -88,7 +83,7 @@ async fn the_daily_cap_refuses_the_vendor_call_and_holds_across_a_restart() {
     let retry = assert_quota_exceeded(&refused, "billed_calls_per_day", "2")
         .expect("RetryInfo: the cap resets at the next UTC midnight");
     assert!(retry > std::time::Duration::ZERO && retry <= std::time::Duration::from_secs(86_400));
-    assert_eq!(vendor_calls(&srv), 2, "no vendor call over the cap");
+    assert_eq!(srv.juhe_requests(), 2, "no vendor call over the cap");
 
     // Inputs given one by one: the one that completes them is refused and the session still waits for it.
     let s = srv.start_ok(juhe_empty("cap-parts")).await;
@@ -111,7 +106,7 @@ async fn the_daily_cap_refuses_the_vendor_call_and_holds_across_a_restart() {
     assert!(assert_quota_exceeded(&refused, "billed_calls_per_day", "2").is_some());
     let after = srv.result(&s.id).await;
     assert_eq!(state(&after), pb::SessionState::RequiresInput);
-    assert_eq!(vendor_calls(&srv), 2);
+    assert_eq!(srv.juhe_requests(), 2);
 
     let text = metrics(&srv).await;
     let q = "billed_calls_per_day";
@@ -141,7 +136,7 @@ async fn the_daily_cap_refuses_the_vendor_call_and_holds_across_a_restart() {
         .unwrap_err();
     assert!(assert_quota_exceeded(&refused, "billed_calls_per_day", "2").is_some());
     assert_eq!(
-        vendor_calls(&again),
+        again.juhe_requests(),
         0,
         "still no vendor call after the restart"
     );
@@ -197,7 +192,7 @@ async fn the_rpc_rate_refuses_past_the_burst_and_says_when_to_retry() {
         .await
         .unwrap_err();
     assert!(assert_quota_exceeded(&refused, "rpc_rate", "0.01").is_some());
-    assert_eq!(vendor_calls(&srv), 0);
+    assert_eq!(srv.juhe_requests(), 0);
     let text = metrics(&srv).await;
     assert_eq!(
         series(&text, "facegate_quota_limit", "rpc_rate"),
@@ -313,7 +308,11 @@ async fn two_replicas_on_one_postgresql_database_share_the_daily_cap() {
             .unwrap_err();
         assert!(assert_quota_exceeded(&refused, "billed_calls_per_day", "3").is_some());
     }
-    assert_eq!(vendor_calls(&a) + vendor_calls(&b), 3, "three calls in all");
+    assert_eq!(
+        a.juhe_requests() + b.juhe_requests(),
+        3,
+        "three calls in all"
+    );
     let text = metrics(&b).await;
     assert_eq!(
         series(&text, "facegate_quota_usage", "billed_calls_per_day"),

@@ -22,11 +22,6 @@ fn with_deadline(
     r
 }
 
-fn juhe_calls(srv: &Server) -> u64 {
-    let s = srv.juhe_stats();
-    s.verify_calls + s.verify_encry_calls
-}
-
 #[tokio::test]
 async fn a_replayed_failed_start_session_answers_the_same_error() {
     let mut srv = Server::start().await;
@@ -53,7 +48,7 @@ async fn a_replayed_failed_start_session_answers_the_same_error() {
         .await
         .unwrap_err();
     assert_same_answer(&first, &replay);
-    assert_eq!(juhe_calls(&srv), 1, "a replay makes no vendor call");
+    assert_eq!(srv.juhe_requests(), 1, "a replay makes no vendor call");
 
     // Trying again as the ErrorInfo says: the image through UploadReference, whose own repeat may succeed.
     let again = srv
@@ -67,7 +62,7 @@ async fn a_replayed_failed_start_session_answers_the_same_error() {
         .unwrap_err();
     assert_eq!(reason(&again).0, "VENDOR_DATA_SOURCE_TIMEOUT");
     assert!(has_retry_info(&again));
-    assert_eq!(juhe_calls(&srv), 2);
+    assert_eq!(srv.juhe_requests(), 2);
     // The StartSession replay still answers what StartSession answered.
     let replay = srv
         .client
@@ -75,14 +70,14 @@ async fn a_replayed_failed_start_session_answers_the_same_error() {
         .await
         .unwrap_err();
     assert_same_answer(&first, &replay);
-    assert_eq!(juhe_calls(&srv), 2);
+    assert_eq!(srv.juhe_requests(), 2);
 
     // A success replays as the same session.
     let ok = srv.start_ok(juhe_inline("replay-ok", 1)).await;
     let ok_again = srv.start_ok(juhe_inline("replay-ok", 1)).await;
     assert_eq!(ok_again.id, ok.id);
     assert_eq!(state(&ok_again), pb::SessionState::Verified);
-    assert_eq!(juhe_calls(&srv), 3);
+    assert_eq!(srv.juhe_requests(), 3);
     srv.stop().await;
 }
 
@@ -114,7 +109,7 @@ async fn a_replay_waits_for_the_first_call_but_not_past_the_callers_deadline() {
     assert_eq!(replay.id, first.id);
     assert_eq!(state(&first), pb::SessionState::Verified);
     assert_eq!(state(&replay), pb::SessionState::Verified);
-    assert_eq!(juhe_calls(&srv), 1);
+    assert_eq!(srv.juhe_requests(), 1);
     assert_eq!(
         srv.running().service.hub().watched_sessions(),
         0,
@@ -151,7 +146,7 @@ async fn a_replay_on_another_replica_answers_what_the_first_call_answered() {
         .await
         .unwrap_err();
     assert_same_answer(&first, &on_b);
-    assert_eq!(juhe_calls(&a) + juhe_calls(&b), 1);
+    assert_eq!(a.juhe_requests() + b.juhe_requests(), 1);
 
     // A slow vendor (3 s): the repeats reach the other replica while the call is under way. They read the store,
     // so they answer the final session (not a stale snapshot, not a timeout), and a short deadline is kept.
@@ -175,7 +170,7 @@ async fn a_replay_on_another_replica_answers_what_the_first_call_answered() {
     assert_eq!(state(&on_a), pb::SessionState::Verified);
     assert_eq!(state(&on_b), pb::SessionState::Verified);
     assert_eq!(
-        juhe_calls(&a) + juhe_calls(&b),
+        a.juhe_requests() + b.juhe_requests(),
         2,
         "one call per request_id"
     );

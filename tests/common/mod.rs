@@ -112,6 +112,12 @@ impl Server {
         self.running().sandbox.as_ref().unwrap().juhe.stats()
     }
 
+    /// Requests the Juhe simulator has received on either verification endpoint (counted on arrival).
+    pub fn juhe_requests(&self) -> u64 {
+        let s = self.juhe_stats();
+        s.verify_calls + s.verify_encry_calls
+    }
+
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.unwrap();
