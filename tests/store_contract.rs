@@ -1349,12 +1349,7 @@ async fn server_on_postgres_keeps_a_juhe_session_across_a_restart() {
     assert_eq!(read.id, verified.id);
     let replay = again.start_ok(juhe_inline("id", 1)).await;
     assert_eq!(replay.id, verified.id, "the request id is still known");
-    let calls = again.juhe_stats();
-    assert_eq!(
-        calls.verify_calls + calls.verify_encry_calls,
-        0,
-        "no new vendor call"
-    );
+    assert_eq!(again.juhe_requests(), 0, "no new vendor call");
     again.stop().await;
 }
 
